@@ -1,0 +1,41 @@
+"""adn — Adaptive Depth Networks: one network, trained once, run at many depths.
+
+    >>> import adn
+    >>> model = adn.create_model("resnet50")
+    >>> logits = model(images, skip="TTFF")   # skip the 2nd halves of stages 1 and 2
+    >>> model.skip = "TTTT"                    # default for plain model(x): the base-net
+"""
+
+from . import models  # noqa: F401  (registers the architectures)
+from .flops import count_flops, count_params
+from .registry import ModelInfo, create_model, list_models, model_info, register_model
+from .skip import (
+    AdaptiveDepthNet,
+    SkipAwareNorm,
+    Stage,
+    convert_sync_batchnorm,
+    format_skip,
+    make_skip_aware,
+    parse_skip,
+    subnets,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptiveDepthNet",
+    "ModelInfo",
+    "SkipAwareNorm",
+    "Stage",
+    "convert_sync_batchnorm",
+    "count_flops",
+    "count_params",
+    "create_model",
+    "format_skip",
+    "list_models",
+    "make_skip_aware",
+    "model_info",
+    "parse_skip",
+    "register_model",
+    "subnets",
+]

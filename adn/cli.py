@@ -1,0 +1,74 @@
+"""The ``adn`` command line: ``adn <command> [options]``.
+
+Each command lives in its own module and exposes ``main(argv) -> int``; this file only dispatches and turns
+user errors into one clear line on stderr (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: command -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("adn.train", "main", "train an adaptive-depth network with self-distillation (seed's train_adn.py)"),
+    "eval": ("adn.train", "eval_main", "evaluate one sub-network (--skip-cfg) or all of them (--all-subnets)"),
+    "models": ("adn.summary", "main", "list models, or the sub-network table (FLOPs, params) of one model"),
+    "bench": ("adn.bench", "main", "measure latency/FLOPs/accuracy of every sub-network, Pareto plot"),
+    "select": ("adn.bench", "select_main", "pick the most accurate sub-network within a latency/FLOPs budget"),
+    "export": ("adn.export", "main", "export one sub-network as a plain module (TorchScript/ONNX)"),
+}
+
+
+class UsageError(Exception):
+    """A user mistake (bad flag, missing file ...): reported as one line, exit status 2."""
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {desc}" for name, (_, _, desc) in COMMANDS.items()]
+    return "usage: adn <command> [options]   (adn <command> --help for its options)\n\ncommands:\n" + "\n".join(lines)
+
+
+def run_command(func, argv: Sequence[str], debug: bool = False) -> int:
+    """Run ``func(argv)``; user errors become one line on stderr and exit status 2."""
+    try:
+        return int(func(list(argv)) or 0)
+    except KeyboardInterrupt:
+        print("adn: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        if debug:
+            raise
+        print(f"adn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"adn {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"adn: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, func_name, _ = COMMANDS[name]
+    try:
+        func = getattr(importlib.import_module(module), func_name)
+    except (ImportError, AttributeError):
+        print(f"adn: error: command {name!r} is not available in this version", file=sys.stderr)
+        return 2
+    return run_command(func, rest, debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Architectures. Importing this package registers every model."""
+
+from . import resnet  # noqa: F401

@@ -1,0 +1,113 @@
+"""ResNet-ADN: torchvision's ResNet (blocks, layout and parameter names) on the shared skip mechanism.
+
+``resnet50``/``resnet101`` follow torchvision exactly, so torchvision's ImageNet state dict loads into the
+super-net path. ``resnet20``/``resnet56`` are the CIFAR-style ResNets (3x3 stem, 3 stages of 16/32/64
+channels, 32x32 input) that train on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
+
+from ..registry import register_model
+from ..skip import AdaptiveDepthNet, SkipLike
+
+Block = type[Union[BasicBlock, Bottleneck]]
+
+
+class ResNet(AdaptiveDepthNet):
+    """A ResNet whose stages (``layer1``, ``layer2`` ...) have skippable second halves."""
+
+    def __init__(
+        self,
+        block: Block,
+        layers: list[int],
+        widths: list[int],
+        num_classes: int = 1000,
+        small_input: bool = False,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        self.inplanes = widths[0] if small_input else 64
+        if small_input:  # CIFAR stem: one 3x3 conv, no max-pool
+            self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.ReLU(inplace=True)
+        names = []
+        for i, (n, width) in enumerate(zip(layers, widths)):
+            names.append(f"layer{i + 1}")
+            setattr(self, names[-1], self._make_layer(block, width, n, stride=1 if i == 0 else 2))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(widths[-1] * block.expansion, num_classes)
+
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+        if zero_init_residual:
+            for m in self.modules():
+                last_bn = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
+                if last_bn is not None:
+                    nn.init.constant_(last_bn.weight, 0)
+        # After init, so each twin norm starts as a copy of its main norm.
+        self.set_stages([list(getattr(self, name)) for name in names])
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
+        skip = self.resolve_skip(skip)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage, skip_stage in zip(self.stages, skip):
+            x = stage(x, skip_stage)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+_TINY = {"num_classes": 10}
+
+
+@register_model(
+    input_size=224,
+    published={"FFFF": (4.11, 77.6), "TFFF": (3.90, 77.1), "TTFF": (3.46, 76.5), "TTTT": (2.58, 76.1)},
+    test_kwargs=_TINY,
+)
+def resnet50(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-50-ADN: stages [3, 4, 6, 3], skippable [1, 2, 3, 1]."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes, **kwargs)
+
+
+@register_model(input_size=224, test_kwargs=_TINY)
+def resnet101(num_classes: int = 1000, **kwargs) -> ResNet:
+    """ResNet-101-ADN: stages [3, 4, 23, 3], skippable [1, 2, 11, 1]."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], [64, 128, 256, 512], num_classes, **kwargs)
+
+
+@register_model(input_size=32, test_kwargs=_TINY)
+def resnet20(num_classes: int = 1000, **kwargs) -> ResNet:
+    """CIFAR-style ResNet-20-ADN (32x32 input): stages [3, 3, 3], skippable [1, 1, 1]."""
+    return ResNet(BasicBlock, [3, 3, 3], [16, 32, 64], num_classes, small_input=True, **kwargs)
+
+
+@register_model(input_size=32, test_kwargs=_TINY)
+def resnet56(num_classes: int = 1000, **kwargs) -> ResNet:
+    """CIFAR-style ResNet-56-ADN (32x32 input): stages [9, 9, 9], skippable [4, 4, 4]."""
+    return ResNet(BasicBlock, [9, 9, 9], [16, 32, 64], num_classes, small_input=True, **kwargs)
