@@ -37,17 +37,22 @@ def load_state_dict_compat(model: nn.Module, state_dict: Mapping[str, torch.Tens
     Any other missing or unexpected key is an error that names the keys.
     """
     state_dict = convert_published_state_dict(state_dict)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    twins_missing = [k for k in missing if ".skip_norm." in k]
-    other_missing = [k for k in missing if ".skip_norm." not in k]
-    if other_missing or unexpected:
-        raise ValueError(
-            "state dict does not fit this model: "
-            + "; ".join(
-                f"{what} {len(keys)} keys (e.g. {', '.join(keys[:3])})"
-                for what, keys in (("missing", other_missing), ("unexpected", unexpected))
-                if keys
-            )
-        )
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and ".skip_norm." not in k]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+        for k, v in state_dict.items()
+        if k in expected and hasattr(v, "shape") and v.shape != expected[k].shape
+    ]
+    problems = [
+        f"{what} {len(keys)} keys (e.g. {', '.join(keys[:3])})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch in", mismatched))
+        if keys
+    ]
+    if problems:
+        raise ValueError("weights do not fit this model (another architecture or class count?): " + "; ".join(problems))
+    twins_missing = any(k not in state_dict for k in expected if ".skip_norm." in k)
+    model.load_state_dict(state_dict, strict=False)
     if twins_missing:
         init_skip_norms_from_main(model)
