@@ -281,9 +281,10 @@ def _check_same_classes(train: list[str], val: list[str], root: Path) -> None:
 def _sizes(
     image_size: int, train_crop_size: int | None, val_resize_size: int | None, val_crop_size: int | None
 ) -> tuple[int, int, int]:
-    """Defaults follow torchvision's reference (crop 224, resize 256) scaled to ``image_size``."""
-    val_crop = val_crop_size or image_size
-    return train_crop_size or image_size, val_resize_size or round(val_crop * 256 / 224), val_crop
+    """(train crop, val resize, val crop): torchvision's reference defaults 224/256/224 scaled to ``image_size``;
+    each given size is used as is (like the reference, they do not scale each other)."""
+    return (train_crop_size or image_size, val_resize_size or round(image_size * 256 / 224),
+            val_crop_size or image_size)
 
 
 def build_datasets(

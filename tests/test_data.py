@@ -109,6 +109,8 @@ def test_imagefolder_class_count_and_sizes(tmp_path):
 def test_imagefolder_default_sizes_follow_reference():
     assert data._sizes(224, None, None, None) == (224, 256, 224)
     assert data._sizes(224, 176, 232, None) == (176, 232, 224)
+    assert data._sizes(224, None, None, 288) == (224, 256, 288)
+    assert data._sizes(32, None, None, None) == (32, 37, 32)
 
 
 def _one_line_error(exc_type, match, fn, *args, **kwargs):
