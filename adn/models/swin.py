@@ -1,0 +1,66 @@
+"""Swin-ADN: torchvision's Swin Transformer (same modules, same parameter names) on the shared skip mechanism.
+
+torchvision keeps the four stages and the patch-merging layers between them in one ``features`` sequence
+(``features.1`` = stage 1, ``features.2`` = its patch merging, ...). Each stage is a skippable stage; the
+patch embedding, the patch-merging layers, the final norm and the head always run. ``norm1``/``norm2`` of
+mandatory blocks are skip-aware. torchvision's ImageNet state dict loads into the super-net path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchvision.models import swin_transformer as tv
+
+from ..registry import register_model
+from ..skip import AdaptiveDepthNet, SkipLike
+
+
+class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
+    """torchvision's SwinTransformer whose stages have skippable second halves.
+
+    Takes torchvision's arguments (``patch_size``, ``embed_dim``, ``depths``, ``num_heads``, ``window_size``,
+    ``stochastic_depth_prob``, ``dropout``, ``num_classes`` ...); every depth must be at least 2.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # features = [patch embedding, stage 1, merging, stage 2, merging, stage 3, merging, stage 4]
+        self.set_stages([list(stage) for stage in self.features[1::2]])
+
+    def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
+        skip = self.resolve_skip(skip)
+        x = self.features[0](x)
+        for i, (stage, skip_stage) in enumerate(zip(self.stages, skip)):
+            if i > 0:
+                x = self.features[2 * i](x)  # patch merging
+            x = stage(x, skip_stage)
+        x = self.norm(x)
+        x = self.permute(x)
+        return self.head(self.flatten(self.avgpool(x)))
+
+
+@register_model(
+    input_size=224,
+    published={"FFFF": (4.49, 81.6), "TFFF": (4.11, 80.8), "TTFF": (3.75, 80.0), "TTTT": (2.34, 78.0)},
+    flops_tolerance=0.02,
+    test_kwargs={"num_classes": 10},
+)
+def swin_t(num_classes: int = 1000, stochastic_depth_prob: float = 0.2, **kwargs: Any) -> SwinTransformer:
+    """Swin-T-ADN: depths [2, 2, 6, 2], skippable [1, 1, 3, 1]; window 7, patch 4, embed dim 96."""
+    config: dict[str, Any] = dict(
+        patch_size=[4, 4], embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=[7, 7]
+    )
+    config.update(kwargs)
+    return SwinTransformer(num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob, **config)
+
+
+@register_model(input_size=32, test_kwargs={"num_classes": 10})
+def swin_cifar(num_classes: int = 1000, stochastic_depth_prob: float = 0.1, **kwargs: Any) -> SwinTransformer:
+    """CIFAR-style Swin-ADN (32x32 input, patch 2, window 4, embed dim 32): depths [2, 2, 2, 2], CPU-friendly."""
+    config: dict[str, Any] = dict(
+        patch_size=[2, 2], embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=[4, 4]
+    )
+    config.update(kwargs)
+    return SwinTransformer(num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob, **config)
