@@ -1,8 +1,18 @@
 """FLOPs and parameter counts against the published table kept in the model registry."""
 
+import functools
+
 import pytest
+import torch
 
 import adn
+
+
+@functools.lru_cache(maxsize=None)
+def _full_size(name):
+    """Each registered model built once, on the meta device: shapes only, so ViT-B/16 counts in a blink."""
+    with torch.device("meta"):
+        return adn.create_model(name)
 
 
 def _published_rows():
@@ -15,13 +25,26 @@ def _published_rows():
 @pytest.mark.parametrize("name, skip, gflops", list(_published_rows()))
 def test_flops_match_published_table(name, skip, gflops):
     info = adn.model_info(name)
-    model = adn.create_model(name)
-    measured = adn.count_flops(model, skip, info.input_size) / 1e9
+    measured = adn.count_flops(_full_size(name), skip, info.input_size) / 1e9
     assert measured == pytest.approx(gflops, rel=info.flops_tolerance), f"{name} {skip}: {measured:.3f} G vs {gflops} G"
 
 
 def test_resnet50_table_is_registered():
     assert set(adn.model_info("resnet50").published) == {"FFFF", "TFFF", "TTFF", "TTTT"}
+
+
+def test_published_tables_cover_every_imagenet_architecture():
+    tables = {name: set(adn.model_info(name).published) for name in ("mobilenet_v2", "swin_t", "vit_b_16")}
+    assert tables == {
+        "mobilenet_v2": {"FFFFF", "TTTTT"},
+        "swin_t": {"FFFF", "TFFF", "TTFF", "TTTT"},
+        "vit_b_16": {"FFFF", "FFFT", "TTFF", "TTFT", "TTTT"},
+    }
+
+
+def test_meta_device_count_equals_real_count():
+    model = adn.create_model("vit_cifar")
+    assert adn.count_flops(model, "TFTF") == adn.count_flops(_full_size("vit_cifar"), "TFTF")
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet50"])

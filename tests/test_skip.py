@@ -166,7 +166,7 @@ def test_gradients_reach_exactly_the_expected_parameters():
 def test_every_subnet_forward_backward(name):
     info = adn.model_info(name)
     model = adn.create_model(name, **info.test_kwargs).train()
-    size = 32 if info.input_size <= 64 else 64
+    size = info.test_kwargs.get("image_size", 32 if info.input_size <= 64 else 64)  # ViT: fixed input size
     configs = adn.subnets(model)
     if len(configs) > 8:  # big models: the extremes and a couple of mixed configs keep the suite fast
         configs = [configs[0], configs[1], configs[len(configs) // 2], configs[-1]]
