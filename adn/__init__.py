@@ -7,6 +7,8 @@
 """
 
 from . import models  # noqa: F401  (registers the architectures)
+from .bench import bench_subnets, select_subnet
+from .export import export_subnet
 from .flops import count_flops, count_params
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
 from .skip import (
@@ -27,15 +29,18 @@ __all__ = [
     "ModelInfo",
     "SkipAwareNorm",
     "Stage",
+    "bench_subnets",
     "convert_sync_batchnorm",
     "count_flops",
     "count_params",
     "create_model",
+    "export_subnet",
     "format_skip",
     "list_models",
     "make_skip_aware",
     "model_info",
     "parse_skip",
     "register_model",
+    "select_subnet",
     "subnets",
 ]
