@@ -50,10 +50,11 @@ COLUMNS = [
 def time_forward(
     model: nn.Module, x: torch.Tensor, skip: SkipLike = None, *, min_run_time: float = 0.3, num_threads: int | None = None
 ) -> Measurement:
-    """Time ``model(x, skip=skip)`` with ``torch.utils.benchmark`` (warm-up included; synchronizes on CUDA).
+    """Time ``model(x, skip=skip)`` with ``torch.utils.benchmark`` (synchronizes on CUDA).
 
     ``min_run_time`` is the seconds spent measuring; ``num_threads`` defaults to torch's current setting
-    (``Timer`` itself would default to 1 thread).
+    (``Timer`` itself would default to 1 thread). ``blocked_autorange`` first runs untimed calls to size its
+    blocks, which doubles as the warm-up.
     """
     from torch.utils import benchmark  # imported on use: importing it warns about a missing CUDA toolkit
 
@@ -63,7 +64,6 @@ def time_forward(
         num_threads=num_threads or torch.get_num_threads(),
     )
     with torch.inference_mode():
-        model(x, skip=skip)  # warm-up: allocator, lazy initialisation, cuDNN autotuning
         return timer.blocked_autorange(min_run_time=min_run_time)
 
 
@@ -330,8 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    resolution = args.resolution or info.input_size
-    batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
+    resolution = info.input_size if args.resolution is None else args.resolution
+    batch_size = (64 if device.type == "cuda" else 8) if args.batch_size is None else args.batch_size
     for flag, value in (("--batch-size", batch_size), ("--resolution", resolution), ("--min-run-time", args.min_run_time)):
         if value <= 0:
             raise ValueError(f"{flag} must be positive, got {value}")
