@@ -95,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as exc:  # pickle/zip/EOF errors all mean "not a readable checkpoint"
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
         detail = f"{type(exc).__name__}: {text[:160]}" if any(c.isalpha() for c in text) else type(exc).__name__
         raise ValueError(f"cannot read checkpoint {path} ({detail}); is it a corrupt, truncated or non-PyTorch file?") from exc
 

@@ -1,0 +1,211 @@
+"""Self-distillation loss and step, checkpoints, resume, and a real 2-process (gloo) DDP run."""
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import adn
+from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from adn.engine import self_distillation_loss, train_one_epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def _softmax(xs, t=1.0):
+    e = [math.exp(x / t) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_distillation_loss_matches_hand_computation(temperature):
+    teacher = [[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]]
+    student = [[1.0, 1.0, 0.0], [-1.0, 2.0, 0.5]]
+    expected = temperature**2 * sum(
+        _kl(_softmax(t, temperature), _softmax(s, temperature)) for t, s in zip(teacher, student)
+    ) / 2
+    got = self_distillation_loss(torch.tensor(teacher), torch.tensor(student), temperature)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_distillation_loss_top_k_restricts_to_teacher_classes():
+    teacher = [[2.0, 0.5, -1.0, 0.1], [0.0, 1.0, 3.0, -2.0]]
+    student = [[1.0, 1.0, 0.0, 5.0], [-1.0, 2.0, 0.5, 4.0]]
+    top2 = [[0, 1], [2, 1]]  # each sample's two best teacher classes
+    expected = 4.0 * sum(
+        _kl(_softmax([t[i] for i in k], 2.0), _softmax([s[i] for i in k], 2.0))
+        for t, s, k in zip(teacher, student, top2)
+    ) / 2
+    got = self_distillation_loss(torch.tensor(teacher), torch.tensor(student), 2.0, topk=2)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_distillation_loss_is_zero_for_equal_logits_and_gives_no_teacher_gradient():
+    teacher = torch.randn(4, 5, requires_grad=True)
+    student = teacher.detach().clone().requires_grad_()
+    loss = self_distillation_loss(teacher, student)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    (loss + (student * 0).sum()).backward()
+    assert teacher.grad is None
+
+
+def _args(**kw):
+    base = dict(subpath_alpha=0.5, subpath_temp=1.0, kd_topk=None, amp=False, clip_grad_norm=None,
+                model_ema_steps=1, lr_warmup_epochs=0, print_freq=100, max_steps=None)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_one_step_trains_main_norms_twins_and_skippable_blocks():
+    torch.manual_seed(0)
+    model = adn.create_model("resnet20", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = [(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))]
+    stats = train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, batch, "cpu", 0, _args(clip_grad_norm=1.0))
+    after = model.state_dict()
+    changed = lambda k: not torch.equal(before[k], after[k])  # noqa: E731
+    assert changed("layer1.0.bn1.weight")  # main norm: super-net's CE
+    assert changed("layer1.0.bn1.skip_norm.weight")  # twin: base-net's distillation
+    assert changed("layer1.2.conv1.weight")  # skippable block: super-net only
+    assert changed("layer1.0.bn1.skip_norm.running_mean")  # twin statistics follow the base-net pass
+    assert stats["loss_base"] > 0 and stats["loss_super"] > 0
+
+
+def test_amp_ema_and_top_k_step_runs_on_cpu():
+    from adn.train import build_ema
+
+    torch.manual_seed(0)
+    model = adn.create_model("resnet20", num_classes=10)
+    ema = build_ema(model, argparse.Namespace(world_size=1, batch_size=4, model_ema_steps=1, epochs=1,
+                                              model_ema_decay=0.9), "cpu")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batch = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))] * 2
+    train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, batch, "cpu", 0, _args(amp=True, kd_topk=3), ema)
+    assert ema.n_averaged.item() == 2
+    assert not torch.equal(ema.module.fc.weight, model.fc.weight)
+
+
+def test_checkpoint_files_are_atomic_and_errors_are_one_line(tmp_path):
+    model = adn.create_model("resnet20", num_classes=10)
+    save_checkpoint({"model": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "c.pth")
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]  # no temporary file left behind
+    assert load_checkpoint(tmp_path / "c.pth")["args"].lr == 0.1
+    fresh = load_weights(adn.create_model("resnet20", num_classes=10), tmp_path / "c.pth")
+    assert torch.equal(fresh.fc.weight, model.fc.weight)
+    published = {k.replace(".skip_norm.", "_skip."): v for k, v in model.state_dict().items()}
+    torch.save(published, tmp_path / "published.pth")
+    loaded = load_weights(adn.create_model("resnet20", num_classes=10), tmp_path / "published.pth")
+    assert torch.equal(loaded.layer2[0].bn2.skip_norm.weight, model.layer2[0].bn2.skip_norm.weight)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint") as err:
+        load_weights(model, tmp_path / "junk.pth")
+    assert "\n" not in str(err.value)
+    torch.save({"epoch": 3}, tmp_path / "no_model.pth")
+    with pytest.raises(ValueError, match="no model weights"):
+        load_weights(model, tmp_path / "no_model.pth")
+
+
+TINY = ["--model", "resnet20", "--train-subset", "48", "--val-subset", "32", "-b", "16", "--print-freq", "100",
+        "--lr-scheduler", "steplr", "--lr-step-size", "1", "--lr-gamma", "0.5"]
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    from adn.train import main
+
+    assert main([*TINY, "--epochs", "2", "--output-dir", str(tmp_path / "a")]) == 0
+    assert main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "b")]) == 0
+    assert main([*TINY, "--epochs", "2", "--output-dir", str(tmp_path / "b"),
+                 "--resume", str(tmp_path / "b" / "checkpoint.pth")]) == 0
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
+    assert a["epoch"] == b["epoch"] == 1
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] == 0.05
+    assert "resumed from" in capsys.readouterr().out
+
+
+_DDP_WORKER = textwrap.dedent("""
+    import argparse, copy, sys
+    import torch, torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    import adn
+    from adn.engine import train_one_epoch
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = adn.create_model("resnet20", num_classes=10)
+    replicas = [copy.deepcopy(model) for _ in range(2)]
+    args = argparse.Namespace(subpath_alpha=0.5, subpath_temp=2.0, kd_topk=None, amp=False, clip_grad_norm=None,
+                              model_ema_steps=1, lr_warmup_epochs=0, print_freq=100, max_steps=None)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
+    ddp = DDP(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_one_epoch(ddp, torch.nn.CrossEntropyLoss(), opt, [(x[4 * rank:4 * rank + 4], y[4 * rank:4 * rank + 4])
+                    for x, y in batches], "cpu", 0, args)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(2)]
+    dist.all_gather(gathered, flat)
+    if rank == 0:
+        # reference: each replica computes its half-batch gradients alone; average them by hand, SGD step;
+        # rank 0's buffers win, as DDP broadcasts them before every forward
+        for x, y in batches:
+            grads = []
+            for k, rep in enumerate(replicas):
+                rep.zero_grad()
+                train_one_epoch(rep, torch.nn.CrossEntropyLoss(), torch.optim.SGD(rep.parameters(), lr=0.0),
+                                [(x[4 * k:4 * k + 4], y[4 * k:4 * k + 4])], "cpu", 0, args)
+                grads.append([p.grad.clone() for p in rep.parameters()])
+            with torch.no_grad():
+                for rep in replicas:
+                    for p, g0, g1 in zip(rep.parameters(), *grads):
+                        p -= 0.1 * (g0 + g1) / 2
+                for b0, b1 in zip(replicas[0].buffers(), replicas[1].buffers()):
+                    b1.copy_(b0)
+        ref = torch.cat([p.detach().flatten() for p in replicas[0].parameters()])
+        print("RANK_DIFF", (gathered[0] - gathered[1]).abs().max().item())
+        print("REF_DIFF", (ref - flat).abs().max().item())
+    dist.destroy_process_group()
+""")
+
+
+def _torchrun(args, cwd, timeout=240):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_ddp_step_averages_every_gradient_once(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(_DDP_WORKER)
+    out = _torchrun([str(script)], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    values = dict(line.split() for line in out.stdout.splitlines() if line.startswith(("RANK_DIFF", "REF_DIFF")))
+    assert float(values["RANK_DIFF"]) == 0.0  # replicas stay identical
+    assert float(values["REF_DIFF"]) < 1e-5  # and equal hand-averaged gradients of both half-batches
+
+
+@pytest.mark.slow
+def test_torchrun_two_process_training(tmp_path):
+    out = _torchrun([str(ROOT / "train_adn.py"), *TINY, "--epochs", "1", "--output-dir", str(tmp_path / "ddp")], ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("epoch 0:") == 1  # rank 0 prints, rank 1 does not
+    ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pth")
+    assert ckpt["args"]["world_size"] == 2 and ckpt["epoch"] == 0
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1
