@@ -68,7 +68,7 @@ class MobileNetV2(AdaptiveDepthNet, tv.MobileNetV2):
     test_kwargs={"num_classes": 10, "width_mult": 0.25},
 )
 def mobilenet_v2(num_classes: int = 1000, **kwargs: Any) -> MobileNetV2:
-    """MobileNetV2-ADN: 5 skippable stages of [2, 3, 4, 3, 3] blocks, skippable [1, 1, 2, 1, 1]."""
+    """MobileNetV2-ADN: stages [2, 3, 4, 3, 3] (24 to 160 channels), skippable [1, 1, 2, 1, 1]."""
     return MobileNetV2(num_classes=num_classes, **kwargs)
 
 
