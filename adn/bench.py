@@ -249,8 +249,10 @@ def plot_pareto(
             front = pareto_front(rows, cost, metric)
             ax.plot([r[cost] for r in front], [r[metric] for r in front], "o-", c="tab:red", ms=6,
                     drawstyle="steps-post", label="Pareto-optimal")
-            for r in front:
-                ax.annotate(r["skip"], (r[cost], r[metric]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+            on_front = {r["skip"] for r in front}
+            for r in rows:
+                ax.annotate(r["skip"], (r[cost], r[metric]), textcoords="offset points", xytext=(4, -10),
+                            fontsize=7 if r["skip"] in on_front else 6, c="k" if r["skip"] in on_front else "0.5")
             ax.set_xlabel(label)
             ax.set_ylabel(f"{'Acc@1' if metric == 'acc1' else metric} (%)")
     else:
@@ -297,7 +299,8 @@ def save_results(rows: list[dict[str, Any]], meta: dict[str, Any], out_dir: Path
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} CPU ({threads} thread{'s' * (threads > 1)})"
 
 
 # ------------------------------------------------------------------------------------------------- CLIs

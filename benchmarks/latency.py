@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         where = torch.cuda.get_device_name(device)
     else:
-        where = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        where = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
     models = [m for m in args.models if m in adn.list_models()]
     lines = [
         f"# Latency vs FLOPs: base-net / super-net ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
