@@ -493,7 +493,7 @@ def _evaluate_only(args: argparse.Namespace, device: torch.device, image_size: i
             _log(f"sub-networks of {what} (GFLOPs = MACs at {resolution}px):")
         _log(text)
     else:
-        skip = parse_skip(args.skip_cfg, model.num_stages)
+        skip = parse_skip(None if args.skip_cfg is None else " ".join(args.skip_cfg), model.num_stages)
         m = evaluate(model, loader, device, skip=skip, print_freq=args.print_freq, log_suffix=format_skip(skip))
         rows = [{"skip": format_skip(skip), "gflops": count_flops(model, skip, resolution) / 1e9,
                  "params_m": count_params(model, skip) / 1e6, "acc1": m["acc1"], "acc5": m["acc5"]}]
