@@ -8,6 +8,7 @@
 
 from . import models  # noqa: F401  (registers the architectures)
 from .bench import bench_subnets, select_subnet
+from .checkpoint import load_weights
 from .export import export_subnet
 from .flops import count_flops, count_params
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
@@ -37,6 +38,7 @@ __all__ = [
     "export_subnet",
     "format_skip",
     "list_models",
+    "load_weights",
     "make_skip_aware",
     "model_info",
     "parse_skip",
