@@ -67,9 +67,9 @@ def time_forward(
         return timer.blocked_autorange(min_run_time=min_run_time)
 
 
-def _median_p90_ms(m: Measurement) -> tuple[float, float]:
-    # Each entry of ``times`` is the mean of one block of runs (one run per block for models slower than ~1 ms).
-    return m.median * 1e3, float(np.percentile(m.times, 90)) * 1e3
+def _median_p90_ms(times: Sequence[float]) -> tuple[float, float]:
+    # Each entry is the mean of one block of runs (one run per block for models slower than ~1 ms).
+    return float(np.median(times)) * 1e3, float(np.percentile(times, 90)) * 1e3
 
 
 def bench_subnets(
@@ -79,6 +79,7 @@ def bench_subnets(
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     min_run_time: float = 0.3,
+    rounds: int = 1,
     num_threads: int | None = None,
     loader: Iterable | None = None,
     configs: Sequence[SkipLike] | None = None,
@@ -89,6 +90,8 @@ def bench_subnets(
     Keys: ``skip``, ``params_m``, ``gflops`` (GMACs per image), ``latency_ms``/``latency_p90_ms`` (batch 1),
     ``batch_latency_ms``/``batch_latency_p90_ms`` (batch ``batch_size``), ``throughput`` (images/s at
     ``batch_size``), and ``acc1``/``acc5`` (``None`` without ``loader``). Runs in eval mode without autograd.
+    With ``rounds > 1`` the sweep over sub-networks is repeated and the timings of all rounds pooled, so a
+    change in machine load during the run affects every sub-network alike.
     """
     from tqdm import tqdm
 
@@ -98,27 +101,30 @@ def bench_subnets(
     model = model.to(device).eval()
     x1 = torch.randn(1, 3, resolution, resolution, device=device)
     xb = torch.randn(batch_size, 3, resolution, resolution, device=device)
-    rows = []
-    for skip in tqdm(configs, desc="sub-networks", unit="net", disable=not progress):
-        key = format_skip(skip)
-        row: dict[str, Any] = {
-            "skip": key,
-            "params_m": count_params(model, skip) / 1e6,
-            "gflops": count_flops(model, skip, resolution) / 1e9,
-        }
-        row["latency_ms"], row["latency_p90_ms"] = _median_p90_ms(
-            time_forward(model, x1, skip, min_run_time=min_run_time, num_threads=num_threads)
-        )
-        m = time_forward(model, xb, skip, min_run_time=min_run_time, num_threads=num_threads)
-        row["batch_latency_ms"], row["batch_latency_p90_ms"] = _median_p90_ms(m)
-        row["throughput"] = batch_size / m.median
+    rows = [
+        {"skip": format_skip(s), "params_m": count_params(model, s) / 1e6,
+         "gflops": count_flops(model, s, resolution) / 1e9}
+        for s in configs
+    ]
+    times: list[tuple[list[float], list[float]]] = [([], []) for _ in configs]
+    steps = tqdm(total=rounds * len(configs), desc="timing sub-networks", unit="net", disable=not progress)
+    for _ in range(rounds):
+        for skip, (t1, tb) in zip(configs, times):
+            t1 += time_forward(model, x1, skip, min_run_time=min_run_time, num_threads=num_threads).times
+            tb += time_forward(model, xb, skip, min_run_time=min_run_time, num_threads=num_threads).times
+            steps.update()
+    steps.close()
+    for skip, row, (t1, tb) in zip(configs, rows, times):
+        row["latency_ms"], row["latency_p90_ms"] = _median_p90_ms(t1)
+        row["batch_latency_ms"], row["batch_latency_p90_ms"] = _median_p90_ms(tb)
+        row["throughput"] = batch_size * 1e3 / row["batch_latency_ms"]
         row["acc1"] = row["acc5"] = None
-        if loader is not None:
-            from .engine import evaluate
+    if loader is not None:
+        from .engine import evaluate
 
-            metrics = evaluate(model, loader, device, skip=skip, print_freq=10**9, log_suffix=key)
+        for skip, row in zip(tqdm(configs, desc="evaluating sub-networks", unit="net", disable=not progress), rows):
+            metrics = evaluate(model, loader, device, skip=skip, print_freq=10**9, log_suffix=row["skip"])
             row["acc1"], row["acc5"] = float(metrics["acc1"]), float(metrics["acc5"])
-        rows.append(row)
     return rows
 
 
@@ -127,24 +133,35 @@ def switching_cost(
     x: torch.Tensor,
     configs: Sequence[SkipLike] | None = None,
     *,
-    min_run_time: float = 1.0,
+    rounds: int = 3,
+    min_run_time: float = 0.5,
     num_threads: int | None = None,
 ) -> dict[str, float]:
-    """Cost of changing sub-network between calls: per-call time when alternating ``configs`` (default:
-    super-net and base-net) minus per-call time when each is repeated. Milliseconds."""
+    """Cost of changing sub-network between calls, in ms per call.
+
+    Times the same calls in two orders: alternating (``A B A B``: a switch before every call) and grouped
+    (``A A B B``: one switch every other call), in interleaved ``rounds`` so that load drift hits both alike.
+    ``switching_ms`` is the per-call difference of the medians. ``configs`` default to super-net and base-net.
+    """
     from torch.utils import benchmark
 
     configs = [parse_skip(c, model.num_stages) for c in (configs or [False, True])]
-    timer_args = {"num_threads": num_threads or torch.get_num_threads()}
-    body = "\n".join(f"model(x, skip=configs[{i}])" for i in range(len(configs)))
-    alternating = benchmark.Timer(stmt=body, globals={"model": model, "x": x, "configs": configs}, **timer_args)
+    orders = {"alternating": configs * 2, "grouped": [c for c in configs for _ in range(2)]}
+    timers = {
+        name: benchmark.Timer(
+            stmt="for c in order: model(x, skip=c)",
+            globals={"model": model, "x": x, "order": order},
+            num_threads=num_threads or torch.get_num_threads(),
+        )
+        for name, order in orders.items()
+    }
+    per_call: dict[str, list[float]] = {name: [] for name in orders}
     with torch.inference_mode():
-        for c in configs:
-            model(x, skip=c)
-        alt = alternating.blocked_autorange(min_run_time=min_run_time).median / len(configs)
-        same = float(np.mean([time_forward(model, x, c, min_run_time=min_run_time / len(configs),
-                                           num_threads=num_threads).median for c in configs]))
-    return {"alternating_ms": alt * 1e3, "repeated_ms": same * 1e3, "switching_ms": (alt - same) * 1e3}
+        for _ in range(rounds):
+            for name, timer in timers.items():
+                per_call[name].append(timer.blocked_autorange(min_run_time=min_run_time).median / len(orders[name]))
+    alt, grouped = (float(np.median(per_call[k])) * 1e3 for k in ("alternating", "grouped"))
+    return {"alternating_ms": alt, "grouped_ms": grouped, "switching_ms": alt - grouped}
 
 
 # -------------------------------------------------------------------------------------- Pareto and budgets
@@ -202,19 +219,20 @@ def select_subnet(
     if max_latency_ms is None and max_gflops is None:
         raise ValueError("no budget given; set max_latency_ms and/or max_gflops (--max-latency-ms/--max-gflops)")
     rows = load_results(results)
-    budgets = [(k, v, unit) for k, v, unit in (("latency_ms", max_latency_ms, "ms"), ("gflops", max_gflops, " GFLOPs"))
-               if v is not None]
-    for key, _, _ in budgets:
+    budgets = [(key, limit, what, unit) for key, limit, what, unit in (
+        ("latency_ms", max_latency_ms, "batch-1 latency", "ms"), ("gflops", max_gflops, "GFLOPs", "GFLOPs"),
+    ) if limit is not None]
+    for key, *_ in budgets:
         if not all(_has(r, key) for r in rows):
             raise ValueError(f"bench results lack {key!r}; re-run 'adn bench' to measure it")
-    fits = [r for r in rows if all(r[k] <= v for k, v, _ in budgets)]
+    fits = [r for r in rows if all(r[key] <= limit for key, limit, *_ in budgets)]
     if not fits:
-        key, limit, unit = budgets[0]
+        key, _, _, unit = budgets[0]
         cheapest = min(rows, key=lambda r: r[key])
-        asked = " and ".join(f"{k} <= {v:g}{u}" for k, v, u in budgets)
-        also = f", {cheapest['gflops']:.3g} GFLOPs" if key != "gflops" else ""
+        asked = " and ".join(f"{what} <= {limit:g} {unit}" for _, limit, what, unit in budgets)
+        also = f" ({cheapest['gflops']:.3g} GFLOPs)" if key != "gflops" else ""
         raise ValueError(
-            f"no sub-network fits {asked}; the cheapest is {cheapest['skip']} at {cheapest[key]:.3g}{unit}{also}; "
+            f"no sub-network fits {asked}; the cheapest is {cheapest['skip']} at {cheapest[key]:.3g} {unit}{also}; "
             "raise the budget"
         )
     use_metric = all(_has(r, metric) for r in fits)
@@ -318,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, help="input size (default: the model's)")
     parser.add_argument("--num-classes", type=int, help="classes (default: the dataset's, else 1000)")
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement (0.3)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the timing sweep over all sub-networks and pool (steadier on a busy machine)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading workers (default: 0)")
     parser.add_argument("--skip-cfgs", nargs="+", help="only these sub-networks, e.g. FFFF TTTT (default: all)")
@@ -335,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     resolution = info.input_size if args.resolution is None else args.resolution
     batch_size = (64 if device.type == "cuda" else 8) if args.batch_size is None else args.batch_size
-    for flag, value in (("--batch-size", batch_size), ("--resolution", resolution), ("--min-run-time", args.min_run_time)):
+    for flag, value in (("--batch-size", batch_size), ("--resolution", resolution),
+                        ("--min-run-time", args.min_run_time), ("--rounds", args.rounds)):
         if value <= 0:
             raise ValueError(f"{flag} must be positive, got {value}")
     out_dir = Path(args.output_dir)
@@ -361,13 +382,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = bench_subnets(
         model, resolution=resolution, device=device, batch_size=batch_size, min_run_time=args.min_run_time,
-        loader=loader, configs=configs, progress=not args.no_progress,
+        rounds=args.rounds, loader=loader, configs=configs, progress=not args.no_progress,
     )
     mark_pareto(rows)
     meta = {
         "model": args.model, "weights": args.weights, "data": args.data_path or ("builtin" if args.builtin_data else None),
         "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
         "resolution": resolution, "batch_size": batch_size, "min_run_time": args.min_run_time,
+        "rounds": args.rounds,
         "torch": torch.__version__,
     }
     prefix = f"{args.model}-bench"

@@ -111,6 +111,8 @@ def export_torchscript(module: nn.Module, example: torch.Tensor, path: str | Pat
     """Trace ``module`` on ``example`` and save it as a TorchScript file."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still the format
+        # torch's own attention code checks shapes in Python; the exported module has no data-dependent branches
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module, example)
     traced.save(str(path))
 
@@ -128,7 +130,7 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opse
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+            warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning, torch.jit.TracerWarning))
             torch.onnx.export(
                 module,
                 (example,),

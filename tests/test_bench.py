@@ -85,7 +85,7 @@ def test_plot_pareto_with_accuracy(tmp_path):
 def test_bench_subnets_api():
     model = adn.create_model("resnet20", num_classes=10)
     rows = adn.bench_subnets(
-        model, batch_size=2, min_run_time=0.01, num_threads=1, configs=["FFF", "TTT"], progress=False
+        model, batch_size=2, min_run_time=0.01, rounds=2, num_threads=1, configs=["FFF", "TTT"], progress=False
     )
     assert [r["skip"] for r in rows] == ["FFF", "TTT"]
     full, base = rows
