@@ -323,7 +323,8 @@ def _device_name(device: torch.device) -> str:
 
 # ------------------------------------------------------------------------------------------------- CLIs
 def main(argv: Sequence[str] | None = None) -> int:
-    from .registry import create_model, model_info
+    from .export import build_model
+    from .registry import model_info
 
     parser = argparse.ArgumentParser(prog="adn bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="registered model name (adn models)")
@@ -334,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--batch-size", type=int, help="throughput/evaluation batch (default: 8 on CPU, 64 on CUDA)")
     parser.add_argument("--resolution", type=int, help="input size (default: the model's)")
-    parser.add_argument("--num-classes", type=int, help="classes (default: the dataset's, else 1000)")
+    parser.add_argument("--num-classes", type=int, help="classes (default: the dataset's, else from --weights, else 1000)")
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement (0.3)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the timing sweep over all sub-networks and pool (steadier on a busy machine)")
@@ -373,11 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if num_classes is not None and num_classes != data_classes:
             raise ValueError(f"--num-classes {num_classes} but the dataset has {data_classes} classes; drop the flag")
         num_classes = data_classes
-    model = create_model(args.model, num_classes=num_classes or 1000)
-    if args.weights:
-        from .checkpoint import load_weights
-
-        load_weights(model, args.weights)
+    model = build_model(args.model, args.weights, num_classes)
     configs = [parse_skip(c, model.num_stages) for c in args.skip_cfgs] if args.skip_cfgs else None
 
     rows = bench_subnets(

@@ -158,8 +158,27 @@ def onnx_max_abs_diff(path: str | Path, module: nn.Module, example: torch.Tensor
     return (torch.from_numpy(got) - want).abs().max().item()
 
 
+def build_model(name: str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
+    """``create_model(name)`` with ``weights`` loaded; the class count is ``num_classes``, else read from the
+    weights' classifier (the model's last ``nn.Linear``), else 1000."""
+    from .checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_state_dict_compat
+    from .registry import create_model
+
+    if weights is None:
+        return create_model(name, num_classes=num_classes or 1000)
+    state_dict = convert_published_state_dict(extract_state_dict(load_checkpoint(weights), weights))
+    if num_classes is None:
+        probe = create_model(name, num_classes=1000)
+        head = [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)][-1]
+        weight = state_dict.get(f"{head}.weight")
+        num_classes = weight.shape[0] if weight is not None else 1000
+    model = create_model(name, num_classes=num_classes)
+    load_state_dict_compat(model, state_dict)
+    return model
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from .registry import create_model, model_info
+    from .registry import model_info
 
     parser = argparse.ArgumentParser(prog="adn export", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="registered model name (adn models)")
@@ -168,17 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     parser.add_argument("--output", required=True, help="file to write (.pt for TorchScript, .onnx for ONNX)")
     parser.add_argument("--resolution", type=int, help="input size of the example input (default: the model's)")
-    parser.add_argument("--num-classes", type=int, default=1000, help="classes of the model (default: 1000)")
+    parser.add_argument("--num-classes", type=int, help="classes (default: from --weights, else 1000)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     args = parser.parse_args(argv)
 
     info = model_info(args.model)
     resolution = args.resolution or info.input_size
-    model = create_model(args.model, num_classes=args.num_classes)
-    if args.weights:
-        from .checkpoint import load_weights
-
-        load_weights(model, args.weights)
+    model = build_model(args.model, args.weights, args.num_classes)
     skip = parse_skip(" ".join(args.skip_cfg), model.num_stages)  # "TTFF" or "True True False False"
     output = Path(args.output)
     if not output.parent.is_dir():
