@@ -24,7 +24,7 @@ def _run(cmd, cwd=ROOT):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("train") / "run"
-    result = _run([*ADN, "train", *TINY, "--output-dir", str(out_dir)])
+    result = _run([*ADN, "train", *TINY, "--model-ema", "--model-ema-steps", "1", "--output-dir", str(out_dir)])
     assert result.returncode == 0, result.stderr[-3000:]
     return out_dir, result.stdout
 
@@ -36,7 +36,8 @@ def test_train_writes_seed_layout_checkpoints_metrics_and_table(trained):
     assert {"model", "optimizer", "lr_scheduler", "epoch", "args", "model_ema", "scaler"} <= set(ckpt)
     assert ckpt["args"]["model"] == "resnet20" and ckpt["args"]["epochs"] == 1
     record = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[0])
-    assert {"epoch", "super_acc1", "base_acc1", "train_loss", "train_images_per_s"} <= set(record)
+    assert {"epoch", "super_acc1", "base_acc1", "ema_base_acc1", "train_loss", "train_images_per_s"} <= set(record)
+    assert ckpt["model_ema"]["n_averaged"].item() == 2  # one EMA update per step
     # the final sub-network table lists all 2^3 sub-networks
     for skip in ("FFF", "TFT", "TTT"):
         assert any(line.startswith(skip + " ") for line in stdout.splitlines()), stdout
@@ -49,6 +50,9 @@ def test_eval_one_subnet_and_the_seed_command_shape(trained):
                    "--skip-cfg", "True", "True", "True"])
     assert result.returncode == 0, result.stderr
     assert "sub-network TTT: Acc@1" in result.stdout
+    ema = _run([*ADN, "eval", "--resume", str(out_dir / "checkpoint.pth"), "--model-ema", "--skip-cfg", "FTF"])
+    assert ema.returncode == 0, ema.stderr
+    assert "(EMA weights), sub-network FTF: Acc@1" in ema.stdout
     seed = _run([sys.executable, "train_adn.py", "--model", "resnet20", "--test-only", "--resume",
                  str(out_dir / "model_0.pth"), "--batch-size", "256", "--skip-cfg", "False", "False", "False"])
     assert seed.returncode == 0, seed.stderr
