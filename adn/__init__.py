@@ -8,7 +8,7 @@
 
 from . import models  # noqa: F401  (registers the architectures)
 from .bench import bench_subnets, select_subnet
-from .checkpoint import load_weights
+from .checkpoint import load_weights, save_weights
 from .export import export_subnet
 from .flops import count_flops, count_params
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
@@ -43,6 +43,7 @@ __all__ = [
     "model_info",
     "parse_skip",
     "register_model",
+    "save_weights",
     "select_subnet",
     "subnets",
 ]

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pickle
 import re
+import sys
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -64,15 +67,18 @@ def load_state_dict_compat(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
 
 # ------------------------------------------------------------------------------------------- checkpoint files
-def save_checkpoint(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a half-written file: write a temporary file in the same directory,
-    flush it to disk, then atomically rename it over ``path``."""
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _write_atomically(path: str | os.PathLike, write) -> None:
+    """Call ``write(file)`` on a temporary file in ``path``'s directory, flush it to disk, then atomically
+    rename it over ``path``: a crash (even SIGKILL) leaves either the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -80,24 +86,100 @@ def save_checkpoint(obj: object, path: str | os.PathLike) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    # make the rename itself durable (POSIX: fsync the directory)
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", weights_only: bool = True):
-    """Load a checkpoint or state-dict file; one clear error line if it is missing or not a PyTorch file.
+def save_checkpoint(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save`` that never leaves a half-written file (temporary file + fsync + atomic rename)."""
+    _write_atomically(path, lambda f: torch.save(obj, f))
 
-    ``weights_only`` loading also accepts the ``argparse.Namespace`` that reference-style checkpoints store
-    under ``args``.
+
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Save a model's state dict, atomically: ``*.safetensors`` as safetensors (no pickle, safe to share),
+    anything else with ``torch.save``."""
+    state_dict = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    if str(path).endswith(SAFETENSORS_SUFFIX):
+        from safetensors.torch import save
+
+        # safetensors refuses tensors that share memory; a state dict's tensors are cloned to be safe
+        data = save({k: v.detach().contiguous().clone() for k, v in state_dict.items()}, metadata={"format": "pt"})
+        _write_atomically(path, lambda f: f.write(data))
+    else:
+        save_checkpoint(state_dict, path)
+
+
+def _verify_zip(path: Path) -> None:
+    """Check the CRC-32 of every record of a ``torch.save`` (zip) file: torch.load itself does not notice
+    flipped bytes inside tensor data."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy (non-zip) torch.save format or not a PyTorch file: torch.load will tell
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ValueError(f"checkpoint {path} is corrupt ({exc}); use an earlier checkpoint or re-download it") from None
+    if bad is not None:
+        raise ValueError(f"checkpoint {path} is corrupt (checksum mismatch in {bad}); "
+                         "use an earlier checkpoint or re-download it")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:160]}" if any(c.isalpha() for c in text) else type(exc).__name__
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    weights_only: bool = True,
+    verify: bool = True,
+):
+    """Load a checkpoint or weights file (``torch.save`` or ``*.safetensors``) with one clear error line if
+    it is missing, truncated, corrupt or not a weights file.
+
+    ``weights_only=True`` (the default) never runs code from the file: pickled Python objects other than
+    tensors and plain containers are refused (the ``argparse.Namespace`` of reference-style checkpoints is
+    allowed). ``weights_only=False`` loads legacy pickles; only for files you trust. ``verify`` checks the
+    zip records' checksums first.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device=str(map_location))
+        except Exception as exc:  # SafetensorError, OSError ...
+            raise ValueError(f"cannot read safetensors file {path} ({_one_line(exc)}); "
+                             "is it truncated or corrupt?") from exc
+    if verify:
+        _verify_zip(path)
+    if not weights_only:
+        print(f"adn: warning: loading {path} with full pickle (--unsafe-pickle): a malicious file can run "
+              "arbitrary code; use it only for files you trust", file=sys.stderr)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc)) if weights_only else None
+        if found:
+            raise ValueError(
+                f"{path} contains pickled Python objects ({found.group(1)}) that safe loading refuses because they "
+                "can run code; if you trust the file, pass --unsafe-pickle (Python: weights_only=False)") from None
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+        detail = f"UnpicklingError: {reason.group(1)[:160]}" if reason else _one_line(exc)
+        raise ValueError(f"cannot read checkpoint {path} ({detail}); "
+                         "is it a corrupt, truncated or non-PyTorch file?") from exc
     except Exception as exc:  # pickle/zip/EOF errors all mean "not a readable checkpoint"
-        text = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
-        detail = f"{type(exc).__name__}: {text[:160]}" if any(c.isalpha() for c in text) else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {path} ({detail}); is it a corrupt, truncated or non-PyTorch file?") from exc
+        raise ValueError(f"cannot read checkpoint {path} ({_one_line(exc)}); "
+                         "is it a corrupt, truncated or non-PyTorch file?") from exc
 
 
 def extract_state_dict(obj: object, path: str | os.PathLike = "checkpoint") -> Mapping[str, torch.Tensor]:
@@ -109,8 +191,13 @@ def extract_state_dict(obj: object, path: str | os.PathLike = "checkpoint") -> M
     raise ValueError(f"{path} holds no model weights: expected a state dict or a checkpoint with a 'model' entry")
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a weights file into ``model``: a raw state dict, one of our checkpoints (``{"model": ...}``),
-    torchvision's or a published ADN file (``<norm>_skip`` names). Returns ``model``."""
-    load_state_dict_compat(model, extract_state_dict(load_checkpoint(path), path))
+def load_weights(model: nn.Module, path: str | os.PathLike, *, weights_only: bool = True) -> nn.Module:
+    """Load a weights file into ``model``: a raw state dict (``torch.save`` or ``*.safetensors``), one of our
+    checkpoints (``{"model": ...}``), torchvision's or a published ADN file (``<norm>_skip`` names).
+    Returns ``model``. ``weights_only=False`` allows legacy pickles (trusted files only)."""
+    state_dict = extract_state_dict(load_checkpoint(path, weights_only=weights_only), path)
+    try:
+        load_state_dict_compat(model, state_dict)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return model
