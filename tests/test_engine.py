@@ -178,7 +178,9 @@ _DDP_WORKER = textwrap.dedent("""
                     b1.copy_(b0)
         ref = torch.cat([p.detach().flatten() for p in replicas[0].parameters()])
         print("RANK_DIFF", (gathered[0] - gathered[1]).abs().max().item())
-        print("REF_DIFF", (ref - flat).abs().max().item())
+        print("REF_DIFF", (ref - flat).abs().max().item(), flush=True)
+    del ddp  # release DDP's reducer before the process group, or gloo may abort at exit
+    dist.barrier()
     dist.destroy_process_group()
 """)
 
