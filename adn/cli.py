@@ -32,7 +32,8 @@ def _usage() -> str:
 
 
 def run_command(func, argv: Sequence[str], debug: bool = False) -> int:
-    """Run ``func(argv)``; user errors become one line on stderr and exit status 2."""
+    """Run ``func(argv)``; user errors become one line on stderr and exit status 2, a diverged training run
+    (non-finite loss) exit status 1, Ctrl-C outside training 130."""
     try:
         return int(func(list(argv)) or 0)
     except KeyboardInterrupt:
@@ -41,8 +42,22 @@ def run_command(func, argv: Sequence[str], debug: bool = False) -> int:
     except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         if debug:
             raise
-        print(f"adn: error: {exc}", file=sys.stderr)
+        print(f"adn: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # training diverged (non-finite loss): not a usage error
+        if debug:
+            raise
+        print(f"adn: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line; an error re-raised from a DataLoader worker carries the worker's
+    traceback in its message: keep its last line (the original message)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split("\n")) if text else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

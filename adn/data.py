@@ -16,6 +16,8 @@ import functools
 import importlib.util
 import math
 import os
+import random
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,9 @@ from torchvision.transforms import v2 as T
 
 __all__ = [
     "AUTO_AUGMENT_POLICIES",
+    "BAD_IMAGE_POLICIES",
     "BUILTIN_NAME",
+    "BadImageError",
     "DIGITS_MEAN",
     "DIGITS_STD",
     "IMAGENET_MEAN",
@@ -49,6 +53,8 @@ __all__ = [
     "DigitsDataset",
     "MixupCutmixCollate",
     "RASampler",
+    "ResumableSampler",
+    "SeededDataset",
     "SeededRandomSampler",
     "build_datasets",
     "build_eval_loader",
@@ -56,6 +62,7 @@ __all__ = [
     "eval_transform",
     "load_image",
     "mixup_cutmix_collate",
+    "sample_seed",
     "train_transform",
 ]
 
@@ -78,6 +85,8 @@ INTERPOLATIONS = {
     "bicubic": T.InterpolationMode.BICUBIC,
 }
 AUTO_AUGMENT_POLICIES = ("ra", "ta_wide", "augmix", "imagenet")
+#: what to do with an image file that cannot be read: stop with its name, or skip it (warn, use the next image)
+BAD_IMAGE_POLICIES = ("stop", "skip")
 
 _DIGITS_VAL_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
@@ -231,10 +240,53 @@ class DigitsDataset(Dataset):
 # --------------------------------------------------------------------------------------------- ImageFolder
 
 
+class BadImageError(ValueError):
+    """An image file that cannot be read or decoded. The message is one line naming the file and the fix."""
+
+    def __init__(self, message: str) -> None:
+        # a DataLoader worker re-raises as ``BadImageError(<worker traceback>)``: keep the original last line
+        if "Original Traceback" in message:
+            message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
+
+
 def load_image(path: str) -> Image.Image:
-    """Open one image as RGB. The single place image files are read (hook for handling unreadable files)."""
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
+    """Open one image as RGB; an unreadable, truncated or corrupt file raises :class:`BadImageError`."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")  # convert() decodes the whole image: truncation shows here
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BadImageError(f"cannot read image {path} ({reason}); fix or remove it, "
+                            "or pass --bad-images skip to skip unreadable images") from None
+
+
+class _ImageFolder(ImageFolder):
+    """ImageFolder that, with ``bad_images="skip"``, replaces an unreadable image by the next readable one (so
+    batch shapes and step counts stay fixed) and reports each skipped file once, with a running count."""
+
+    def __init__(self, root: str, transform: Callable, bad_images: str = "stop") -> None:
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"--bad-images must be one of {', '.join(BAD_IMAGE_POLICIES)}, not {bad_images!r}")
+        super().__init__(root, transform=transform, loader=load_image)
+        self.bad_images = bad_images
+        self.skipped: set[str] = set()  # per process (each DataLoader worker counts its own)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        if self.bad_images == "stop":
+            return super().__getitem__(index)
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            try:
+                return super().__getitem__(i)
+            except BadImageError as exc:
+                path = self.samples[i][0]
+                if path not in self.skipped:
+                    self.skipped.add(path)
+                    reason = str(exc).split(" (", 1)[-1].split("); ", 1)[0]
+                    print(f"adn: warning: skipping unreadable image {path} ({reason}); "
+                          f"{len(self.skipped)} skipped so far in this process", file=sys.stderr, flush=True)
+        raise BadImageError(f"no readable image in '{self.root}'; check the files or the --data-path")
 
 
 def _check_root(data_path: str, splits: Sequence[str]) -> Path:
@@ -258,9 +310,9 @@ def _class_names(folder: Path) -> list[str]:
         raise ValueError(f"no class folders in '{folder}'; expected one sub-folder of images per class") from None
 
 
-def _image_folder(folder: Path, transform: Callable) -> ImageFolder:
+def _image_folder(folder: Path, transform: Callable, bad_images: str = "stop") -> ImageFolder:
     try:
-        return ImageFolder(str(folder), transform=transform, loader=load_image)
+        return _ImageFolder(str(folder), transform, bad_images)
     except FileNotFoundError as e:  # torchvision: "Found no valid file for the classes ... Supported extensions"
         raise ValueError(f"no images found in '{folder}': {e}") from None
 
@@ -299,13 +351,14 @@ def build_datasets(
     ra_magnitude: int = 9,
     augmix_severity: int = 3,
     random_erase: float = 0.0,
+    bad_images: str = "stop",
 ) -> tuple[Dataset, Dataset, int]:
     """Return ``(train_set, val_set, num_classes)``.
 
     ``image_size`` is the model's input resolution; the crop/resize sizes default to it (ImageFolder: train crop
     ``image_size``, val resize ``image_size * 256/224``, val crop ``image_size`` — 224/256/224 for 224). For the
     built-in digits the val images are resized straight to ``val_crop_size or image_size`` (``val_resize_size``
-    only if given): they are already tightly cropped.
+    only if given): they are already tightly cropped. ``bad_images``: see :data:`BAD_IMAGE_POLICIES`.
     """
     if auto_augment is not None and auto_augment not in AUTO_AUGMENT_POLICIES:
         raise ValueError(f"unknown --auto-augment policy {auto_augment!r}; choose one of: "
@@ -327,8 +380,8 @@ def build_datasets(
     crop, resize, val_crop = _sizes(image_size, train_crop_size, val_resize_size, val_crop_size)
     classes = _class_names(root / "train")
     _check_same_classes(classes, _class_names(root / "val"), root)
-    train = _image_folder(root / "train", train_transform(crop, **aug))
-    val = _image_folder(root / "val", eval_transform(val_crop, resize, interpolation=interpolation))
+    train = _image_folder(root / "train", train_transform(crop, **aug), bad_images)
+    val = _image_folder(root / "val", eval_transform(val_crop, resize, interpolation=interpolation), bad_images)
     return train, val, len(classes)
 
 
@@ -341,6 +394,7 @@ def build_eval_loader(
     val_resize_size: int | None = None,
     val_crop_size: int | None = None,
     interpolation: str = "bilinear",
+    bad_images: str = "stop",
 ) -> tuple[DataLoader, int]:
     """Validation loader (sequential, no augmentation) and the class count, for ``adn eval``.
 
@@ -357,7 +411,7 @@ def build_eval_loader(
             train_classes = _class_names(root / "train")
             _check_same_classes(train_classes, classes, root)
         _, resize, crop = _sizes(image_size, None, val_resize_size, val_crop_size)
-        val = _image_folder(root / "val", eval_transform(crop, resize, interpolation=interpolation))
+        val = _image_folder(root / "val", eval_transform(crop, resize, interpolation=interpolation), bad_images)
         num_classes = len(classes)
     loader = DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=torch.cuda.is_available())
@@ -438,6 +492,61 @@ class RASampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+
+def sample_seed(seed: int, epoch: int, rank: int, position: int) -> int:
+    """The RNG seed of one sample: a hash of (run seed, epoch, process rank, position in the epoch's stream)."""
+    return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(1, np.uint64)[0])
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """Wraps a training sampler to make an epoch reproducible piece by piece.
+
+    Yields ``(index, seed)`` keys, ``seed`` = :func:`sample_seed` of the position in the epoch's stream, for
+    :class:`SeededDataset`; ``skip(n)`` starts the current epoch at position ``n`` (resuming mid-epoch: the
+    consumed samples are neither loaded nor augmented again). The order comes from the wrapped sampler, which
+    depends only on (seed, epoch) for every sampler :func:`build_samplers` makes.
+    """
+
+    def __init__(self, sampler: Sampler, seed: int = 0, rank: int = 0) -> None:
+        self.sampler, self.seed, self.rank = sampler, seed, rank
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning (call ``skip`` afterwards to start later)."""
+        self.epoch, self.start = epoch, 0
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def skip(self, n: int) -> None:
+        self.start = n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for position, index in enumerate(self.sampler):
+            if position >= self.start:
+                yield index, sample_seed(self.seed, self.epoch, self.rank, position)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.start)
+
+
+class SeededDataset(Dataset):
+    """Dataset indexed by :class:`ResumableSampler` keys: seeds the process's torch (CPU) and ``random`` RNGs
+    from the key before loading the sample, so a sample's augmentation — and a mixup/cutmix collate that runs
+    right after its batch is loaded — is a function of (seed, epoch, rank, position), whichever process or
+    DataLoader worker loads it, and whether or not the run was interrupted before."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        torch.default_generator.manual_seed(seed)  # CPU generator only: CUDA streams are not touched
+        random.seed(seed)
+        return self.dataset[index]
 
 
 def build_samplers(

@@ -15,9 +15,10 @@ import math
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -135,10 +136,18 @@ def train_one_epoch(
     args,
     model_ema: nn.Module | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    start_step: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """One epoch of self-distillation. ``args`` supplies ``subpath_alpha``, ``subpath_temp``, ``kd_topk``,
     ``amp``, ``clip_grad_norm``, ``model_ema_steps``, ``lr_warmup_epochs``, ``print_freq`` and optionally
-    ``max_steps``. Returns the epoch's mean losses, train Acc@1 of the super-net and images/s."""
+    ``max_steps``. Returns the epoch's mean losses, train Acc@1 of the super-net and images/s, plus
+    ``next_step`` (the epoch position reached) and ``interrupted`` (1.0 when ``should_stop`` ended it early).
+
+    ``start_step``: the loader starts at this step of the epoch (resuming mid-epoch). ``should_stop`` is
+    polled before each optimiser step; once it returns True the epoch ends after that step (a step boundary),
+    on every process at the same step. A non-finite loss raises ``FloatingPointError`` before the optimiser
+    step, so the weights in memory and on disk are never updated from it."""
     model.train()
     net = _unwrap(model)
     num_stages = net.num_stages
@@ -160,11 +169,13 @@ def train_one_epoch(
     max_steps = getattr(args, "max_steps", None)
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
     if max_steps:
-        total = min(total, max_steps) if total else max_steps
+        total = min(total, max_steps - start_step) if total else max_steps - start_step
 
     logger = MetricLogger(f"Epoch {epoch}", args.print_freq)
     step_time = 0.0
-    for step, (image, target) in enumerate(logger.log_every(data_loader, total)):
+    step, interrupted = start_step, False
+    for i, (image, target) in enumerate(logger.log_every(data_loader, total)):
+        step = start_step + i
         if max_steps and step >= max_steps:
             break
         start = time.perf_counter()
@@ -188,6 +199,18 @@ def train_one_epoch(
                 loss_base = loss_base + 0.0 * sum(p.sum() for p in tie_params)
         _backward(loss_base, scaler)
 
+        # checked before the optimiser step: a diverged step never reaches the weights (or a checkpoint)
+        loss_s, loss_b = loss_super.item(), loss_base.item()
+        flags = [float(not (math.isfinite(loss_s) and math.isfinite(loss_b))), float(bool(should_stop and should_stop()))]
+        if distributed:  # every process must take the same decision at the same step
+            t = torch.tensor(flags, device=image.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flags = t.tolist()
+        if flags[0]:
+            raise FloatingPointError(f"loss is {loss_s + loss_b} at epoch {epoch} step {step}: training diverged; "
+                                     "lower --lr, or add --clip-grad-norm or --lr-warmup-epochs")
+        interrupted = bool(flags[1])
+
         if args.clip_grad_norm is not None:
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -203,16 +226,17 @@ def train_one_epoch(
             if epoch < args.lr_warmup_epochs:  # as the torchvision reference: no averaging during warm-up
                 model_ema.n_averaged.fill_(0)
 
-        loss_s, loss_b = loss_super.item(), loss_base.item()
-        if not (math.isfinite(loss_s) and math.isfinite(loss_b)):
-            raise FloatingPointError(f"loss is {loss_s + loss_b} at epoch {epoch} step {step}; lower --lr or use --clip-grad-norm")
         step_time += time.perf_counter() - start
         n = image.shape[0]
         logger.images += n
         (acc1,) = accuracy(teacher, target, (1,))
         logger.update(n, loss=loss_s + loss_b, loss_super=loss_s, loss_base=loss_b, acc1=acc1)
         logger.update(1, lr=optimizer.param_groups[0]["lr"])
+        step += 1
+        if interrupted:
+            break
     stats = {k: logger.avg(k) for k in logger.sums}
+    stats["next_step"], stats["interrupted"] = float(step), float(interrupted)
     stats["images_per_s"] = logger.images_per_s
     stats["step_time_s"] = step_time / max(1, logger.counts["lr"])
     return stats

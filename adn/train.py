@@ -9,13 +9,16 @@ and evaluation of its sub-networks, with the torchvision classification referenc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime
 import io
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +29,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
 from . import data as adn_data
-from .checkpoint import load_checkpoint, load_state_dict_compat, load_weights, save_checkpoint
+from .checkpoint import load_checkpoint, load_state_dict_compat, load_weights, save_checkpoint, save_weights
 from .cli import UsageError
-from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process
+from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import evaluate, train_one_epoch
 from .flops import count_flops, count_params
 from .registry import create_model, list_models, model_info
@@ -86,6 +89,8 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
     g.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on the first N images only (tests, smoke runs)")
     g.add_argument("--val-subset", type=int, default=None, metavar="N", help="evaluate on the first N images only")
     g.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop each epoch after N steps (tests, benchmarks)")
+    g.add_argument("--bad-images", default="stop", choices=adn_data.BAD_IMAGE_POLICIES,
+                   help="an unreadable/corrupt image file: stop with its name, or skip it (reported on stderr)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--opt", default="sgd", choices=OPTIMIZERS)
@@ -123,8 +128,12 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
 
     g = p.add_argument_group("checkpoints and output")
     g.add_argument("--output-dir", default=None, help="where checkpoints and metrics.jsonl go (default: output/<model>)")
-    g.add_argument("--resume", default=None, help="checkpoint to continue from (or to evaluate with --test-only)")
-    g.add_argument("--weights", default=None, help="initial weights: a state dict, checkpoint or published ADN file")
+    g.add_argument("--resume", default=None, help="checkpoint to continue from (or to evaluate with --test-only); "
+                   "'auto': <output-dir>/checkpoint.pth if it exists (implied after a torchrun elastic restart)")
+    g.add_argument("--weights", default=None, help="initial weights: a state dict (.pth or .safetensors), "
+                   "checkpoint or published ADN file")
+    g.add_argument("--unsafe-pickle", action="store_true", help="allow checkpoints holding arbitrary pickled "
+                   "objects (legacy files); they can run code when loaded: only for files you trust")
     g.add_argument("--start-epoch", type=int, default=0, metavar="N")
     g.add_argument("--print-freq", type=int, default=None, help="steps between progress lines (no terminal)")
 
@@ -149,17 +158,31 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.output_dir is None and not args.test_only:
         args.output_dir = os.path.join("output", args.model)
     model_info(args.model)  # unknown model -> ValueError listing the known ones
+    # torchrun restarted the workers after a failure (--max-restarts): continue from the last checkpoint
+    if args.resume is None and not args.test_only and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0:
+        args.resume = "auto"
 
     def bad(msg: str):
         raise UsageError(msg)
 
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        bad(f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
         bad(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        bad(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0")
     if args.test_only:
         if args.resume is None and args.weights is None:
             bad("nothing to evaluate: give --resume CHECKPOINT or --weights FILE")
+        if args.resume == "auto":
+            bad("--resume auto continues training; to evaluate, give the checkpoint file: --resume PATH")
         if args.all_subnets and args.skip_cfg is not None:
             bad("--all-subnets evaluates every sub-network; drop --skip-cfg")
+        for flag, value in (("--mixup-alpha", args.mixup_alpha), ("--cutmix-alpha", args.cutmix_alpha)):
+            if value:
+                bad(f"{flag} is a training augmentation; drop it with --test-only / adn eval")
     else:
         for flag, value in (("--skip-cfg", args.skip_cfg), ("--all-subnets", args.all_subnets or None),
                             ("--output", args.output)):
@@ -169,6 +192,16 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             bad("--format applies to evaluation only: use `adn eval` or add --test-only")
     if args.resume is not None and args.weights is not None:
         bad("--resume and --weights both load the model; give one of them")
+    if args.resume is not None and args.start_epoch and not args.test_only:
+        bad("--resume continues at the checkpoint's epoch; drop --start-epoch (or drop --resume and start from "
+            "--weights at --start-epoch)")
+    if args.resume == "auto":
+        auto = Path(args.output_dir) / "checkpoint.pth"
+        args.resume = str(auto) if auto.is_file() else None
+    elif not args.test_only and args.resume is None and (Path(args.output_dir) / "checkpoint.pth").exists():
+        # a fresh run would overwrite the earlier run's checkpoints after its first epoch
+        bad(f"{args.output_dir} already holds checkpoint.pth of an earlier run; continue it with --resume auto, "
+            "or choose another --output-dir (or delete the old one)")
     if not 0.0 <= args.subpath_alpha <= 1.0:
         bad(f"--subpath-alpha must be in [0, 1], got {args.subpath_alpha}")
     if args.subpath_temp <= 0:
@@ -277,6 +310,14 @@ def _subset(dataset, n: int | None):
     return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
 
 
+def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed every RNG from (seed, epoch, rank) at the start of an epoch: an epoch that is re-run after a crash
+    draws the same random numbers as in an uninterrupted run, whatever happened before."""
+    epoch_seed = adn_data.sample_seed(seed, epoch, rank, -1 % 2**32)
+    torch.manual_seed(epoch_seed)
+    random.seed(epoch_seed)
+
+
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -360,16 +401,22 @@ def _run(args: argparse.Namespace) -> int:
         args.data_path, image_size=image_size, train_crop_size=args.train_crop_size,
         val_resize_size=args.val_resize_size, val_crop_size=args.val_crop_size, interpolation=args.interpolation,
         auto_augment=args.auto_augment, ra_magnitude=args.ra_magnitude, augmix_severity=args.augmix_severity,
-        random_erase=args.random_erase)
+        random_erase=args.random_erase, bad_images=args.bad_images)
     train_set, val_set = _subset(train_set, args.train_subset), _subset(val_set, args.val_subset)
+    if args.kd_topk is not None and args.kd_topk > num_classes:
+        raise UsageError(f"--kd-topk {args.kd_topk} is more than the {num_classes} classes of the data; "
+                         f"use at most {num_classes} (or omit it: all classes)")
     train_sampler, val_sampler = adn_data.build_samplers(
         train_set, val_set, distributed=args.distributed, ra_sampler=args.ra_sampler, ra_reps=args.ra_reps,
         seed=args.seed)
+    # each sample's augmentation is seeded by its (seed, epoch, rank, position): reproducible after any restart
+    train_sampler = adn_data.ResumableSampler(train_sampler, seed=args.seed, rank=get_rank())
+    train_set = adn_data.SeededDataset(train_set)
     collate = adn_data.mixup_cutmix_collate(num_classes, args.mixup_alpha, args.cutmix_alpha)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=train_sampler, num_workers=args.workers,
                               pin_memory=pin, collate_fn=collate, drop_last=len(train_set) >= 2 * args.batch_size,
-                              persistent_workers=args.workers > 0)
+                              persistent_workers=args.workers > 0, worker_init_fn=_ignore_stop_signals)
     val_loader = DataLoader(val_set, batch_size=args.batch_size, sampler=val_sampler, num_workers=args.workers,
                             pin_memory=pin, persistent_workers=args.workers > 0)
     source = args.data_path or adn_data.BUILTIN_NAME
@@ -378,7 +425,7 @@ def _run(args: argparse.Namespace) -> int:
     # ---- model, optimiser, schedule
     model = create_model(args.model, num_classes=num_classes)
     if args.weights:
-        load_weights(model, args.weights)
+        load_weights(model, args.weights, weights_only=not args.unsafe_pickle)
     if args.distributed and args.sync_bn:
         model = convert_sync_batchnorm(model)
     model.to(device)
@@ -389,20 +436,28 @@ def _run(args: argparse.Namespace) -> int:
     lr_scheduler = build_scheduler(optimizer, args)
     model_ema = build_ema(net, args, device) if args.model_ema else None
 
+    start_step, resume_rng = 0, None
     if args.resume:
-        checkpoint = load_checkpoint(args.resume)
+        checkpoint = load_checkpoint(args.resume, weights_only=not args.unsafe_pickle)
         _require(checkpoint, ("model", "optimizer", "lr_scheduler", "epoch"), args.resume)
-        load_state_dict_compat(net, checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            load_state_dict_compat(net, checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        except ValueError as exc:
+            raise ValueError(f"{args.resume}: {exc}") from None
         lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
         args.start_epoch = checkpoint["epoch"] + 1
         if model_ema is not None and checkpoint.get("model_ema") is not None:
             load_ema_state(model_ema, checkpoint["model_ema"])
         if scaler is not None and checkpoint.get("scaler") is not None:
             scaler.load_state_dict(checkpoint["scaler"])
-        if checkpoint.get("rng") is not None and not args.distributed:
-            _set_rng_state(checkpoint["rng"])
-        _log(f"resumed from {args.resume} at epoch {args.start_epoch}")
+        position = checkpoint.get("position")  # saved on SIGTERM/SIGINT: mid-epoch
+        if position is not None and position["epoch"] == args.start_epoch:
+            start_step = int(position["step"])
+            # rank 0's RNG states are saved; other ranks reseed (their data augmentation is seeded per sample)
+            resume_rng = checkpoint.get("rng") if not args.distributed else None
+        where = f"epoch {args.start_epoch}" + (f" step {start_step}" if start_step else "")
+        _log(f"resumed from {args.resume} at {where}")
     if args.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.gpu] if args.gpu is not None else None)
 
@@ -412,39 +467,67 @@ def _run(args: argparse.Namespace) -> int:
     _log(f"training {args.model}-ADN ({net.num_stages} stages, {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M "
          f"params) for {args.epochs} epochs on {args.world_size} x {device.type}; checkpoints and metrics.jsonl -> {output_dir}/")
 
+    def make_checkpoint(epoch: int, position: dict | None = None) -> dict:
+        return {
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_scheduler.state_dict(), "epoch": epoch, "args": vars(args).copy(),
+            "model_ema": model_ema.state_dict() if model_ema is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
+            "position": position,
+        }
+
+    steps_per_epoch = min(len(train_loader), args.max_steps or len(train_loader))
+    stop = _StopRequest()
     start_time = time.time()
-    for epoch in range(args.start_epoch, args.epochs):
-        if hasattr(train_sampler, "set_epoch"):
+    with stop.installed():
+        for epoch in range(args.start_epoch, args.epochs):
             train_sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch, args, model_ema, scaler)
-        lr_scheduler.step()
-        record = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
-        for name, skip in (("super", (False,) * net.num_stages), ("base", (True,) * net.num_stages)):
-            m = evaluate(model, val_loader, device, skip=skip, print_freq=args.print_freq, log_suffix=name)
-            record.update({f"{name}_acc1": m["acc1"], f"{name}_acc5": m["acc5"], f"{name}_loss": m["loss"]})
-            if model_ema is not None:
-                m = evaluate(model_ema, val_loader, device, skip=skip, print_freq=args.print_freq, log_suffix=f"EMA {name}")
-                record.update({f"ema_{name}_acc1": m["acc1"], f"ema_{name}_acc5": m["acc5"]})
-        record["time_s"] = time.time() - start_time
-        _log(f"epoch {epoch}: loss {stats['loss']:.4f} (super {stats['loss_super']:.4f}, base {stats['loss_base']:.4f})  "
-             f"super-net Acc@1 {record['super_acc1']:.2f}  base-net Acc@1 {record['base_acc1']:.2f}  "
-             f"{stats['images_per_s']:.0f} img/s")
-        if is_main_process():
-            checkpoint = {
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "lr_scheduler": lr_scheduler.state_dict(), "epoch": epoch, "args": vars(args).copy(),
-                "model_ema": model_ema.state_dict() if model_ema is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
-            }
-            save_checkpoint(checkpoint, output_dir / f"model_{epoch}.pth")
-            save_checkpoint(checkpoint, output_dir / "checkpoint.pth")
-            with open(output_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            _seed_epoch(args.seed, epoch, get_rank())
+            if epoch == args.start_epoch and start_step:
+                train_sampler.skip(start_step * args.batch_size)  # consumed samples: not loaded again
+                if resume_rng is not None:
+                    _set_rng_state(resume_rng)
+            lr = optimizer.param_groups[0]["lr"]
+            try:
+                stats = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch, args, model_ema,
+                                        scaler, start_step=start_step if epoch == args.start_epoch else 0,
+                                        should_stop=stop.requested)
+            except FloatingPointError as exc:
+                last = output_dir / "checkpoint.pth"
+                kept = f"; the last good checkpoint {last} is unchanged (--resume it)" if last.is_file() else ""
+                raise FloatingPointError(f"{exc}; nothing was saved{kept}") from None
+            next_step, interrupted = int(stats.pop("next_step")), stats.pop("interrupted")
+            if interrupted and next_step < steps_per_epoch:
+                if is_main_process():  # epoch - 1: the last complete epoch, as in the reference layout
+                    save_checkpoint(make_checkpoint(epoch - 1, {"epoch": epoch, "step": next_step}),
+                                    output_dir / "checkpoint.pth")
+                return stop.exit(f"at epoch {epoch} step {next_step}", output_dir / "checkpoint.pth")
+            lr_scheduler.step()
+            record = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
+            for name, skip in (("super", (False,) * net.num_stages), ("base", (True,) * net.num_stages)):
+                m = evaluate(model, val_loader, device, skip=skip, print_freq=args.print_freq, log_suffix=name)
+                record.update({f"{name}_acc1": m["acc1"], f"{name}_acc5": m["acc5"], f"{name}_loss": m["loss"]})
+                if model_ema is not None:
+                    m = evaluate(model_ema, val_loader, device, skip=skip, print_freq=args.print_freq, log_suffix=f"EMA {name}")
+                    record.update({f"ema_{name}_acc1": m["acc1"], f"ema_{name}_acc5": m["acc5"]})
+            record["time_s"] = time.time() - start_time
+            _log(f"epoch {epoch}: loss {stats['loss']:.4f} (super {stats['loss_super']:.4f}, base {stats['loss_base']:.4f})  "
+                 f"super-net Acc@1 {record['super_acc1']:.2f}  base-net Acc@1 {record['base_acc1']:.2f}  "
+                 f"{stats['images_per_s']:.0f} img/s")
+            if is_main_process():
+                checkpoint = make_checkpoint(epoch)
+                save_checkpoint(checkpoint, output_dir / f"model_{epoch}.pth")
+                save_checkpoint(checkpoint, output_dir / "checkpoint.pth")
+                with open(output_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if _any_process(stop.requested(), device):
+                return stop.exit(f"after epoch {epoch}", output_dir / "checkpoint.pth")
 
     elapsed = datetime.timedelta(seconds=int(time.time() - start_time))
     _log(f"training time {elapsed}")
     final = model_ema if model_ema is not None else model
+    if is_main_process():  # the final (EMA) weights alone, pickle-free: adn eval --weights .../model.safetensors
+        save_weights(model_ema.module if model_ema is not None else net, output_dir / "model.safetensors")
     rows = evaluate_subnets(final, net, val_loader, device, args.val_crop_size or image_size, _QUIET)
     _log(f"\nsub-networks of {args.model}-ADN{' (EMA weights)' if model_ema is not None else ''} "
          f"on {'the built-in val split' if args.data_path is None else args.data_path + '/val'} "
@@ -452,6 +535,55 @@ def _run(args: argparse.Namespace) -> int:
     _log(format_table(rows, SUBNET_COLUMNS))
     _log(f"\nevaluate again: adn eval --model {args.model} --resume {output_dir / 'checkpoint.pth'} --all-subnets")
     return 0
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT handling during training: the signal only sets a flag; the current step finishes, a
+    checkpoint is saved at that step boundary and ``exit`` returns 128 + the signal number (143 / 130). A second
+    SIGINT aborts at once (KeyboardInterrupt), keeping the last saved checkpoint."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        if is_main_process():
+            print(f"adn: {signal.Signals(signum).name} received: stopping after this step "
+                  "(saving a checkpoint; Ctrl-C again to abort now)", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():  # signal handlers need the main thread
+            yield
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def exit(self, where: str, path: Path) -> int:
+        assert self.signum is not None
+        if is_main_process():
+            print(f"adn: {signal.Signals(self.signum).name}: stopped {where}; checkpoint saved to {path}; "
+                  f"continue with --resume {path}", file=sys.stderr, flush=True)
+        return 128 + self.signum
+
+
+def _any_process(flag: bool, device) -> bool:
+    return reduce_sum([float(flag)], device)[0] > 0
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops at a step boundary."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _require(checkpoint, keys: Sequence[str], path: str) -> None:
@@ -463,7 +595,8 @@ def _require(checkpoint, keys: Sequence[str], path: str) -> None:
 def _evaluate_only(args: argparse.Namespace, device: torch.device, image_size: int) -> int:
     loader, num_classes = adn_data.build_eval_loader(
         args.data_path, image_size=image_size, batch_size=args.batch_size, workers=args.workers,
-        val_resize_size=args.val_resize_size, val_crop_size=args.val_crop_size, interpolation=args.interpolation)
+        val_resize_size=args.val_resize_size, val_crop_size=args.val_crop_size, interpolation=args.interpolation,
+        bad_images=args.bad_images)
     if args.val_subset is not None or args.distributed:
         dataset = _subset(loader.dataset, args.val_subset)
         sampler = None
@@ -472,7 +605,7 @@ def _evaluate_only(args: argparse.Namespace, device: torch.device, image_size: i
         loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers)
     model = create_model(args.model, num_classes=num_classes)
     path = args.resume or args.weights
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, weights_only=not args.unsafe_pickle)
     if args.model_ema:
         if not isinstance(checkpoint, dict) or checkpoint.get("model_ema") is None:
             raise ValueError(f"{path} has no EMA weights ('model_ema'); drop --model-ema")
@@ -482,7 +615,11 @@ def _evaluate_only(args: argparse.Namespace, device: torch.device, image_size: i
     else:
         from .checkpoint import extract_state_dict
 
-        load_state_dict_compat(model, extract_state_dict(checkpoint, path))
+        state_dict = extract_state_dict(checkpoint, path)
+        try:
+            load_state_dict_compat(model, state_dict)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     model.to(device)
     resolution = args.val_crop_size or image_size
     what = f"{args.model}-ADN from {path}{' (EMA weights)' if args.model_ema else ''}"
