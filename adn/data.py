@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import (
     DataLoader,
     Dataset,
@@ -256,7 +256,10 @@ def load_image(path: str) -> Image.Image:
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")  # convert() decodes the whole image: truncation shows here
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, UnidentifiedImageError):  # its own message repeats the path
+            reason = "not an image file PIL can decode"
+        else:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BadImageError(f"cannot read image {path} ({reason}); fix or remove it, "
                             "or pass --bad-images skip to skip unreadable images") from None
 

@@ -581,9 +581,9 @@ def _any_process(flag: bool, device) -> bool:
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops at a step boundary."""
+    """Ctrl-C reaches the whole process group: DataLoader workers leave it to the main process, which stops at
+    a step boundary. (SIGTERM stays fatal for workers: the DataLoader and multiprocessing stop them with it.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _require(checkpoint, keys: Sequence[str], path: str) -> None:
