@@ -295,7 +295,8 @@ class _ImageFolder(ImageFolder):
 def _check_root(data_path: str, splits: Sequence[str]) -> Path:
     root = Path(data_path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"data path '{root}' does not exist")
+        raise FileNotFoundError(f"data path '{root}' does not exist; check --data-path "
+                                "(or omit it to use the built-in dataset)")
     if not root.is_dir():
         raise NotADirectoryError(f"data path '{root}' is not a directory")
     layout = f"expected {root}/train/<class>/<image> and {root}/val/<class>/<image> (ILSVRC-2012 layout)"
