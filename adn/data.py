@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
-import os
 import random
 import sys
 from collections.abc import Callable, Iterator, Sequence

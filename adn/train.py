@@ -127,7 +127,8 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
                    "(the published ImageNet runs: 500); default: all classes")
 
     g = p.add_argument_group("checkpoints and output")
-    g.add_argument("--output-dir", default=None, help="where checkpoints and metrics.jsonl go (default: output/<model>)")
+    g.add_argument("--output-dir", default=None, help="where checkpoints and metrics.jsonl go (default: "
+                   "output/<model>, or output/<model>-2, -3 ... when that holds an earlier run)")
     g.add_argument("--resume", default=None, help="checkpoint to continue from (or to evaluate with --test-only); "
                    "'auto': <output-dir>/checkpoint.pth if it exists (implied after a torchrun elastic restart)")
     g.add_argument("--weights", default=None, help="initial weights: a state dict (.pth or .safetensors), "
@@ -147,6 +148,18 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
     return p
 
 
+def default_output_dir(model: str, latest: bool = False) -> str:
+    """``output/<model>``, or the first of ``output/<model>-2``, ``-3`` ... without a checkpoint, so that running
+    the same command again starts a new run beside the old one (an explicit ``--output-dir`` holding a checkpoint
+    is refused instead). ``latest``: the newest run that has a checkpoint (what ``--resume auto`` continues)."""
+    base = Path("output") / model
+    path, previous, n = base, base, 1
+    while (path / "checkpoint.pth").exists():
+        previous, n = path, n + 1
+        path = Path(f"{base}-{n}")
+    return str(previous if latest else path)
+
+
 def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill unset flags from the built-in preset or the torchvision reference, then reject contradictions."""
     preset = BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS
@@ -155,12 +168,12 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, key, value)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.output_dir is None and not args.test_only:
-        args.output_dir = os.path.join("output", args.model)
     model_info(args.model)  # unknown model -> ValueError listing the known ones
     # torchrun restarted the workers after a failure (--max-restarts): continue from the last checkpoint
     if args.resume is None and not args.test_only and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0:
         args.resume = "auto"
+    if args.output_dir is None and not args.test_only:
+        args.output_dir = default_output_dir(args.model, latest=args.resume == "auto")
 
     def bad(msg: str):
         raise UsageError(msg)

@@ -2,8 +2,6 @@
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ import torch
 import adn
 from adn.bench import pareto_front, plot_pareto, select_main, select_subnet
 from adn.cli import main as cli_main
+from helpers import ADN, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -100,9 +99,8 @@ def test_bench_subnets_api():
 @pytest.mark.slow
 def test_bench_cli_end_to_end(tmp_path):
     """As a user: ``adn bench`` on a tiny model writes a table, CSV, JSON and a PNG; ``adn select`` reads it."""
-    cmd = [sys.executable, "-m", "adn.cli", "bench", "--model", "resnet20", "--num-classes", "10",
-           "--batch-size", "2", "--min-run-time", "0.01", "--threads", "1", "--output-dir", str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = run([*ADN, "bench", "--model", "resnet20", "--num-classes", "10", "--batch-size", "2",
+                "--min-run-time", "0.01", "--threads", "1", "--output-dir", str(tmp_path)])
     assert proc.returncode == 0, proc.stderr
     assert all(f"\n{adn.format_skip(s)} " in proc.stdout for s in adn.subnets(3))  # 8 table rows
     with open(tmp_path / "resnet20-bench.csv") as f:
@@ -115,11 +113,8 @@ def test_bench_cli_end_to_end(tmp_path):
 
     assert matplotlib.image.imread(tmp_path / "resnet20-bench.png").ndim == 3
     cheapest = min(meta["results"], key=lambda r: r["gflops"])
-    proc = subprocess.run(
-        [sys.executable, "-m", "adn.cli", "select", "--results", str(tmp_path / "resnet20-bench.json"),
-         "--max-gflops", str(cheapest["gflops"])],
-        capture_output=True, text=True, timeout=120,
-    )
+    proc = run([*ADN, "select", "--results", str(tmp_path / "resnet20-bench.json"),
+                "--max-gflops", str(cheapest["gflops"])])
     assert proc.returncode == 0 and proc.stdout.startswith(cheapest["skip"])
 
 

@@ -2,11 +2,8 @@
 
 import argparse
 import math
-import os
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +11,7 @@ import torch
 import adn
 from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from adn.engine import self_distillation_loss, train_one_epoch
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, run
 
 
 def _kl(p, q):
@@ -185,10 +181,8 @@ _DDP_WORKER = textwrap.dedent("""
 """)
 
 
-def _torchrun(args, cwd, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def _torchrun(args, cwd):
+    return run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args], cwd=cwd)
 
 
 @pytest.mark.slow

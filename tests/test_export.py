@@ -1,7 +1,5 @@
 """Export: a sub-network as a plain module, TorchScript and ONNX, numerically equal to the adaptive model."""
 
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -9,6 +7,7 @@ import torch
 import adn
 from adn.cli import main as cli_main
 from adn.export import export_onnx, export_subnet, export_torchscript, onnx_max_abs_diff
+from helpers import ADN, run
 from adn.skip import NORM_TYPES, SkipAwareNorm
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated upstream
@@ -99,11 +98,8 @@ def test_export_leaves_model_untouched_and_is_fixed(small_model):
 
 def test_export_cli_onnx_subprocess(tmp_path):
     out = tmp_path / "r20.onnx"
-    proc = subprocess.run(
-        [sys.executable, "-m", "adn.cli", "export", "--model", "resnet20", "--num-classes", "10",
-         "--skip-cfg", "True", "False", "True", "--format", "onnx", "--output", str(out)],
-        capture_output=True, text=True, timeout=120,
-    )
+    proc = run([*ADN, "export", "--model", "resnet20", "--num-classes", "10",
+                "--skip-cfg", "True", "False", "True", "--format", "onnx", "--output", str(out)])
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0
     assert "TFT" in proc.stdout and "max abs diff" in proc.stdout

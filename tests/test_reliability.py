@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from PIL import Image
 import adn
 from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from adn.cli import main as cli_main
+from adn.train import default_output_dir
+from helpers import ADN, ROOT, run
 
-ROOT = Path(__file__).resolve().parents[1]
-ADN = [sys.executable, "-c", "import sys; from adn.cli import main; sys.exit(main())"]
 TINY = ["--train-subset", "32", "--val-subset", "16", "-b", "16", "--epochs", "1", "--print-freq", "100"]
 
 
@@ -121,31 +120,30 @@ def test_fresh_run_refuses_to_overwrite_an_earlier_runs_checkpoint(out_dir, caps
     assert _snapshot(out_dir) == before
 
 
-def _run(cmd, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **kw.pop("env", {})}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=kw.pop("timeout", 90))
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: no orphaned DataLoader workers
-        proc.communicate()
-        raise
-    return proc.returncode, out, err
+def test_default_output_dir_starts_a_new_run_beside_earlier_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert default_output_dir("resnet20") == "output/resnet20"
+    assert default_output_dir("resnet20", latest=True) == "output/resnet20"  # --resume auto: a fresh start
+    for name in ("resnet20", "resnet20-2"):
+        (tmp_path / "output" / name).mkdir(parents=True)
+        (tmp_path / "output" / name / "checkpoint.pth").write_bytes(b"earlier run")
+    assert default_output_dir("resnet20") == "output/resnet20-3"
+    assert default_output_dir("resnet20", latest=True) == "output/resnet20-2"
+    assert default_output_dir("resnet56") == "output/resnet56"
 
 
 def test_corrupt_image_in_a_worker_process_and_skip_mode(files, tmp_path):
     """Real stderr: with DataLoader workers the error still names the file on one line; skip mode trains on."""
     base = [*ADN, "train", "--data-path", str(files / "imgs"), "-b", "4", "--epochs", "1", "--output-dir"]
-    status, _, err = _run([*base, str(tmp_path / "a"), "-j", "2"])
-    assert status == 2 and "Traceback" not in err, err
-    assert err.strip().splitlines() == [
+    r = run([*base, str(tmp_path / "a"), "-j", "2"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [
         f"adn: error: cannot read image {files}/imgs/train/a/9.png (not an image file PIL can decode); "
         "fix or remove it, or pass --bad-images skip to skip unreadable images"]
-    status, out, err = _run([*base, str(tmp_path / "b"), "--bad-images", "skip"])
-    assert status == 0, err
-    assert f"adn: warning: skipping unreadable image {files}/imgs/train/a/9.png" in err
-    assert "1 skipped so far" in err and "sub-networks of" in out
+    r = run([*base, str(tmp_path / "b"), "--bad-images", "skip"])
+    assert r.returncode == 0, r.stderr
+    assert f"adn: warning: skipping unreadable image {files}/imgs/train/a/9.png" in r.stderr
+    assert "1 skipped so far" in r.stderr and "sub-networks of" in r.stdout
 
 
 # ------------------------------------------------------------------------------------------ untrusted files
@@ -195,7 +193,7 @@ RUN = [*ADN, "train", "--train-subset", "96", "--val-subset", "16", "-b", "16", 
 
 def _interrupt(out_dir: Path, sig: int, after: str, timeout: float = 90):
     """Start a run, send ``sig`` to it once a stdout line starts with ``after``; return (status, stderr)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # as helpers.run
     proc = subprocess.Popen([*RUN, "--output-dir", str(out_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     watchdog = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
@@ -226,8 +224,8 @@ def _assert_bit_exact(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("uninterrupted")
-    status, _, err = _run([*RUN, "--output-dir", str(out_dir)])
-    assert status == 0, err[-3000:]
+    r = run([*RUN, "--output-dir", str(out_dir)])
+    assert r.returncode == 0, r.stderr[-3000:]
     return _final_weights(out_dir)
 
 
@@ -238,9 +236,9 @@ def test_sigkill_then_elastic_restart_resumes_bit_exact(uninterrupted, tmp_path)
     assert status == -signal.SIGKILL
     assert load_checkpoint(out_dir / "checkpoint.pth")["epoch"] == 0
     # what torchrun --max-restarts does: restart the same command with TORCHELASTIC_RESTART_COUNT=1
-    status, out, err = _run([*RUN, "--output-dir", str(out_dir)], env={"TORCHELASTIC_RESTART_COUNT": "1"})
-    assert status == 0, err[-3000:]
-    assert "resumed from" in out and "at epoch 1" in out
+    r = run([*RUN, "--output-dir", str(out_dir)], env={"TORCHELASTIC_RESTART_COUNT": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stdout and "at epoch 1" in r.stdout
     _assert_bit_exact(uninterrupted, _final_weights(out_dir))
     assert load_weights(adn.create_model("resnet20", num_classes=10), out_dir / "model.safetensors")  # final EMA weights
 
@@ -256,6 +254,6 @@ def test_sigterm_saves_at_a_step_boundary_and_resumes_bit_exact(uninterrupted, t
     if position is not None:  # stopped mid-epoch (the usual case): the next step of epoch 1 is recorded
         assert ckpt["epoch"] == 0 and position["epoch"] == 1 and 2 <= position["step"] < 6
         assert f"stopped at epoch 1 step {position['step']}" in err
-    status, out, err = _run([*RUN, "--output-dir", str(out_dir), "--resume", "auto"])
-    assert status == 0, err[-3000:]
+    r = run([*RUN, "--output-dir", str(out_dir), "--resume", "auto"])
+    assert r.returncode == 0, r.stderr[-3000:]
     _assert_bit_exact(uninterrupted, _final_weights(out_dir))

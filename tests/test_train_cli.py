@@ -1,30 +1,20 @@
 """The command line end to end, as a user runs it: adn train, adn eval, the seed's train_adn.py commands."""
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from adn.checkpoint import load_checkpoint
+from helpers import ADN, run
 
-ROOT = Path(__file__).resolve().parents[1]
-# what the `adn` console script runs (``python -m adn.cli`` would load adn.cli twice: as __main__ and as adn.cli)
-ADN = [sys.executable, "-c", "import sys; from adn.cli import main; sys.exit(main())"]
 TINY = ["--train-subset", "64", "--val-subset", "48", "-b", "32", "--epochs", "1"]
-
-
-def _run(cmd, cwd=ROOT):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("train") / "run"
-    result = _run([*ADN, "train", *TINY, "--model-ema", "--model-ema-steps", "1", "--output-dir", str(out_dir)])
+    result = run([*ADN, "train", *TINY, "--model-ema", "--model-ema-steps", "1", "--output-dir", str(out_dir)])
     assert result.returncode == 0, result.stderr[-3000:]
     return out_dir, result.stdout
 
@@ -46,14 +36,14 @@ def test_train_writes_seed_layout_checkpoints_metrics_and_table(trained):
 
 def test_eval_one_subnet_and_the_seed_command_shape(trained):
     out_dir, _ = trained
-    result = _run([*ADN, "eval", "--model", "resnet20", "--resume", str(out_dir / "checkpoint.pth"),
+    result = run([*ADN, "eval", "--model", "resnet20", "--resume", str(out_dir / "checkpoint.pth"),
                    "--skip-cfg", "True", "True", "True"])
     assert result.returncode == 0, result.stderr
     assert "sub-network TTT: Acc@1" in result.stdout
-    ema = _run([*ADN, "eval", "--resume", str(out_dir / "checkpoint.pth"), "--model-ema", "--skip-cfg", "FTF"])
+    ema = run([*ADN, "eval", "--resume", str(out_dir / "checkpoint.pth"), "--model-ema", "--skip-cfg", "FTF"])
     assert ema.returncode == 0, ema.stderr
     assert "(EMA weights), sub-network FTF: Acc@1" in ema.stdout
-    seed = _run([sys.executable, "train_adn.py", "--model", "resnet20", "--test-only", "--resume",
+    seed = run([sys.executable, "train_adn.py", "--model", "resnet20", "--test-only", "--resume",
                  str(out_dir / "model_0.pth"), "--batch-size", "256", "--skip-cfg", "False", "False", "False"])
     assert seed.returncode == 0, seed.stderr
     assert "sub-network FFF: Acc@1" in seed.stdout
@@ -61,7 +51,7 @@ def test_eval_one_subnet_and_the_seed_command_shape(trained):
 
 def test_eval_all_subnets_as_json_and_csv_file(trained, tmp_path):
     out_dir, _ = trained
-    result = _run([*ADN, "eval", "--resume", str(out_dir / "checkpoint.pth"), "--all-subnets", "--format", "json",
+    result = run([*ADN, "eval", "--resume", str(out_dir / "checkpoint.pth"), "--all-subnets", "--format", "json",
                    "--output", str(tmp_path / "subnets.csv")])
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -77,7 +67,7 @@ def test_weights_flag_accepts_a_published_style_state_dict(trained, tmp_path):
     out_dir, _ = trained
     sd = load_checkpoint(out_dir / "checkpoint.pth")["model"]
     torch.save({"module." + k.replace(".skip_norm.", "_skip."): v for k, v in sd.items()}, tmp_path / "pub.pth")
-    result = _run([*ADN, "eval", "--weights", str(tmp_path / "pub.pth"), "--skip-cfg", "TTT", "--format", "csv"])
+    result = run([*ADN, "eval", "--weights", str(tmp_path / "pub.pth"), "--skip-cfg", "TTT", "--format", "csv"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "skip,gflops,params_m,acc1,acc5"
 

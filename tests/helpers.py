@@ -1,0 +1,29 @@
+"""What the tests that run the command line as a user would share: the command and a safe subprocess runner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ADN = [sys.executable, "-m", "adn"]  # what the `adn` console script runs
+
+
+def run(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with the project importable and one intra-op thread per process (tests run tiny models,
+    where thread oversubscription only costs time). It runs in a process group of its own: on a timeout the
+    whole group is killed (DataLoader workers, torchrun's workers), so a hung run leaves nothing behind."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
