@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -241,6 +242,38 @@ def test_sigkill_then_elastic_restart_resumes_bit_exact(uninterrupted, tmp_path)
     assert "resumed from" in r.stdout and "at epoch 1" in r.stdout
     _assert_bit_exact(uninterrupted, _final_weights(out_dir))
     assert load_weights(adn.create_model("resnet20", num_classes=10), out_dir / "model.safetensors")  # final EMA weights
+
+
+# A worker that dies hard (SIGKILL) in its first life, once epoch 0's checkpoint is on disk.
+_CRASH_ONCE = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from adn.cli import main
+
+if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
+    out = Path(sys.argv[sys.argv.index("--output-dir") + 1])
+
+    def crash():
+        while not (out / "metrics.jsonl").exists():  # written after checkpoint.pth
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=crash, daemon=True).start()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_killed_worker_and_the_run_resumes_by_itself(tmp_path):
+    script, out_dir = tmp_path / "crash_once.py", tmp_path / "run"
+    script.write_text(_CRASH_ONCE)
+    r = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "--max-restarts=1",
+             str(script), *RUN[len(ADN):], "--output-dir", str(out_dir)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "failed (exitcode: -9)" in r.stderr  # torchrun saw the first worker die ...
+    assert "resumed from" in r.stdout  # ... and the restarted one found the checkpoint without --resume
+    assert load_checkpoint(out_dir / "checkpoint.pth")["epoch"] == 2
 
 
 @pytest.mark.slow
