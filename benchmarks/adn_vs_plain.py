@@ -99,7 +99,7 @@ def main() -> None:
 
     print(f"{opts.model} on {adn_data.BUILTIN_NAME.split(' (')[0]}: {len(train_set)} train / {len(val_set)} val, "
           f"{opts.epochs} epochs, batch {args.batch_size}, seed {opts.seed}")
-    print(f"training wall time: ADN {t_adn:.0f} s, plain {t_plain:.0f} s (shared CPU: noisy)")
+    print(f"training wall time: ADN {t_adn:.0f} s, plain {t_plain:.0f} s (training loops only; noisy on a shared CPU)")
     print(f"{'skip':<6}{'ADN Acc@1':>10}{'plain, naive skip Acc@1':>25}")
     for skip in adn.subnets(adaptive):
         a = evaluate(adaptive, val_loader, "cpu", skip=skip, print_freq=10**9)["acc1"]
