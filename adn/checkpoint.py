@@ -191,13 +191,30 @@ def extract_state_dict(obj: object, path: str | os.PathLike = "checkpoint") -> M
     raise ValueError(f"{path} holds no model weights: expected a state dict or a checkpoint with a 'model' entry")
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, weights_only: bool = True) -> nn.Module:
-    """Load a weights file into ``model``: a raw state dict (``torch.save`` or ``*.safetensors``), one of our
-    checkpoints (``{"model": ...}``), torchvision's or a published ADN file (``<norm>_skip`` names).
-    Returns ``model``. ``weights_only=False`` allows legacy pickles (trusted files only)."""
-    state_dict = extract_state_dict(load_checkpoint(path, weights_only=weights_only), path)
+def checkpoint_arg(obj: object, name: str) -> object:
+    """A flag a training checkpoint was made with (its ``args``: a dict or the reference's Namespace), or None."""
+    args = obj.get("args") if isinstance(obj, Mapping) else None
+    return args.get(name) if isinstance(args, Mapping) else getattr(args, name, None)
+
+
+def load_model_state(model: nn.Module, obj: object, path: str | os.PathLike, model_name: str | None = None) -> None:
+    """Load the weights held by ``obj`` (a loaded file: state dict or checkpoint) into ``model``
+    (:func:`load_state_dict_compat`). A misfit is one error naming the file and the keys and, when the file is a
+    training checkpoint of another architecture than ``model_name``, the ``--model`` to use."""
+    state_dict = extract_state_dict(obj, path)
     try:
         load_state_dict_compat(model, state_dict)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
+        name = checkpoint_arg(obj, "model")
+        other = isinstance(name, str) and name != model_name
+        raise ValueError(f"{path}: {exc}" + (f"; it is a {name} checkpoint: pass --model {name}" if other else "")) from None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, *, weights_only: bool = True,
+                 model_name: str | None = None) -> nn.Module:
+    """Load a weights file into ``model``: a raw state dict (``torch.save`` or ``*.safetensors``), one of our
+    checkpoints (``{"model": ...}``), torchvision's or a published ADN file (``<norm>_skip`` names).
+    Returns ``model``. ``weights_only=False`` allows legacy pickles (trusted files only); ``model_name`` (the
+    registered name of ``model``) lets an error name the architecture a checkpoint was trained as."""
+    load_model_state(model, load_checkpoint(path, weights_only=weights_only), path, model_name)
     return model

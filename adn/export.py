@@ -161,19 +161,20 @@ def onnx_max_abs_diff(path: str | Path, module: nn.Module, example: torch.Tensor
 def build_model(name: str, weights: str | None = None, num_classes: int | None = None) -> nn.Module:
     """``create_model(name)`` with ``weights`` loaded; the class count is ``num_classes``, else read from the
     weights' classifier (the model's last ``nn.Linear``), else 1000."""
-    from .checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_state_dict_compat
+    from .checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_model_state
     from .registry import create_model
 
     if weights is None:
         return create_model(name, num_classes=num_classes or 1000)
-    state_dict = convert_published_state_dict(extract_state_dict(load_checkpoint(weights), weights))
+    checkpoint = load_checkpoint(weights)
+    state_dict = convert_published_state_dict(extract_state_dict(checkpoint, weights))
     if num_classes is None:
         probe = create_model(name, num_classes=1000)
         head = [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)][-1]
         weight = state_dict.get(f"{head}.weight")
         num_classes = weight.shape[0] if weight is not None else 1000
     model = create_model(name, num_classes=num_classes)
-    load_state_dict_compat(model, state_dict)
+    load_model_state(model, checkpoint, weights, name)
     return model
 
 

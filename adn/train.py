@@ -29,7 +29,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
 from . import data as adn_data
-from .checkpoint import load_checkpoint, load_state_dict_compat, load_weights, save_checkpoint, save_weights
+from .checkpoint import (checkpoint_arg, load_checkpoint, load_model_state, load_state_dict_compat, load_weights,
+                         save_checkpoint, save_weights)
 from .cli import UsageError
 from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import evaluate, train_one_epoch
@@ -438,7 +439,7 @@ def _run(args: argparse.Namespace) -> int:
     # ---- model, optimiser, schedule
     model = create_model(args.model, num_classes=num_classes)
     if args.weights:
-        load_weights(model, args.weights, weights_only=not args.unsafe_pickle)
+        load_weights(model, args.weights, weights_only=not args.unsafe_pickle, model_name=args.model)
     if args.distributed and args.sync_bn:
         model = convert_sync_batchnorm(model)
     model.to(device)
@@ -453,8 +454,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume:
         checkpoint = load_checkpoint(args.resume, weights_only=not args.unsafe_pickle)
         _require(checkpoint, ("model", "optimizer", "lr_scheduler", "epoch"), args.resume)
+        load_model_state(net, checkpoint, args.resume, args.model)
+        opt = checkpoint_arg(checkpoint, "opt")
+        if isinstance(opt, str) and opt != args.opt:  # another optimizer's state would fail at the first step
+            raise ValueError(f"{args.resume} was trained with --opt {opt}; resume it with --opt {opt}")
         try:
-            load_state_dict_compat(net, checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
         except ValueError as exc:
             raise ValueError(f"{args.resume}: {exc}") from None
@@ -626,13 +630,7 @@ def _evaluate_only(args: argparse.Namespace, device: torch.device, image_size: i
         load_ema_state(ema, checkpoint["model_ema"])
         model = ema.module
     else:
-        from .checkpoint import extract_state_dict
-
-        state_dict = extract_state_dict(checkpoint, path)
-        try:
-            load_state_dict_compat(model, state_dict)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        load_model_state(model, checkpoint, path, args.model)
     model.to(device)
     resolution = args.val_crop_size or image_size
     what = f"{args.model}-ADN from {path}{' (EMA weights)' if args.model_ema else ''}"

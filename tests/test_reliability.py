@@ -42,6 +42,10 @@ def files(tmp_path_factory):
     save_weights(adn.create_model("resnet56", num_classes=10), d / "resnet56.pth")
     save_weights(adn.create_model("resnet20", num_classes=5), d / "five_classes.pth")
     torch.save({"model": model.state_dict(), "best_acc1": np.float64(12.5)}, d / "legacy.pth")
+    for name, arch, opt in (("resnet56_run.pth", "resnet56", "sgd"), ("adamw_run.pth", "resnet20", "adamw")):
+        weights = adn.create_model(arch, num_classes=10).state_dict()
+        save_checkpoint({"model": weights, "optimizer": {}, "lr_scheduler": {}, "epoch": 0,
+                         "args": {"model": arch, "opt": opt}}, d / name)
     # images: train/ and val/ with two classes, one corrupt file
     for split in ("train", "val"):
         for c in ("a", "b"):
@@ -86,6 +90,11 @@ MATRIX = [
     ("train --weights {F}/resnet56.pth", "do not fit this model (another architecture or class count?): unexpected", 2),
     ("eval --weights {F}/five_classes.pth", "shape mismatch in 2 keys (e.g. fc.weight (5, 64) vs (10, 64)", 2),
     ("train --weights {F}/legacy.pth", "pass --unsafe-pickle", 2),
+    ("train --resume {F}/resnet56_run.pth", "unexpected 306 keys (e.g. layer1.2.bn1.skip_norm.weight, "
+     "layer1.2.bn1.skip_norm.bias, layer1.2.bn1.skip_norm.running_mean); it is a resnet56 checkpoint: pass --model "
+     "resnet56", 2),
+    ("eval --resume {F}/resnet56_run.pth", "it is a resnet56 checkpoint: pass --model resnet56", 2),
+    ("train --resume {F}/adamw_run.pth", "was trained with --opt adamw; resume it with --opt adamw", 2),
     ("train --resume {F}/state_dict.pth --start-epoch 1", "drop --start-epoch", 2),
     ("train --all-subnets", "--all-subnets applies to evaluation only", 2),
     ("eval --weights {F}/good.safetensors --mixup-alpha 0.2", "--mixup-alpha is a training augmentation", 2),
