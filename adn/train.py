@@ -435,6 +435,11 @@ def _run(args: argparse.Namespace) -> int:
                             pin_memory=pin, persistent_workers=args.workers > 0)
     source = args.data_path or adn_data.BUILTIN_NAME
     _log(f"data: {source}: {len(train_set)} train / {len(val_set)} val images, {num_classes} classes")
+    if args.distributed and len(val_set) % args.world_size and is_main_process():
+        # DistributedSampler pads every process to the same number of images (as torchvision's reference does)
+        print(f"adn: warning: {len(val_set)} val images do not split evenly over {args.world_size} processes: the "
+              f"per-epoch accuracies count {-len(val_set) % args.world_size} of them twice; `adn eval` on one process "
+              "gives exact numbers", file=sys.stderr)
 
     # ---- model, optimiser, schedule
     model = create_model(args.model, num_classes=num_classes)

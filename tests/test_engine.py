@@ -198,8 +198,11 @@ def test_ddp_step_averages_every_gradient_once(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_process_training(tmp_path):
-    out = _torchrun([str(ROOT / "train_adn.py"), *TINY, "--epochs", "1", "--output-dir", str(tmp_path / "ddp")], ROOT)
+    out = _torchrun([str(ROOT / "train_adn.py"), *TINY, "--epochs", "1", "--val-subset", "31",
+                     "--output-dir", str(tmp_path / "ddp")], ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr.count("31 val images do not split evenly over 2 processes: the per-epoch accuracies count 1 "
+                            "of them twice") == 1  # rank 0 only
     assert out.stdout.count("epoch 0:") == 1  # rank 0 prints, rank 1 does not
     ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pth")
     assert ckpt["args"]["world_size"] == 2 and ckpt["epoch"] == 0
