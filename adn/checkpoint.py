@@ -197,6 +197,17 @@ def checkpoint_arg(obj: object, name: str) -> object:
     return args.get(name) if isinstance(args, Mapping) else getattr(args, name, None)
 
 
+def peek_checkpoint_arg(path: str | os.PathLike, name: str) -> object:
+    """:func:`checkpoint_arg` of a file, read memory-mapped (tensor data is not loaded), never running code;
+    None when the file has no such arg or cannot be read that way (the real load reports why)."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, corrupt, unsafe ...: the real load will say so
+        return None
+    return checkpoint_arg(obj, name)
+
+
 def load_model_state(model: nn.Module, obj: object, path: str | os.PathLike, model_name: str | None = None) -> None:
     """Load the weights held by ``obj`` (a loaded file: state dict or checkpoint) into ``model``
     (:func:`load_state_dict_compat`). A misfit is one error naming the file and the keys and, when the file is a

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import data as adn_data
 from .checkpoint import (checkpoint_arg, load_checkpoint, load_model_state, load_state_dict_compat, load_weights,
-                         save_checkpoint, save_weights)
+                         peek_checkpoint_arg, save_checkpoint, save_weights)
 from .cli import UsageError
 from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import evaluate, train_one_epoch
@@ -49,6 +49,7 @@ BUILTIN_PRESET = dict(
     batch_size=64, epochs=15, workers=0, lr=0.2, weight_decay=5e-4, lr_scheduler="cosineannealinglr",
     lr_step_size=5, lr_gamma=0.1, print_freq=10,
 )
+DEFAULT_MODEL = "resnet20"
 OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop", "adamw")
 SCHEDULERS = ("steplr", "multisteplr", "cosineannealinglr", "exponentiallr")
 _QUIET = 10**9  # print_freq that silences per-step lines (the sub-network table says it all)
@@ -68,7 +69,8 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
     the built-in preset without ``--data-path``, the torchvision reference's values with it."""
     p = _Parser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="resnet20", help=f"model name: {', '.join(list_models())}")
+    g.add_argument("--model", default=None, help=f"model name: {', '.join(list_models())} (default: the one "
+                   f"the --resume/--weights checkpoint was trained as, else {DEFAULT_MODEL})")
     g.add_argument("--data-path", default=None, help="folder with train/ and val/ ImageFolder trees; "
                    "omitted: the built-in dataset (8x8 handwritten digits bundled with scikit-learn)")
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
@@ -169,6 +171,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, key, value)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.model is None:  # `adn eval --resume CKPT` needs no --model: a training checkpoint records its own
+        source = args.resume if args.resume != "auto" else None
+        trained_as = peek_checkpoint_arg(source or args.weights, "model") if (source or args.weights) else None
+        args.model = trained_as if trained_as in list_models() else DEFAULT_MODEL
     model_info(args.model)  # unknown model -> ValueError listing the known ones
     # torchrun restarted the workers after a failure (--max-restarts): continue from the last checkpoint
     if args.resume is None and not args.test_only and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) > 0:

@@ -90,10 +90,10 @@ MATRIX = [
     ("train --weights {F}/resnet56.pth", "do not fit this model (another architecture or class count?): unexpected", 2),
     ("eval --weights {F}/five_classes.pth", "shape mismatch in 2 keys (e.g. fc.weight (5, 64) vs (10, 64)", 2),
     ("train --weights {F}/legacy.pth", "pass --unsafe-pickle", 2),
-    ("train --resume {F}/resnet56_run.pth", "unexpected 306 keys (e.g. layer1.2.bn1.skip_norm.weight, "
+    ("train --model resnet20 --resume {F}/resnet56_run.pth", "unexpected 306 keys (e.g. layer1.2.bn1.skip_norm.weight, "
      "layer1.2.bn1.skip_norm.bias, layer1.2.bn1.skip_norm.running_mean); it is a resnet56 checkpoint: pass --model "
      "resnet56", 2),
-    ("eval --resume {F}/resnet56_run.pth", "it is a resnet56 checkpoint: pass --model resnet56", 2),
+    ("eval --model resnet20 --resume {F}/resnet56_run.pth", "it is a resnet56 checkpoint: pass --model resnet56", 2),
     ("train --resume {F}/adamw_run.pth", "was trained with --opt adamw; resume it with --opt adamw", 2),
     ("train --resume {F}/state_dict.pth --start-epoch 1", "drop --start-epoch", 2),
     ("train --all-subnets", "--all-subnets applies to evaluation only", 2),
@@ -128,6 +128,13 @@ def test_fresh_run_refuses_to_overwrite_an_earlier_runs_checkpoint(out_dir, caps
     assert cli_main(["train", *TINY, "--output-dir", str(out_dir)]) == 2
     assert "already holds checkpoint.pth of an earlier run; continue it with --resume auto" in capsys.readouterr().err
     assert _snapshot(out_dir) == before
+
+
+def test_eval_takes_the_architecture_from_a_training_checkpoint(files, capsys):
+    assert cli_main(["eval", "--resume", str(files / "resnet56_run.pth"), "--val-subset", "8", "--skip-cfg", "TTT"]) == 0
+    assert "resnet56-ADN from" in capsys.readouterr().out
+    assert cli_main(["eval", "--weights", str(files / "good.safetensors"), "--val-subset", "8"]) == 0  # no args:
+    assert "resnet20-ADN from" in capsys.readouterr().out  # the default model
 
 
 def test_default_output_dir_starts_a_new_run_beside_earlier_ones(tmp_path, monkeypatch):
