@@ -172,8 +172,8 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.model is None:  # `adn eval --resume CKPT` needs no --model: a training checkpoint records its own
-        source = args.resume if args.resume != "auto" else None
-        trained_as = peek_checkpoint_arg(source or args.weights, "model") if (source or args.weights) else None
+        path = args.weights if args.resume in (None, "auto") else args.resume
+        trained_as = peek_checkpoint_arg(path, "model") if path else None
         args.model = trained_as if trained_as in list_models() else DEFAULT_MODEL
     model_info(args.model)  # unknown model -> ValueError listing the known ones
     # torchrun restarted the workers after a failure (--max-restarts): continue from the last checkpoint

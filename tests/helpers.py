@@ -12,13 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ADN = [sys.executable, "-m", "adn"]  # what the `adn` console script runs
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a command under test: the project importable and one intra-op thread per process
+    (tests run tiny models, where thread oversubscription only costs time)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(extra or {})}
+
+
 def run(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None,
         timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``cmd`` with the project importable and one intra-op thread per process (tests run tiny models,
-    where thread oversubscription only costs time). It runs in a process group of its own: on a timeout the
-    whole group is killed (DataLoader workers, torchrun's workers), so a hung run leaves nothing behind."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    """Run ``cmd`` with :func:`child_env` (plus ``env``) in a process group of its own: on a timeout the whole
+    group is killed (DataLoader workers, torchrun's workers), so a hung run leaves nothing behind."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -19,7 +19,7 @@ import adn
 from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from adn.cli import main as cli_main
 from adn.train import default_output_dir
-from helpers import ADN, ROOT, run
+from helpers import ADN, ROOT, child_env, run
 
 TINY = ["--train-subset", "32", "--val-subset", "16", "-b", "16", "--epochs", "1", "--print-freq", "100"]
 
@@ -210,8 +210,7 @@ RUN = [*ADN, "train", "--train-subset", "96", "--val-subset", "16", "-b", "16", 
 
 def _interrupt(out_dir: Path, sig: int, after: str, timeout: float = 90):
     """Start a run, send ``sig`` to it once a stdout line starts with ``after``; return (status, stderr)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # as helpers.run
-    proc = subprocess.Popen([*RUN, "--output-dir", str(out_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*RUN, "--output-dir", str(out_dir)], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     watchdog = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     watchdog.start()
