@@ -15,7 +15,7 @@ ADN = [sys.executable, "-m", "adn"]  # what the `adn` console script runs
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a command under test: the project importable and one intra-op thread per process
     (tests run tiny models, where thread oversubscription only costs time)."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(extra or {})}
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
 def run(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None,

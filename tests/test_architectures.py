@@ -52,24 +52,26 @@ def test_stage_layouts_keep_torchvision_names():
 
 
 @pytest.mark.parametrize(
-    "name, expected",
+    "name, expected, outside",
     [
-        # the three BNs of a mandatory inverted-residual block (expansion, depthwise, projection)
-        ("mobilenet_v2", {"conv.0.1", "conv.1.1", "conv.3"}),
-        ("swin_t", {"norm1", "norm2"}),
-        ("vit_b_16", {"ln_1", "ln_2"}),
+        # the three BNs of a mandatory inverted-residual block (expansion, depthwise, projection); outside the
+        # stages, the reference's 7 twins of the stem, the 16- and 320-channel blocks and the last conv
+        ("mobilenet_v2", {"conv.0.1", "conv.1.1", "conv.3"}, 7),
+        ("swin_t", {"norm1", "norm2"}, 3),  # + the three patch-merging norms
+        ("vit_b_16", {"ln_1", "ln_2"}, 0),
     ],
 )
-def test_skip_aware_norms_are_those_of_mandatory_blocks(name, expected):
+def test_twins_are_those_of_mandatory_blocks_plus_declared_ones(name, expected, outside):
     with torch.device("meta"):
         model = adn.create_model(name)
     mandatory = tuple(n + "." for stage in _block_names(model) for n in stage[0])
     aware = [n for n, m in model.named_modules() if isinstance(m, SkipAwareNorm)]
-    assert aware and all(n.startswith(mandatory) for n in aware)
-    suffixes = {n[len(p) :] for n in aware for p in mandatory if n.startswith(p)}
+    inside = [n for n in aware if n.startswith(mandatory)]
+    suffixes = {n[len(p) :] for n in inside for p in mandatory if n.startswith(p)}
     assert suffixes == expected
     per_block = {"mobilenet_v2": 3, "swin_t": 2, "vit_b_16": 2}[name]
-    assert len(aware) == per_block * sum(len(s.mandatory) for s in model.stages)
+    assert len(inside) == per_block * sum(len(s.mandatory) for s in model.stages)
+    assert len(aware) - len(inside) == outside
 
 
 @pytest.mark.parametrize(
@@ -88,21 +90,26 @@ def test_vit_rejects_layer_counts_that_do_not_form_stages():
 
 
 # --------------------------------------------------------------------------------------------- execution
-@pytest.mark.parametrize("name", SMALL)
-def test_every_subnet_runs_forward_backward(name):
+@pytest.mark.parametrize("name", adn.list_models())
+def test_every_registered_model_runs_every_subnet_forward_backward(name):
     model, size = _tiny(name)
     model.train()
     x = torch.randn(2, 3, size, size)
-    for skip in adn.subnets(model):
+    configs = adn.subnets(model)
+    if len(configs) > 8:  # 16-32 sub-networks: the extremes and a few mixed ones keep the suite fast
+        configs = [configs[0], configs[1], configs[len(configs) // 2], configs[-2], configs[-1]]
+    for skip in configs:
         model.zero_grad(set_to_none=True)
         out = model(x, skip=skip)
-        assert out.shape == (2, 10)
+        assert out.shape == (2, adn.model_info(name).test_kwargs["num_classes"])
         out.logsumexp(1).mean().backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        assert grads and all(torch.isfinite(g).all() for g in grads), adn.format_skip(skip)
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        assert grads and all(torch.isfinite(g).all() for g in grads.values()), adn.format_skip(skip)
+        assert {n for n in grads} == {n for n, p in model.named_parameters()
+                                       if any(p is q for q in adn.skip.used_parameters(model, skip))}
 
 
-@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("name", [*SMALL, "resnet20", "resnet50"])
 def test_skipped_blocks_are_not_executed(name):
     model, size = _tiny(name)
     model.eval()

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torchvision.models import vision_transformer as tv
 
 from ..registry import register_model
-from ..skip import AdaptiveDepthNet, SkipLike
+from ..skip import AdaptiveDepthNet
 
 
 class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
-    """torchvision's VisionTransformer with its encoder layers grouped into ``num_stages`` skippable stages.
+    """torchvision's VisionTransformer with its encoder layers grouped into ``num_stages`` skippable stages
+    (forward: torchvision's).
 
     Takes torchvision's arguments (``image_size``, ``patch_size``, ``num_layers``, ``num_heads``,
     ``hidden_dim``, ``mlp_dim``, ``dropout``, ``num_classes`` ...); ``num_layers`` must be a multiple of
@@ -36,15 +36,6 @@ class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
         layers, per_stage = list(self.encoder.layers), num_layers // num_stages
         self.set_stages([layers[i : i + per_stage] for i in range(0, num_layers, per_stage)])
 
-    def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
-        skip = self.resolve_skip(skip)
-        x = self._process_input(x)
-        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.encoder.dropout(x + self.encoder.pos_embedding)
-        for stage, skip_stage in zip(self.stages, skip):
-            x = stage(x, skip_stage)
-        x = self.encoder.ln(x)
-        return self.heads(x[:, 0])  # class token
 
 
 @register_model(

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .distributed import is_main_process, reduce_sum
-from .skip import SkipLike, parse_skip
+from .skip import SkipLike, parse_skip, used_parameters
 
 __all__ = ["MetricLogger", "accuracy", "evaluate", "self_distillation_loss", "train_one_epoch"]
 
@@ -116,14 +116,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _super_net_only_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters the base-net never uses: skippable blocks and the main set of each skip-aware norm."""
-    ids: set[int] = set()
-    for stage in model.stages:
-        for block in stage.skippable:
-            ids.update(id(p) for p in block.parameters())
-        for norm in stage.skip_aware_norms():
-            ids.update(id(p) for p in norm.parameters(recurse=False))
-    return [p for p in model.parameters() if id(p) in ids and p.requires_grad]
+    """Parameters the base-net never uses: skippable blocks and the main set of each twinned norm."""
+    base = {id(p) for p in used_parameters(model, True)}
+    return [p for p in used_parameters(model, False) if id(p) not in base and p.requires_grad]
 
 
 def train_one_epoch(

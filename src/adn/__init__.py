@@ -8,6 +8,7 @@
 
 from . import models  # noqa: F401  (registers the architectures)
 from .bench import bench_subnets, select_subnet
+from .calibrate import calibrate, clear_calibration, is_calibrated
 from .checkpoint import load_weights, save_weights
 from .export import export_subnet
 from .flops import count_flops, count_params
@@ -18,7 +19,6 @@ from .skip import (
     Stage,
     convert_sync_batchnorm,
     format_skip,
-    make_skip_aware,
     parse_skip,
     subnets,
 )
@@ -31,15 +31,17 @@ __all__ = [
     "SkipAwareNorm",
     "Stage",
     "bench_subnets",
+    "calibrate",
+    "clear_calibration",
     "convert_sync_batchnorm",
     "count_flops",
     "count_params",
     "create_model",
     "export_subnet",
     "format_skip",
+    "is_calibrated",
     "list_models",
     "load_weights",
-    "make_skip_aware",
     "model_info",
     "parse_skip",
     "register_model",

@@ -1,8 +1,9 @@
 """Checkpoint files and weights: our own checkpoints, torchvision state dicts and the published ADN checkpoints.
 
-The published ADN files keep torchvision's names and call a mandatory block's second norm set
-``<norm>_skip`` (``layer1.0.bn1_skip.weight``, ``encoder.layers.encoder_layer_0.ln_1_skip.weight``); here
-that twin lives inside the norm as ``<norm>.skip_norm`` (``layer1.0.bn1.skip_norm.weight``).
+The published ADN files call a norm's twin ``<norm>_skip`` (``layer1.0.bn1_skip.weight``,
+``encoder.layers.encoder_layer_0.ln_1_skip.weight``); here it lives inside the norm as ``<norm>.skip_norm``
+(``layer1.0.bn1.skip_norm.weight``). ResNet-50 and ViT-B/16 otherwise keep torchvision's names; MobileNetV2 and
+Swin-T differ more, and their model classes map the rest (``from_reference``).
 """
 
 from __future__ import annotations
@@ -39,15 +40,20 @@ def convert_published_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict
 
 
 def load_state_dict_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Load our, torchvision's or a published ADN state dict into ``model``.
+    """Load our, torchvision's or a reference ADN state dict into ``model``.
 
-    A state dict without twins (e.g. torchvision's ImageNet weights) initialises each twin from its main norm.
-    Any other missing or unexpected key is an error that names the keys.
+    Reference names are mapped first (``<norm>_skip`` twins, and the architecture's own layout differences via
+    ``model.from_reference``). A state dict without twins (e.g. torchvision's ImageNet weights) initialises each
+    twin from its main norm; calibrated statistics (``calibration.*``) load when present and are dropped when
+    not (they belong to the weights they were estimated for). Any other missing or unexpected key is an error
+    that names the keys.
     """
     state_dict = convert_published_state_dict(state_dict)
-    expected = model.state_dict()
+    if hasattr(model, "from_reference"):
+        state_dict = model.from_reference(state_dict)
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("calibration.")}
     missing = [k for k in expected if k not in state_dict and ".skip_norm." not in k]
-    unexpected = [k for k in state_dict if k not in expected]
+    unexpected = [k for k in state_dict if k not in expected and not k.startswith("calibration.")]
     mismatched = [
         f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
         for k, v in state_dict.items()

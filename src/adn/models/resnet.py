@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
 from ..registry import register_model
-from ..skip import AdaptiveDepthNet, SkipLike
+from ..skip import AdaptiveDepthNet
 
 Block = type[Union[BasicBlock, Bottleneck]]
 
@@ -41,7 +41,7 @@ class ResNet(AdaptiveDepthNet):
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
-        names = []
+        self.stage_names = names = []
         for i, (n, width) in enumerate(zip(layers, widths)):
             names.append(f"layer{i + 1}")
             setattr(self, names[-1], self._make_layer(block, width, n, stride=1 if i == 0 else 2))
@@ -59,8 +59,9 @@ class ResNet(AdaptiveDepthNet):
                 last_bn = m.bn3 if isinstance(m, Bottleneck) else m.bn2 if isinstance(m, BasicBlock) else None
                 if last_bn is not None:
                     nn.init.constant_(last_bn.weight, 0)
-        # After init, so each twin norm starts as a copy of its main norm.
-        self.set_stages([list(getattr(self, name)) for name in names])
+        # After init, so each twin norm starts as a copy of its main norm. Shortcut norms are shared, as in the
+        # published models.
+        self.set_stages([list(getattr(self, name)) for name in names], shared_norms=("downsample",))
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
@@ -73,11 +74,10 @@ class ResNet(AdaptiveDepthNet):
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
-        skip = self.resolve_skip(skip)
+    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for stage, skip_stage in zip(self.stages, skip):
-            x = stage(x, skip_stage)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(x)
 

@@ -50,6 +50,7 @@ BUILTIN_PRESET = dict(
     lr_step_size=5, lr_gamma=0.1, print_freq=10,
 )
 DEFAULT_MODEL = "resnet20"
+DEFAULT_KD_TOPK = 500  # the reference's distillation: over the super-net's top-500 classes of each image
 OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop", "adamw")
 SCHEDULERS = ("steplr", "multisteplr", "cosineannealinglr", "exponentiallr")
 _QUIET = 10**9  # print_freq that silences per-step lines (the sub-network table says it all)
@@ -126,8 +127,8 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
     g.add_argument("--subpath-alpha", type=float, default=0.5, help="alpha: weight of the super-net's CE; "
                    "the base-net's distillation loss gets 1 - alpha")
     g.add_argument("--subpath-temp", type=float, default=1.0, help="distillation temperature T")
-    g.add_argument("--kd-topk", type=int, default=None, help="distil over the super-net's top-k classes only "
-                   "(the published ImageNet runs: 500); default: all classes")
+    g.add_argument("--kd-topk", type=int, default=None, help="distil over the super-net's top-k classes of each "
+                   "image (default: min(500, classes), the reference's: top-500 on ImageNet, all classes below 500)")
 
     g = p.add_argument_group("checkpoints and output")
     g.add_argument("--output-dir", default=None, help="where checkpoints and metrics.jsonl go (default: "
@@ -425,7 +426,9 @@ def _run(args: argparse.Namespace) -> int:
     train_set, val_set = _subset(train_set, args.train_subset), _subset(val_set, args.val_subset)
     if args.kd_topk is not None and args.kd_topk > num_classes:
         raise UsageError(f"--kd-topk {args.kd_topk} is more than the {num_classes} classes of the data; "
-                         f"use at most {num_classes} (or omit it: all classes)")
+                         f"use at most {num_classes} (or omit it: min(500, classes))")
+    if args.kd_topk is None:  # the reference distils over the super-net's top-500 classes
+        args.kd_topk = min(DEFAULT_KD_TOPK, num_classes)
     train_sampler, val_sampler = adn_data.build_samplers(
         train_set, val_set, distributed=args.distributed, ra_sampler=args.ra_sampler, ra_reps=args.ra_reps,
         seed=args.seed)

@@ -1,16 +1,12 @@
 """``adn export``: one sub-network as a plain module, a TorchScript file or an ONNX file.
 
-:func:`export_subnet` deep-copies an adaptive-depth model and bakes one skip config into the copy:
-
-* the skippable blocks of skipped stages are removed: each becomes a parameter-free :class:`RemovedBlock`
-  placeholder, so containers keep their positions (MobileNetV2's forward walks ``features`` by index);
-* every skip-aware norm becomes the plain norm that config uses: its twin where the stage is skipped, else
-  the main norm with its class restored (``SkipAwareBatchNorm2d`` -> ``BatchNorm2d``) and the twin dropped;
-* each :class:`~adn.skip.Stage` becomes a :class:`FixedStage` that runs its remaining blocks in order.
-
-The architecture's own ``forward`` is kept, so the stem and head stay exactly as trained, and the remaining
-parameters keep their names (``layer3.2.conv1.weight`` ...). Nothing in the copy depends on a skip flag, so
-``torch.jit.trace`` and ``torch.onnx.export`` record one static graph.
+:func:`export_subnet` deep-copies the path of one skip config (see :mod:`adn.skip`): the skipped blocks are
+not in it, every norm is the one that sub-network uses (its twin in skipped stages, the main norm elsewhere;
+the idle set is dropped), and calibrated BatchNorm statistics, if the model has them for that config, become
+the exported norms' running statistics. The architecture's own ``forward`` is kept, so the stem and head
+stay exactly as trained, and the remaining parameters keep their names (``layer3.1.conv1.weight`` ...).
+Nothing in the copy depends on a skip flag, so ``torch.jit.trace`` and ``torch.onnx.export`` record one static
+graph.
 """
 
 from __future__ import annotations
@@ -24,83 +20,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .skip import SkipAwareNorm, SkipLike, Stage, format_skip, parse_skip
-
-
-class RemovedBlock(nn.Module):
-    """Stands where a skipped block was; holds nothing and is never run."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("a block removed by export_subnet was called; this sub-network does not use it")
-
-
-class FixedStage(Stage):
-    """A stage of an exported sub-network: its remaining blocks, run in order.
-
-    It was built for one skip flag; being called with the other one is an error rather than a silent
-    mismatch (the blocks that config needs are no longer there).
-    """
-
-    def __init__(self, blocks: Sequence[nn.Module], skipped: bool, length: int):  # no norm conversion here
-        self.mandatory = list(blocks)
-        self.skippable = []
-        self.skipped = skipped
-        self.length = length  # blocks of the original stage, placeholders included: forwards may step over it
-
-    def __call__(self, x: torch.Tensor, skip: bool) -> torch.Tensor:
-        if bool(skip) != self.skipped:
-            raise ValueError(
-                f"this exported sub-network was built with this stage {'skipped' if self.skipped else 'kept'}; "
-                "export another skip config to run a different one"
-            )
-        for block in self.mandatory:
-            x = block(x)
-        return x
-
-    def __len__(self) -> int:
-        return self.length
-
-
-def _plain_class(cls: type) -> type:
-    # SkipAware<Cls> derives from (SkipAwareNorm, Cls): the plain class is the other base.
-    return next(b for b in cls.__bases__ if not issubclass(b, SkipAwareNorm))
-
-
-def _parent_and_name(root: nn.Module, qualified_name: str) -> tuple[nn.Module, str]:
-    parent_name, _, name = qualified_name.rpartition(".")
-    return (root.get_submodule(parent_name) if parent_name else root), name
+from .skip import TWIN, FrozenStatsNorm, SkipLike, format_skip, parse_skip
 
 
 def export_subnet(model: nn.Module, skip: SkipLike) -> nn.Module:
-    """A deep copy of ``model`` reduced to sub-network ``skip``: a plain ``nn.Module`` in eval mode.
+    """A standalone copy of sub-network ``skip`` of ``model``, in eval mode: ``exported(x)`` equals
+    ``model.eval()(x, skip=skip)`` (calibrated statistics included), with fewer parameters.
 
-    Skipped blocks and the unused norm set are removed (fewer parameters), and the copy computes exactly
-    what ``model(x, skip=skip)`` computes in eval mode. Call it as ``exported(x)``.
+    The model itself is not changed (its train/eval mode included).
     """
     skip = parse_skip(skip, model.num_stages)
-    net = copy.deepcopy(model).eval()
-    names = {id(m): name for name, m in net.named_modules()}
-
-    for stage, skipped in zip(net.stages, skip):
-        # Swap norms first: the blocks they live in are looked up by name below.
-        for norm in list(stage.skip_aware_norms()):
-            parent, name = _parent_and_name(net, names[id(norm)])
-            if skipped:
-                setattr(parent, name, norm.skip_norm)
-            else:
-                del norm._modules["skip_norm"]
-                norm.__dict__.pop("stage_skipped", None)
-                norm.__class__ = _plain_class(type(norm))
-        if skipped:
-            for block in stage.skippable:
-                parent, name = _parent_and_name(net, names[id(block)])
-                setattr(parent, name, RemovedBlock())
-    net.stages = [
-        FixedStage(stage.mandatory + ([] if skipped else stage.skippable), skipped, len(stage))
-        for stage, skipped in zip(net.stages, skip)
-    ]
-    net.skip = skip  # the default for exported(x)
-    return net
+    was_training = model.training
+    model.eval()  # the eval path: the one with calibrated statistics, if any
+    try:
+        net = copy.deepcopy(model.subnet(skip))
+    finally:
+        model.train(was_training)
+    for module in list(net.modules()):
+        module._modules.pop(TWIN, None)  # the idle norm set
+        for name, child in list(module._modules.items()):
+            if isinstance(child, FrozenStatsNorm):  # bake the calibrated statistics into a plain norm
+                module._modules[name] = child.norm
+    net._modules.pop("calibration", None)
+    return net.eval()
 
 
 def _num_params(module: nn.Module) -> int:
@@ -213,4 +155,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["FixedStage", "RemovedBlock", "export_onnx", "export_subnet", "export_torchscript", "onnx_max_abs_diff"]
+__all__ = ["export_onnx", "export_subnet", "export_torchscript", "onnx_max_abs_diff"]

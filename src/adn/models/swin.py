@@ -1,24 +1,30 @@
 """Swin-ADN: torchvision's Swin Transformer (same modules, same parameter names) on the shared skip mechanism.
 
 torchvision keeps the four stages and the patch-merging layers between them in one ``features`` sequence
-(``features.1`` = stage 1, ``features.2`` = its patch merging, ...). Each stage is a skippable stage; the
-patch embedding, the patch-merging layers, the final norm and the head always run. ``norm1``/``norm2`` of
-mandatory blocks are skip-aware. torchvision's ImageNet state dict loads into the super-net path.
+(``features.1`` = stage 1, ``features.2`` = its patch merging, ...). As in the reference implementation:
+``norm1``/``norm2`` of mandatory blocks have twins, each patch-merging layer's norm has a twin driven by the
+flag of the stage that follows it, and the mandatory blocks of a skipped stage run without stochastic depth
+(the base-net never drops paths; the super-net does). The default stochastic-depth probability of ``swin_t``
+is the reference's 0.1. torchvision's ImageNet state dict loads into the super-net path, and the reference's
+checkpoints (patch embedding ``pre.*``, ``features`` indices shifted by one) load too.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torchvision.models import swin_transformer as tv
+from torchvision.ops import StochasticDepth
 
 from ..registry import register_model
-from ..skip import AdaptiveDepthNet, SkipLike
+from ..skip import AdaptiveDepthNet
 
 
 class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
-    """torchvision's SwinTransformer whose stages have skippable second halves.
+    """torchvision's SwinTransformer whose stages have skippable second halves (forward: torchvision's).
 
     Takes torchvision's arguments (``patch_size``, ``embed_dim``, ``depths``, ``num_heads``, ``window_size``,
     ``stochastic_depth_prob``, ``dropout``, ``num_classes`` ...); every depth must be at least 2.
@@ -27,18 +33,21 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # features = [patch embedding, stage 1, merging, stage 2, merging, stage 3, merging, stage 4]
-        self.set_stages([list(stage) for stage in self.features[1::2]])
+        stages = [list(stage) for stage in self.features[1::2]]
+        merges = {i: [merge] for i, merge in enumerate(self.features[2::2], start=1)}  # before stage i
+        self.set_stages(stages, stage_twins=merges, skipped_inactive=(StochasticDepth,))
 
-    def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
-        skip = self.resolve_skip(skip)
-        x = self.features[0](x)
-        for i, (stage, skip_stage) in enumerate(zip(self.stages, skip)):
-            if i > 0:
-                x = self.features[2 * i](x)  # patch merging
-            x = stage(x, skip_stage)
-        x = self.norm(x)
-        x = self.permute(x)
-        return self.head(self.flatten(self.avgpool(x)))
+    def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The reference implementation's names -> ours: ``pre.*`` -> ``features.0.*``, ``features.<k>`` ->
+        ``features.<k+1>``."""
+        if "pre.0.weight" not in state_dict:
+            return dict(state_dict)
+        out = {}
+        for key, value in state_dict.items():
+            key = re.sub(r"^pre\.", "features.0.", key) if key.startswith("pre.") else \
+                re.sub(r"^features\.(\d+)\.", lambda m: f"features.{int(m[1]) + 1}.", key)
+            out[key] = value
+        return out
 
 
 @register_model(
@@ -47,7 +56,7 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
     flops_tolerance=0.02,
     test_kwargs={"num_classes": 10},
 )
-def swin_t(num_classes: int = 1000, stochastic_depth_prob: float = 0.2, **kwargs: Any) -> SwinTransformer:
+def swin_t(num_classes: int = 1000, stochastic_depth_prob: float = 0.1, **kwargs: Any) -> SwinTransformer:
     """Swin-T-ADN: depths [2, 2, 6, 2], skippable [1, 1, 3, 1]; window 7, patch 4, embed dim 96."""
     config: dict[str, Any] = dict(
         patch_size=[4, 4], embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=[7, 7]

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .skip import SkipLike, parse_skip
+from .skip import SkipLike, parse_skip, used_parameters
 
 
 @contextlib.contextmanager
@@ -54,19 +54,8 @@ def count_flops(model: nn.Module, skip: SkipLike = None, resolution: int | tuple
 
 
 def count_params(model: nn.Module, skip: SkipLike = None) -> int:
-    """Parameters a sub-network actually uses: skipped blocks and the unused norm set are excluded."""
-    skip = parse_skip(skip, model.num_stages)
-    unused: set[int] = set()
-    for stage, skipped in zip(model.stages, skip):
-        blocks = stage.skippable if skipped else []
-        for block in blocks:
-            unused.update(id(p) for p in block.parameters())
-        for norm in stage.skip_aware_norms():
-            if skipped:  # the main set is idle
-                unused.update(id(p) for p in norm.parameters(recurse=False))
-            else:  # the twin is idle
-                unused.update(id(p) for p in norm.skip_norm.parameters())
-    return sum(p.numel() for p in model.parameters() if id(p) not in unused)
+    """Parameters a sub-network actually uses: skipped blocks and the idle norm set are excluded."""
+    return sum(p.numel() for p in used_parameters(model, parse_skip(skip, model.num_stages)))
 
 
 __all__ = ["count_flops", "count_params"]

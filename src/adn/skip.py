@@ -1,0 +1,549 @@
+"""The one skip mechanism shared by every architecture.
+
+A network is a stem, S residual *stages* and a head. Each stage of ``n >= 2`` blocks is split into a
+**mandatory** sub-path (the first ``ceil(n/2)`` blocks, always including the downsampling block) and a
+**skippable** sub-path (the last ``floor(n/2)`` blocks). A *skip config* holds one bool per stage;
+``True`` skips that stage's skippable sub-path. All-False is the super-net, all-True the base-net.
+
+Skipping changes the statistics of the features that later layers see, so each norm layer of a mandatory
+block has a *twin* (``<norm>.skip_norm``: own affine parameters and running statistics) used instead of it
+while its stage is skipped. An architecture may give twins to norms outside the stages too, each driven by
+one stage's flag (MobileNetV2's stem and last layers, Swin's patch merging), and declares which norms all
+sub-networks share (ResNet's shortcut norms).
+
+**Sub-networks are module paths, not flags.** ``model(x, skip=c)`` must be a pure function of the weights,
+``x`` and ``c``: safe when threads or asyncio tasks run different sub-networks of one model at once,
+re-entrant, picklable, and traceable by ``torch.compile`` without graph breaks. So nothing is written at call
+time. Instead the model keeps, for every skip config ``c``, a *path*: a shallow copy of its module tree in
+which the skippable blocks of skipped stages are left out, every twinned norm whose flag is set is replaced
+by its twin (and, where declared, drop-path layers of skipped stages by ``Identity``), and -- in eval mode,
+once :func:`adn.calibrate` has run -- every BatchNorm reads the statistics calibrated for ``c``. All
+parameters, buffers and leaf modules are the *same objects* as the model's; only the containers on the way
+to a replaced module are copied. ``model(x, skip=c)`` runs the architecture's own, unmodified ``forward``
+on the path of ``c``. A per-call context variable would have been shorter, but ``torch.compile`` cannot
+set one inside a graph, activation checkpointing would recompute without it, and a direct block call after a
+model call must not see it; a path has none of these problems, costs a few Python objects per config, and
+gives ``torch.compile`` one graph per sub-network. Paths are rebuilt (lazily, at the next eager call) when a
+module is registered anywhere in the model (``model.fc = ...``, SyncBatchNorm conversion, calibration).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+SkipLike = Union[None, bool, str, Sequence[Any]]
+
+#: Norm layer types that get twins inside mandatory blocks (subclasses included: SyncBatchNorm, LayerNorm2d ...).
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+#: Norms with running statistics: the ones :func:`adn.calibrate` re-estimates per sub-network.
+BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
+TWIN = "skip_norm"  # name of a norm's twin child module
+
+_TRUE = {"t", "true", "1", "y", "yes"}
+_FALSE = {"f", "false", "0", "n", "no"}
+_FORMS = "bools like [True, False, ...], a string like 'TFTF', or tokens like 'True False ...'"
+
+
+# --------------------------------------------------------------------------------------------- skip configs
+def parse_skip(value: SkipLike, num_stages: int) -> tuple[bool, ...]:
+    """Normalise a skip config to a tuple of ``num_stages`` bools.
+
+    Accepted forms: a sequence of bools (or 0/1), a compact string ``"TFTF"``, the seed CLI's
+    ``"True False True False"`` (or its list of tokens), and a single bool meaning every stage.
+    ``None`` means the super-net.
+    """
+    if value is None:
+        return (False,) * num_stages
+    if isinstance(value, bool):
+        return (value,) * num_stages
+    if isinstance(value, str):
+        tokens = value.replace(",", " ").split()
+        if len(tokens) == 1 and len(tokens[0]) > 1 and set(tokens[0].upper()) <= {"T", "F"}:
+            tokens = list(tokens[0])  # compact form "TFTF"
+        value = tokens
+    try:
+        items = list(value)
+    except TypeError:
+        raise ValueError(f"invalid skip config {value!r}: expected {num_stages} values as {_FORMS}") from None
+    flags = []
+    for item in items:
+        if isinstance(item, bool):
+            flags.append(item)
+        elif isinstance(item, int) and item in (0, 1):
+            flags.append(bool(item))
+        elif isinstance(item, str) and item.strip().lower() in _TRUE | _FALSE:
+            flags.append(item.strip().lower() in _TRUE)
+        else:
+            raise ValueError(f"invalid skip config {value!r}: bad token {item!r}; use {_FORMS}")
+    if len(flags) != num_stages:
+        raise ValueError(
+            f"skip config {format_skip(flags) or repr(value)} has {len(flags)} values but this model has "
+            f"{num_stages} stages; give {num_stages} values as {_FORMS}"
+        )
+    return tuple(flags)
+
+
+def format_skip(skip: Sequence[bool]) -> str:
+    """``(True, False, True)`` -> ``"TFT"``."""
+    return "".join("T" if s else "F" for s in skip)
+
+
+def subnets(model_or_stages: nn.Module | int) -> list[tuple[bool, ...]]:
+    """All ``2**S`` skip configs of a model (or a stage count), super-net first, base-net last."""
+    n = model_or_stages if isinstance(model_or_stages, int) else model_or_stages.num_stages
+    return list(itertools.product((False, True), repeat=n))
+
+
+# ---------------------------------------------------------------------------------------------------- twins
+class _SkipAwareMeta(type):
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, nn.Module) and TWIN in obj._modules
+
+
+class SkipAwareNorm(metaclass=_SkipAwareMeta):
+    """``isinstance(m, SkipAwareNorm)``: ``m`` is a norm layer with a twin (``m.skip_norm``).
+
+    Skip-aware norms keep their own class (``nn.BatchNorm2d``, ``nn.LayerNorm`` ...) and their forward; the twin
+    is an ordinary child module that the norm itself never calls -- the sub-network's path calls it instead.
+    """
+
+
+def add_twin(norm: nn.Module) -> nn.Module:
+    """Give ``norm`` a twin (a deep copy of it) as ``norm.skip_norm``; returns ``norm``."""
+    if TWIN not in norm._modules:
+        norm.add_module(TWIN, copy.deepcopy(norm))
+    return norm
+
+
+def init_skip_norms_from_main(model: nn.Module) -> None:
+    """Copy each twinned norm's parameters and statistics into its twin (after loading torchvision weights)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SkipAwareNorm):
+                m.skip_norm.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith(TWIN + ".")})
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """``nn.SyncBatchNorm.convert_sync_batchnorm`` (twins are children, so they are converted too), with the
+    sub-network paths rebuilt right away."""
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if isinstance(model, AdaptiveDepthNet):
+        model.build_subnets()
+    return model
+
+
+def _norms_in(block: nn.Module, shared: Sequence[str]) -> Iterator[str]:
+    """Relative names of the norms of ``block`` that get twins: not inside another norm, not on a path that
+    contains one of the ``shared`` name components (e.g. ``downsample``)."""
+    inside: list[str] = []
+    for name, m in block.named_modules():
+        parts = name.split(".")
+        if TWIN in parts or any(name.startswith(p + ".") for p in inside):
+            continue
+        if isinstance(m, NORM_TYPES) and name:
+            inside.append(name)
+            if not any(s in parts for s in shared):
+                yield name
+
+
+# ------------------------------------------------------------------------------------------------ the layout
+@dataclass(frozen=True)
+class Stage:
+    """One stage's blocks (modules of the model, in execution order): ``mandatory`` then ``skippable``."""
+
+    mandatory: list[nn.Module]
+    skippable: list[nn.Module]
+
+    def __len__(self) -> int:
+        return len(self.mandatory) + len(self.skippable)
+
+
+@dataclass(frozen=True)
+class SkipLayout:
+    """What skipping does to a model, by module name (names survive module replacement, e.g. SyncBN).
+
+    ``stages``: ``(mandatory block names, skippable block names)`` per stage; ``twins``: ``(norm name, stage)``
+    -- the norm is replaced by its twin when that stage is skipped; ``inactive``: ``(module name, stage)`` --
+    replaced by ``Identity`` when that stage is skipped (the reference Swin-T's drop-path in skipped stages).
+    """
+
+    stages: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
+    twins: tuple[tuple[str, int], ...]
+    inactive: tuple[tuple[str, int], ...] = ()
+
+
+class _Removed:
+    """Marker: leave this module out of the path."""
+
+
+REMOVED = _Removed()
+
+
+def _shallow_copy(module: nn.Module) -> nn.Module:
+    # A new object sharing the original's attribute values (its parameter, buffer and hook dicts included).
+    # Not copy.copy: that would go through __getstate__/__setstate__ and rebuild an AdaptiveDepthNet's paths.
+    copied = object.__new__(type(module))
+    copied.__dict__.update(module.__dict__)
+    return copied
+
+
+def substitute(root: nn.Module, replace: Mapping[str, nn.Module | _Removed]) -> tuple[nn.Module, list]:
+    """A shallow copy of ``root`` in which the submodules named in ``replace`` are swapped for the given modules
+    (:data:`REMOVED`: left out of an ``nn.Sequential``, ``Identity`` in other containers).
+
+    Only ``root`` and the containers on the way to a replaced module are copied, each with its own
+    ``_modules`` dict; their parameters, buffers and hooks are the same dicts as the originals', and every
+    other submodule is the original object. Returns the copy and the (copy, original) pairs.
+    """
+    tree: dict = {}
+    for name, new in replace.items():
+        node = tree
+        parts = name.split(".") if name else []
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"cannot replace inside replaced module {name!r}")
+        node[parts[-1]] = new
+    pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def clone(module: nn.Module, node: dict) -> nn.Module:
+        copied = _shallow_copy(module)
+        modules = {}
+        for key, child in module._modules.items():
+            sub = node.get(key)
+            if sub is None:
+                modules[key] = child
+            elif isinstance(sub, dict):
+                modules[key] = clone(child, sub)
+            elif sub is REMOVED:
+                if type(module) is not nn.Sequential:  # a custom container may index its children
+                    modules[key] = nn.Identity()
+            else:
+                modules[key] = sub
+        missing = set(node) - set(module._modules)
+        if missing:
+            raise KeyError(f"no submodule {sorted(missing)[0]!r} in {type(module).__name__}")
+        copied.__dict__["_modules"] = modules
+        pairs.append((copied, module))
+        return copied
+
+    return clone(root, tree), pairs
+
+
+# ----------------------------------------------------------------------------------- invalidation on change
+_OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> weakref to the model it belongs to
+
+
+def _on_module_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    ref = _OWNERS.get(module)
+    owner = ref() if ref is not None else None
+    if owner is not None:
+        owner.__dict__["_paths_valid"] = False
+
+
+nn.modules.module.register_module_module_registration_hook(_on_module_registration)
+
+
+# ------------------------------------------------------------------------------------------------ the model
+class AdaptiveDepthNet(nn.Module):
+    """Base class of every adaptive-depth model.
+
+    A subclass builds its layers as usual, then calls :meth:`set_stages` with the blocks of each stage (and
+    its declarations), and defines :meth:`forward_plain` -- the plain network's forward (for a subclass of a
+    torchvision model, the inherited one is used). ``model(x, skip=c)`` runs ``forward_plain`` on the path
+    of ``c``; ``model.subnet(c)`` returns that path as a module that shares the model's weights.
+    """
+
+    layout: SkipLayout
+
+    def set_stages(
+        self,
+        stages: Sequence[Sequence[nn.Module]],
+        *,
+        shared_norms: Sequence[str] = (),
+        stage_twins: Mapping[int, Sequence[nn.Module]] | None = None,
+        skipped_inactive: tuple[type[nn.Module], ...] = (),
+    ) -> None:
+        """Declare the stages and give twins to the norms that need them.
+
+        ``stages``: each stage's blocks in execution order (blocks stay registered where the architecture
+        keeps them, so parameter names do not change). ``shared_norms``: name components (relative to a block)
+        of norms shared by all sub-networks, e.g. ``("downsample",)``. ``stage_twins``: modules outside the
+        stages whose norms get twins driven by a stage's flag, ``{stage index (may be negative): [modules]}``.
+        ``skipped_inactive``: module types in mandatory blocks that become ``Identity`` while their stage is
+        skipped (e.g. drop-path).
+        """
+        names = {id(m): n for n, m in self.named_modules()}
+        n_stages = len(stages)
+        layout_stages, twins, inactive = [], [], []
+        for i, blocks in enumerate(stages):
+            if len(blocks) < 2:
+                raise ValueError("a stage needs at least 2 blocks (one-block stages have nothing to skip)")
+            n_skip = len(blocks) // 2
+            mandatory = [names[id(b)] for b in blocks[: len(blocks) - n_skip]]
+            layout_stages.append((tuple(mandatory), tuple(names[id(b)] for b in blocks[len(blocks) - n_skip :])))
+            for block_name in mandatory:
+                block = self.get_submodule(block_name)
+                twins += [(f"{block_name}.{n}", i) for n in _norms_in(block, shared_norms)]
+                inactive += [(f"{block_name}.{n}", i) for n, m in block.named_modules()
+                             if skipped_inactive and isinstance(m, skipped_inactive)]
+        for index, modules in (stage_twins or {}).items():
+            if not -n_stages <= index < n_stages:
+                raise ValueError(f"stage_twins: no stage {index} in a model of {n_stages} stages")
+            for module in modules:
+                name = names[id(module)]
+                twins += [(f"{name}.{n}" if n else name, index % n_stages) for n in _norms_in(module, ())]
+                if isinstance(module, NORM_TYPES):
+                    twins.append((name, index % n_stages))
+        for norm_name, _ in twins:
+            add_twin(self.get_submodule(norm_name))
+        self.layout = SkipLayout(tuple(layout_stages), tuple(twins), tuple(inactive))
+        self._skip: tuple[bool, ...] = (False,) * n_stages
+        self._fixed: tuple[bool, ...] | None = None
+        if _rebuild_after_load not in self._load_state_dict_post_hooks.values():
+            self.register_load_state_dict_post_hook(_rebuild_after_load)
+        self.build_subnets()
+
+    # ---- configs
+    @property
+    def num_stages(self) -> int:
+        return len(self.layout.stages)
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The blocks of each stage (looked up by name, so they are current after module replacement)."""
+        get = self.get_submodule
+        return [Stage([get(n) for n in m], [get(n) for n in s]) for m, s in self.layout.stages]
+
+    @property
+    def skip(self) -> tuple[bool, ...]:
+        """Skip config used when ``forward`` gets ``skip=None`` (default: super-net). Settable in any form
+        :func:`parse_skip` accepts, so plain ``model(x)`` works inside DDP, ``torch.compile`` and export."""
+        return self._skip
+
+    @skip.setter
+    def skip(self, value: SkipLike) -> None:
+        self._skip = parse_skip(value, self.num_stages)
+
+    def resolve_skip(self, skip: SkipLike) -> tuple[bool, ...]:
+        if skip is None:
+            return self._skip
+        if type(skip) is tuple and len(skip) == self.num_stages and all(type(s) is bool for s in skip):
+            return skip  # the common case, without parsing
+        return parse_skip(skip, self.num_stages)
+
+    def skippable_blocks(self) -> list[nn.Module]:
+        return [b for s in self.stages for b in s.skippable]
+
+    # ---- paths
+    def path_replacements(self, skip: tuple[bool, ...]) -> dict[str, nn.Module | _Removed]:
+        """What the path of ``skip`` swaps, by module name (before calibration)."""
+        replace: dict[str, nn.Module | _Removed] = {}
+        for (_, skippable), skipped in zip(self.layout.stages, skip):
+            if skipped:
+                replace.update(dict.fromkeys(skippable, REMOVED))
+        for name, stage in self.layout.inactive:
+            if skip[stage]:
+                replace[name] = nn.Identity()
+        for name, stage in self.layout.twins:
+            if skip[stage]:
+                replace[name] = getattr(self.get_submodule(name), TWIN)
+        return replace
+
+    def _build_path(self, skip: tuple[bool, ...], calibrated: bool) -> tuple[nn.Module, list]:
+        replace = self.path_replacements(skip)
+        if calibrated:  # each BatchNorm of the path, by its position there, gets the statistics of this config
+            for position, stats in self.calibration.stats(skip).items():
+                norm = replace[position] if position in replace else self.get_submodule(position)
+                replace[position] = FrozenStatsNorm(norm, stats)
+        path, pairs = substitute(self, replace)
+        path.__dict__.update(_fixed=skip, _skip=skip, _paths={}, _calibrated_paths={}, _paths_valid=True)
+        return path, pairs
+
+    def build_subnets(self) -> None:
+        """(Re)build the path of every sub-network now. Done automatically: at construction, after a module
+        is registered in the model (at the next eager call), on unpickling and by :func:`adn.calibrate`; call
+        it yourself before ``torch.compile`` if you replaced modules since the last call."""
+        if self._fixed is not None:
+            return
+        for module in self.modules():
+            _OWNERS[module] = weakref.ref(self)
+        paths, calibrated, pairs = {}, {}, []
+        calibration = self._modules.get("calibration")
+        for skip in subnets(self.num_stages):
+            paths[skip], p = self._build_path(skip, False)
+            pairs += p
+            if calibration is not None and calibration.has(skip):
+                calibrated[skip], p = self._build_path(skip, True)
+                pairs += p
+        self.__dict__.update(_paths=paths, _calibrated_paths=calibrated, _path_pairs=pairs, _paths_valid=True)
+        self._sync_training()
+
+    def _sync_training(self) -> None:
+        for copied, original in self.__dict__.get("_path_pairs", ()):
+            copied.training = original.training
+
+    def subnet(self, skip: SkipLike = None) -> nn.Module:
+        """Sub-network ``skip`` as a module that shares this model's parameters and buffers: ``subnet(c)(x)``
+        equals ``model(x, skip=c)`` (in eval mode with the statistics calibrated for ``c``, if any)."""
+        skip = self.resolve_skip(skip)
+        if self._fixed is not None:  # a path or an exported sub-network: skip=None means its own config
+            if skip != self._fixed:
+                raise ValueError(f"this module is sub-network {format_skip(self._fixed)} only; export another "
+                                 "skip config to run a different one")
+            return self
+        if not self.__dict__.get("_paths_valid", False):
+            if torch.compiler.is_compiling():
+                raise RuntimeError("adn: modules were replaced since the sub-networks were built; call "
+                                   "model.build_subnets() before torch.compile")
+            self.build_subnets()
+        if not self.training:
+            path = self._calibrated_paths.get(skip)
+            if path is not None:
+                return path
+        return self._paths[skip]
+
+    def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
+        """Run sub-network ``skip`` (default: :attr:`skip`, the super-net unless set)."""
+        return self.subnet(skip).forward_plain(x)
+
+    def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map a reference-implementation state dict (twins already renamed ``<norm>.skip_norm``) to this
+        model's names; identity unless the architecture's layout differs from the reference's."""
+        return dict(state_dict)
+
+    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The plain network's forward, run on a sub-network's path (default: the next class's ``forward``)."""
+        return super().forward(x)  # type: ignore[misc]
+
+    # ---- module plumbing
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # Calibrated statistics belong to the weights they were estimated for: a state dict brings its own set
+        # (holders are made to fit it) or none (the model's is dropped).
+        head = prefix + "calibration."
+        incoming = {k[len(head):]: v for k, v in state_dict.items() if k.startswith(head)}
+        self._modules.pop("calibration", None)
+        self.__dict__["_paths_valid"] = False
+        if incoming:
+            holder, device = SubnetStatistics(), next(iter(self.parameters()), torch.empty(0)).device
+            for key, value in incoming.items():
+                config, _, rest = key.partition(".")
+                position, _, buffer = rest.rpartition(".")
+                if buffer == "running_mean":
+                    holder.put(tuple(c == "T" for c in config), position,
+                               NormStats(value.shape[0], device=device, dtype=value.dtype))
+            self._modules["calibration"] = holder
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def train(self, mode: bool = True) -> AdaptiveDepthNet:
+        super().train(mode)
+        self._sync_training()  # path copies of containers carry their own ``training`` flag
+        return self
+
+    def __getstate__(self) -> dict:
+        # Paths are derived data (and full of references into the tree): rebuilt after unpickling/deepcopy.
+        state = self.__dict__.copy()
+        for key in ("_paths", "_calibrated_paths", "_path_pairs"):
+            state.pop(key, None)
+        state["_paths_valid"] = False
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if self.__dict__.get("_fixed", True) is None and "layout" in self.__dict__:
+            self.build_subnets()  # the tree is complete here; compile-ready right after a deepcopy or load
+
+    def extra_repr(self) -> str:
+        sizes = ", ".join(f"{len(m)}+{len(s)}" for m, s in self.layout.stages)
+        if self._fixed is not None:
+            return f"sub-network {format_skip(self._fixed)} of stages(mandatory+skippable)=[{sizes}]"
+        return f"stages(mandatory+skippable)=[{sizes}], skip={format_skip(self._skip)}"
+
+
+def _rebuild_after_load(module: AdaptiveDepthNet, incompatible_keys) -> None:
+    if module._fixed is None:  # the calibration set may have changed: ready for torch.compile right away
+        module.build_subnets()
+
+
+# ------------------------------------------------------------------------------------------ calibrated stats
+class NormStats(nn.Module):
+    """Running statistics of one BatchNorm in one sub-network (what :func:`adn.calibrate` estimates)."""
+
+    def __init__(self, num_features: int, device=None, dtype=None) -> None:
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(num_features, device=device, dtype=dtype))
+        self.register_buffer("running_var", torch.ones(num_features, device=device, dtype=dtype))
+
+
+class SubnetStatistics(nn.Module):
+    """The calibrated BatchNorm statistics of a model, one set per calibrated sub-network.
+
+    Kept as ``model.calibration``, so they are part of ``state_dict()``: ``calibration.<config>.<position of
+    the norm in that sub-network>.running_mean`` / ``running_var`` (e.g. ``calibration.TTF.layer1.0.bn1.*``,
+    which in ``TTF`` is the twin of ``layer1.0.bn1``).
+    """
+
+    def has(self, skip: Sequence[bool]) -> bool:
+        return format_skip(skip) in self._modules
+
+    def configs(self) -> list[tuple[bool, ...]]:
+        return [tuple(c == "T" for c in key) for key in self._modules]
+
+    def stats(self, skip: Sequence[bool]) -> dict[str, NormStats]:
+        """``{position in the path: NormStats}`` of sub-network ``skip`` (empty if not calibrated)."""
+        root = self._modules.get(format_skip(skip))
+        return {} if root is None else {n: m for n, m in root.named_modules() if isinstance(m, NormStats)}
+
+    def put(self, skip: Sequence[bool], position: str, stats: NormStats) -> None:
+        node: nn.Module = self
+        for part in [format_skip(skip), *position.split(".")[:-1]]:
+            if part not in node._modules:
+                node.add_module(part, nn.Module())
+            node = node._modules[part]
+        node.add_module(position.split(".")[-1], stats)
+
+    def __repr__(self) -> str:  # the mirror trees would fill pages of print(model)
+        return f"SubnetStatistics({len(self._modules)} calibrated sub-networks)"
+
+
+class FrozenStatsNorm(nn.Module):
+    """A BatchNorm of a calibrated sub-network's path: always eval semantics, with the running statistics of
+    ``stats`` and the affine parameters of ``norm`` (the very same tensors: ``parameters()`` and the names in
+    the path are ``norm``'s, and ``model.to(device)`` moves what it uses)."""
+
+    def __init__(self, norm: nn.Module, stats: NormStats) -> None:
+        super().__init__()
+        inner = _shallow_copy(norm)  # not registered: no .train() ever reaches it
+        inner.__dict__.update(_buffers=stats._buffers, _modules={}, training=False)
+        self.__dict__.update(_parameters=norm._parameters, _buffers=stats._buffers, norm=inner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+    def extra_repr(self) -> str:
+        return f"{self.norm.extra_repr()}, calibrated statistics"
+
+
+def used_parameters(model: nn.Module, skip: SkipLike = None) -> list[nn.Parameter]:
+    """The parameters sub-network ``skip`` computes with (skipped blocks and idle norm sets excluded)."""
+    path = model.subnet(skip)
+    return [p for n, p in path.named_parameters() if TWIN not in n.split(".") and not n.startswith("calibration.")]
+
+
+__all__ = [
+    "AdaptiveDepthNet", "BATCH_NORM_TYPES", "FrozenStatsNorm", "NORM_TYPES", "NormStats", "REMOVED", "SkipAwareNorm",
+    "SkipLayout", "SkipLike", "Stage", "SubnetStatistics", "add_twin", "convert_sync_batchnorm", "format_skip",
+    "init_skip_norms_from_main", "parse_skip", "substitute", "subnets", "used_parameters",
+]
