@@ -27,10 +27,23 @@ from adn.train import BUILTIN_PRESET, build_optimizer, build_scheduler
 
 def _train_args(epochs: int, seed: int) -> argparse.Namespace:
     return argparse.Namespace(
-        **{**BUILTIN_PRESET, "epochs": epochs, "print_freq": 10**9}, momentum=0.9, opt="sgd", norm_weight_decay=None,
-        bias_weight_decay=None, transformer_embedding_decay=None, lr_min=0.0, lr_warmup_epochs=0,
-        lr_multi_steps=None, subpath_alpha=0.5, subpath_temp=1.0, kd_topk=None, amp=False, clip_grad_norm=None,
-        model_ema_steps=32, max_steps=None, seed=seed,
+        **{**BUILTIN_PRESET, "epochs": epochs, "print_freq": 10**9},
+        momentum=0.9,
+        opt="sgd",
+        norm_weight_decay=None,
+        bias_weight_decay=None,
+        transformer_embedding_decay=None,
+        lr_min=0.0,
+        lr_warmup_epochs=0,
+        lr_multi_steps=None,
+        subpath_alpha=0.5,
+        subpath_temp=1.0,
+        kd_topk=None,
+        amp=False,
+        clip_grad_norm=None,
+        model_ema_steps=32,
+        max_steps=None,
+        seed=seed,
     )
 
 
@@ -97,8 +110,10 @@ def main() -> None:
     t_plain = time.perf_counter() - start - t_adn
     init_skip_norms_from_main(plain)  # naive skipping: the skipped net keeps the main norms
 
-    print(f"{opts.model} on {adn_data.BUILTIN_NAME.split(' (')[0]}: {len(train_set)} train / {len(val_set)} val, "
-          f"{opts.epochs} epochs, batch {args.batch_size}, seed {opts.seed}")
+    print(
+        f"{opts.model} on {adn_data.BUILTIN_NAME.split(' (')[0]}: {len(train_set)} train / {len(val_set)} val, "
+        f"{opts.epochs} epochs, batch {args.batch_size}, seed {opts.seed}"
+    )
     print(f"training wall time: ADN {t_adn:.0f} s, plain {t_plain:.0f} s (training loops only; noisy on a shared CPU)")
     print(f"{'skip':<6}{'ADN Acc@1':>10}{'plain, naive skip Acc@1':>25}")
     for skip in adn.subnets(adaptive):
@@ -108,8 +123,10 @@ def main() -> None:
         print(f"{format_skip(skip):<6}{a:>10.2f}{p:>25.2f}{label}")
     image, target = next(iter(DataLoader(train_set, batch_size=args.batch_size, shuffle=True)))
     t_a, t_p = step_time_ratio(opts.model, args, (image, target), num_classes)
-    print(f"step time on one batch of {args.batch_size}: ADN {t_a * 1e3:.1f} ms, plain {t_p * 1e3:.1f} ms, "
-          f"ratio {t_a / t_p:.2f}")
+    print(
+        f"step time on one batch of {args.batch_size}: ADN {t_a * 1e3:.1f} ms, plain {t_p * 1e3:.1f} ms, "
+        f"ratio {t_a / t_p:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,12 @@ def compile_check(name: str, device: torch.device, backend: str) -> dict:
                 max_diff = max(max_diff, (out - model(x, skip=skip)).abs().max().item())
             graphs.append(counter.frame_count)
     return {
-        "model": name, "backend": backend, "subnets": len(configs), "graphs_first_pass": graphs[0],
-        "recompiles_second_pass": graphs[1] - graphs[0], "max_abs_diff": max_diff,
+        "model": name,
+        "backend": backend,
+        "subnets": len(configs),
+        "graphs_first_pass": graphs[0],
+        "recompiles_second_pass": graphs[1] - graphs[0],
+        "max_abs_diff": max_diff,
         "seconds": time.perf_counter() - start,
     }
 
@@ -90,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing (default 0.5)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     parser.add_argument("--compile-model", default="resnet50", help="model for the torch.compile check ('' to skip)")
-    parser.add_argument("--compile-backend", default="eager",
-                        help="backend behind the graph counter: eager (fast), aot_eager or inductor")
+    parser.add_argument(
+        "--compile-backend",
+        default="eager",
+        help="backend behind the graph counter: eager (fast), aot_eager or inductor",
+    )
     parser.add_argument("--output", help="also write the report (markdown) here")
     args = parser.parse_args(argv)
 
@@ -102,16 +109,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         where = torch.cuda.get_device_name(device)
     else:
-        where = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
+        cpu = platform.processor() or platform.machine()
+        where = f"{cpu} CPU, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
     models = [m for m in args.models if m in adn.list_models()]
     lines = [
         f"# Latency vs FLOPs: base-net / super-net ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Device: {where}; torch {torch.__version__}; batch sizes {args.batch_sizes}; {args.rounds} alternating "
-        f"rounds of {args.min_run_time} s per timing (torch.utils.benchmark, median); load average at start: {_load()}.",
+        f"rounds of {args.min_run_time} s per timing (torch.utils.benchmark, median); "
+        f"load average at start: {_load()}.",
         f"Command: `python benchmarks/latency.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
         "",
-        "| model | GFLOPs super | GFLOPs base | FLOPs ratio | batch | latency super (ms) | latency base (ms) | latency ratio |",
+        "| model | GFLOPs super | GFLOPs base | FLOPs ratio | batch | latency super (ms) | latency base (ms) "
+        "| latency ratio |",
         "|---|---|---|---|---|---|---|---|",
     ]
 
@@ -126,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         model = adn.create_model(name).to(device).eval()
         g_super, g_base = (adn.count_flops(model, s, info.input_size) / 1e9 for s in (False, True))
         for r in latency_ratios(model, device, args.batch_sizes, args.rounds, args.min_run_time, info.input_size):
-            emit(f"| {name} | {g_super:.2f} | {g_base:.2f} | {g_base / g_super:.3f} | {r['batch']} | "
-                 f"{r['super_ms']:.1f} | {r['base_ms']:.1f} | {r['latency_ratio']:.3f} |")
+            emit(
+                f"| {name} | {g_super:.2f} | {g_base:.2f} | {g_base / g_super:.3f} | {r['batch']} | "
+                f"{r['super_ms']:.1f} | {r['base_ms']:.1f} | {r['latency_ratio']:.3f} |"
+            )
         x = torch.randn(1, 3, info.input_size, info.input_size, device=device)
         switching.append((name, switching_cost(model, x, rounds=args.rounds, min_run_time=args.min_run_time)))
         del model
@@ -139,16 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     emit("| model | alternating (ms/call) | grouped (ms/call) | switching cost (ms/call) | relative |")
     emit("|---|---|---|---|---|")
     for name, s in switching:
-        emit(f"| {name} | {s['alternating_ms']:.2f} | {s['grouped_ms']:.2f} | {s['switching_ms']:+.2f} | "
-             f"{s['switching_ms'] / s['grouped_ms']:+.1%} |")
+        emit(
+            f"| {name} | {s['alternating_ms']:.2f} | {s['grouped_ms']:.2f} | {s['switching_ms']:+.2f} | "
+            f"{s['switching_ms'] / s['grouped_ms']:+.1%} |"
+        )
 
     if args.compile_model and args.compile_model in adn.list_models():
         c = compile_check(args.compile_model, device, args.compile_backend)
         emit()
-        emit(f"torch.compile ({c['model']}, backend {c['backend']!r} behind a graph counter, "
-             f"recompile_limit raised to {c['subnets']}): {c['graphs_first_pass']} graphs for {c['subnets']} "
-             f"sub-networks on the first pass, {c['recompiles_second_pass']} recompilations on the second; "
-             f"max |compiled - eager| = {c['max_abs_diff']:.1e}; {c['seconds']:.0f} s in all.")
+        emit(
+            f"torch.compile ({c['model']}, backend {c['backend']!r} behind a graph counter, "
+            f"recompile_limit raised to {c['subnets']}): {c['graphs_first_pass']} graphs for {c['subnets']} "
+            f"sub-networks on the first pass, {c['recompiles_second_pass']} recompilations on the second; "
+            f"max |compiled - eager| = {c['max_abs_diff']:.1e}; {c['seconds']:.0f} s in all."
+        )
     emit()
     emit(f"Load average at end: {_load()}.")
     if args.output:

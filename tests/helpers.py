@@ -18,12 +18,20 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(extra or {})}
 
 
-def run(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``cmd`` with :func:`child_env` (plus ``env``) in a process group of its own: on a timeout the whole
     group is killed (DataLoader workers, torchrun's workers), so a hung run leaves nothing behind."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=child_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=child_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

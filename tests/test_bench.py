@@ -99,8 +99,24 @@ def test_bench_subnets_api():
 @pytest.mark.slow
 def test_bench_cli_end_to_end(tmp_path):
     """As a user: ``adn bench`` on a tiny model writes a table, CSV, JSON and a PNG; ``adn select`` reads it."""
-    proc = run([*ADN, "bench", "--model", "resnet20", "--num-classes", "10", "--batch-size", "2",
-                "--min-run-time", "0.01", "--threads", "1", "--output-dir", str(tmp_path)])
+    proc = run(
+        [
+            *ADN,
+            "bench",
+            "--model",
+            "resnet20",
+            "--num-classes",
+            "10",
+            "--batch-size",
+            "2",
+            "--min-run-time",
+            "0.01",
+            "--threads",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     assert all(f"\n{adn.format_skip(s)} " in proc.stdout for s in adn.subnets(3))  # 8 table rows
     with open(tmp_path / "resnet20-bench.csv") as f:
@@ -113,8 +129,9 @@ def test_bench_cli_end_to_end(tmp_path):
 
     assert matplotlib.image.imread(tmp_path / "resnet20-bench.png").ndim == 3
     cheapest = min(meta["results"], key=lambda r: r["gflops"])
-    proc = run([*ADN, "select", "--results", str(tmp_path / "resnet20-bench.json"),
-                "--max-gflops", str(cheapest["gflops"])])
+    proc = run(
+        [*ADN, "select", "--results", str(tmp_path / "resnet20-bench.json"), "--max-gflops", str(cheapest["gflops"])]
+    )
     assert proc.returncode == 0 and proc.stdout.startswith(cheapest["skip"])
 
 

@@ -65,8 +65,7 @@ def test_builtin_transforms_give_image_size(auto_augment):
 
 
 def test_builtin_crop_sizes_and_interpolation():
-    train, val, _ = build_datasets(None, image_size=32, train_crop_size=28, val_crop_size=30,
-                                   interpolation="bicubic")
+    train, val, _ = build_datasets(None, image_size=32, train_crop_size=28, val_crop_size=30, interpolation="bicubic")
     assert train[0][0].shape == (3, 28, 28) and val[0][0].shape == (3, 30, 30)
     with pytest.raises(ValueError, match="unknown interpolation 'lanczos'"):
         build_datasets(None, image_size=32, interpolation="lanczos")
@@ -145,10 +144,9 @@ def test_imagefolder_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize("reps,replicas", [(3, 3), (2, 4), (4, 2)])
 def test_rasampler_repeats_each_index_across_replicas(reps, replicas):
     dataset = list(range(48))
-    samplers = [RASampler(dataset, num_replicas=replicas, rank=r, repetitions=reps, seed=1)
-                for r in range(replicas)]
+    samplers = [RASampler(dataset, num_replicas=replicas, rank=r, repetitions=reps, seed=1) for r in range(replicas)]
     per_rank = [list(s) for s in samplers]
-    assert all(len(idx) == len(s) == 48 // replicas for idx, s in zip(per_rank, samplers))
+    assert all(len(idx) == len(s) == 48 // replicas for idx, s in zip(per_rank, samplers, strict=False))
     counts = Counter(i for idx in per_rank for i in idx)
     assert set(counts.values()) == {reps} and len(counts) == 48 // reps  # each chosen image `reps` times
     if reps <= replicas:  # ... and every copy on a different replica (augmented independently)

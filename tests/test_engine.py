@@ -15,7 +15,7 @@ from helpers import ROOT, run
 
 
 def _kl(p, q):
-    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=False))
 
 
 def _softmax(xs, t=1.0):
@@ -27,9 +27,11 @@ def _softmax(xs, t=1.0):
 def test_distillation_loss_matches_hand_computation(temperature):
     teacher = [[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]]
     student = [[1.0, 1.0, 0.0], [-1.0, 2.0, 0.5]]
-    expected = temperature**2 * sum(
-        _kl(_softmax(t, temperature), _softmax(s, temperature)) for t, s in zip(teacher, student)
-    ) / 2
+    expected = (
+        temperature**2
+        * sum(_kl(_softmax(t, temperature), _softmax(s, temperature)) for t, s in zip(teacher, student, strict=False))
+        / 2
+    )
     got = self_distillation_loss(torch.tensor(teacher), torch.tensor(student), temperature)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -38,10 +40,14 @@ def test_distillation_loss_top_k_restricts_to_teacher_classes():
     teacher = [[2.0, 0.5, -1.0, 0.1], [0.0, 1.0, 3.0, -2.0]]
     student = [[1.0, 1.0, 0.0, 5.0], [-1.0, 2.0, 0.5, 4.0]]
     top2 = [[0, 1], [2, 1]]  # each sample's two best teacher classes
-    expected = 4.0 * sum(
-        _kl(_softmax([t[i] for i in k], 2.0), _softmax([s[i] for i in k], 2.0))
-        for t, s, k in zip(teacher, student, top2)
-    ) / 2
+    expected = (
+        4.0
+        * sum(
+            _kl(_softmax([t[i] for i in k], 2.0), _softmax([s[i] for i in k], 2.0))
+            for t, s, k in zip(teacher, student, top2, strict=False)
+        )
+        / 2
+    )
     got = self_distillation_loss(torch.tensor(teacher), torch.tensor(student), 2.0, topk=2)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -56,8 +62,17 @@ def test_distillation_loss_is_zero_for_equal_logits_and_gives_no_teacher_gradien
 
 
 def _args(**kw):
-    base = dict(subpath_alpha=0.5, subpath_temp=1.0, kd_topk=None, amp=False, clip_grad_norm=None,
-                model_ema_steps=1, lr_warmup_epochs=0, print_freq=100, max_steps=None)
+    base = dict(
+        subpath_alpha=0.5,
+        subpath_temp=1.0,
+        kd_topk=None,
+        amp=False,
+        clip_grad_norm=None,
+        model_ema_steps=1,
+        lr_warmup_epochs=0,
+        print_freq=100,
+        max_steps=None,
+    )
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -82,8 +97,9 @@ def test_amp_ema_and_top_k_step_runs_on_cpu():
 
     torch.manual_seed(0)
     model = adn.create_model("resnet20", num_classes=10)
-    ema = build_ema(model, argparse.Namespace(world_size=1, batch_size=4, model_ema_steps=1, epochs=1,
-                                              model_ema_decay=0.9), "cpu")
+    ema = build_ema(
+        model, argparse.Namespace(world_size=1, batch_size=4, model_ema_steps=1, epochs=1, model_ema_decay=0.9), "cpu"
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))] * 2
     train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, batch, "cpu", 0, _args(amp=True, kd_topk=3), ema)
@@ -113,8 +129,24 @@ def test_checkpoint_files_are_atomic_and_errors_are_one_line(tmp_path):
         load_weights(model, tmp_path / "no_model.pth")
 
 
-TINY = ["--model", "resnet20", "--train-subset", "48", "--val-subset", "32", "-b", "16", "--print-freq", "100",
-        "--lr-scheduler", "steplr", "--lr-step-size", "1", "--lr-gamma", "0.5"]
+TINY = [
+    "--model",
+    "resnet20",
+    "--train-subset",
+    "48",
+    "--val-subset",
+    "32",
+    "-b",
+    "16",
+    "--print-freq",
+    "100",
+    "--lr-scheduler",
+    "steplr",
+    "--lr-step-size",
+    "1",
+    "--lr-gamma",
+    "0.5",
+]
 
 
 def test_resume_continues_exactly(tmp_path, capsys):
@@ -122,8 +154,20 @@ def test_resume_continues_exactly(tmp_path, capsys):
 
     assert main([*TINY, "--epochs", "2", "--output-dir", str(tmp_path / "a")]) == 0
     assert main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "b")]) == 0
-    assert main([*TINY, "--epochs", "2", "--output-dir", str(tmp_path / "b"),
-                 "--resume", str(tmp_path / "b" / "checkpoint.pth")]) == 0
+    assert (
+        main(
+            [
+                *TINY,
+                "--epochs",
+                "2",
+                "--output-dir",
+                str(tmp_path / "b"),
+                "--resume",
+                str(tmp_path / "b" / "checkpoint.pth"),
+            ]
+        )
+        == 0
+    )
     a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")
     b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
     assert a["epoch"] == b["epoch"] == 1
@@ -198,11 +242,26 @@ def test_ddp_step_averages_every_gradient_once(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_process_training(tmp_path):
-    out = _torchrun([str(ROOT / "train_adn.py"), *TINY, "--epochs", "1", "--val-subset", "31",
-                     "--output-dir", str(tmp_path / "ddp")], ROOT)
+    out = _torchrun(
+        [
+            str(ROOT / "train_adn.py"),
+            *TINY,
+            "--epochs",
+            "1",
+            "--val-subset",
+            "31",
+            "--output-dir",
+            str(tmp_path / "ddp"),
+        ],
+        ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stderr.count("31 val images do not split evenly over 2 processes: the per-epoch accuracies count 1 "
-                            "of them twice") == 1  # rank 0 only
+    assert (
+        out.stderr.count(
+            "31 val images do not split evenly over 2 processes: the per-epoch accuracies count 1 of them twice"
+        )
+        == 1
+    )  # rank 0 only
     assert out.stdout.count("epoch 0:") == 1  # rank 0 prints, rank 1 does not
     ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoint.pth")
     assert ckpt["args"]["world_size"] == 2 and ckpt["epoch"] == 0

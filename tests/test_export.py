@@ -1,14 +1,13 @@
 """Export: a sub-network as a plain module, TorchScript and ONNX, numerically equal to the adaptive model."""
 
-
 import pytest
 import torch
 
 import adn
 from adn.cli import main as cli_main
 from adn.export import export_onnx, export_subnet, export_torchscript, onnx_max_abs_diff
-from helpers import ADN, run
 from adn.skip import NORM_TYPES, SkipAwareNorm
+from helpers import ADN, run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated upstream
 
@@ -98,8 +97,24 @@ def test_export_leaves_model_untouched_and_is_fixed(small_model):
 
 def test_export_cli_onnx_subprocess(tmp_path):
     out = tmp_path / "r20.onnx"
-    proc = run([*ADN, "export", "--model", "resnet20", "--num-classes", "10",
-                "--skip-cfg", "True", "False", "True", "--format", "onnx", "--output", str(out)])
+    proc = run(
+        [
+            *ADN,
+            "export",
+            "--model",
+            "resnet20",
+            "--num-classes",
+            "10",
+            "--skip-cfg",
+            "True",
+            "False",
+            "True",
+            "--format",
+            "onnx",
+            "--output",
+            str(out),
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size > 0
     assert "TFT" in proc.stdout and "max abs diff" in proc.stdout
@@ -112,8 +127,24 @@ def test_export_cli_torchscript_and_errors(tmp_path, capsys):
     model = _randomize_norms(adn.create_model("resnet20", num_classes=10)).eval()
     torch.save({"model": model.state_dict()}, weights)
     # The class count comes from the weights' classifier.
-    assert cli_main(["export", "--model", "resnet20", "--weights", str(weights), "--skip-cfg", "TTT",
-                     "--format", "torchscript", "--output", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "export",
+                "--model",
+                "resnet20",
+                "--weights",
+                str(weights),
+                "--skip-cfg",
+                "TTT",
+                "--format",
+                "torchscript",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     before, after = (float(s.split("M")[0].split()[-1]) for s in printed.split("parameters")[0:2])
     assert after < before
@@ -123,5 +154,7 @@ def test_export_cli_torchscript_and_errors(tmp_path, capsys):
 
     assert cli_main(["export", "--model", "resnet20", "--skip-cfg", "TT", "--output", str(out)]) == 2
     assert "3 stages" in capsys.readouterr().err
-    assert cli_main(["export", "--model", "resnet20", "--skip-cfg", "TTT", "--output", str(tmp_path / "no" / "x.pt")]) == 2
+    assert (
+        cli_main(["export", "--model", "resnet20", "--skip-cfg", "TTT", "--output", str(tmp_path / "no" / "x.pt")]) == 2
+    )
     assert "does not exist" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import torch
 import adn
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _full_size(name):
     """Each registered model built once, on the meta device: shapes only, so ViT-B/16 counts in a blink."""
     with torch.device("meta"):

@@ -112,10 +112,20 @@ def test_each_reference_twin_moves_exactly_the_configs_of_its_flag(name, twin, s
 def test_twins_outside_stages_are_declared_per_architecture():
     with torch.device("meta"):
         mnv2, swin = adn.create_model("mobilenet_v2"), adn.create_model("swin_t")
-    outside = {n: s for n, s in mnv2.layout.twins if not n.startswith(tuple(b + "." for st in mnv2.layout.stages
-                                                                               for b in st[0]))}
-    assert outside == {"features.0.1": 0, "features.1.conv.0.1": 0, "features.1.conv.2": 0, "features.17.conv.0.1": 4,
-                       "features.17.conv.1.1": 4, "features.17.conv.3": 4, "features.18.1": 4}
+    outside = {
+        n: s
+        for n, s in mnv2.layout.twins
+        if not n.startswith(tuple(b + "." for st in mnv2.layout.stages for b in st[0]))
+    }
+    assert outside == {
+        "features.0.1": 0,
+        "features.1.conv.0.1": 0,
+        "features.1.conv.2": 0,
+        "features.17.conv.0.1": 4,
+        "features.17.conv.1.1": 4,
+        "features.17.conv.3": 4,
+        "features.18.1": 4,
+    }
     merges = {n: s for n, s in swin.layout.twins if n.endswith(".norm")}
     assert merges == {"features.2.norm": 1, "features.4.norm": 2, "features.6.norm": 3}
 

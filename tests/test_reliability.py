@@ -44,8 +44,10 @@ def files(tmp_path_factory):
     torch.save({"model": model.state_dict(), "best_acc1": np.float64(12.5)}, d / "legacy.pth")
     for name, arch, opt in (("resnet56_run.pth", "resnet56", "sgd"), ("adamw_run.pth", "resnet20", "adamw")):
         weights = adn.create_model(arch, num_classes=10).state_dict()
-        save_checkpoint({"model": weights, "optimizer": {}, "lr_scheduler": {}, "epoch": 0,
-                         "args": {"model": arch, "opt": opt}}, d / name)
+        save_checkpoint(
+            {"model": weights, "optimizer": {}, "lr_scheduler": {}, "epoch": 0, "args": {"model": arch, "opt": opt}},
+            d / name,
+        )
     # images: train/ and val/ with two classes, one corrupt file
     for split in ("train", "val"):
         for c in ("a", "b"):
@@ -90,9 +92,13 @@ MATRIX = [
     ("train --weights {F}/resnet56.pth", "do not fit this model (another architecture or class count?): unexpected", 2),
     ("eval --weights {F}/five_classes.pth", "shape mismatch in 2 keys (e.g. fc.weight (5, 64) vs (10, 64)", 2),
     ("train --weights {F}/legacy.pth", "pass --unsafe-pickle", 2),
-    ("train --model resnet20 --resume {F}/resnet56_run.pth", "unexpected 306 keys (e.g. layer1.2.bn1.skip_norm.weight, "
-     "layer1.2.bn1.skip_norm.bias, layer1.2.bn1.skip_norm.running_mean); it is a resnet56 checkpoint: pass --model "
-     "resnet56", 2),
+    (
+        "train --model resnet20 --resume {F}/resnet56_run.pth",
+        "unexpected 306 keys (e.g. layer1.2.bn1.skip_norm.weight, "
+        "layer1.2.bn1.skip_norm.bias, layer1.2.bn1.skip_norm.running_mean); it is a resnet56 checkpoint: pass --model "
+        "resnet56",
+        2,
+    ),
     ("eval --model resnet20 --resume {F}/resnet56_run.pth", "it is a resnet56 checkpoint: pass --model resnet56", 2),
     ("train --resume {F}/adamw_run.pth", "was trained with --opt adamw; resume it with --opt adamw", 2),
     ("train --resume {F}/state_dict.pth --start-epoch 1", "drop --start-epoch", 2),
@@ -131,7 +137,9 @@ def test_fresh_run_refuses_to_overwrite_an_earlier_runs_checkpoint(out_dir, caps
 
 
 def test_eval_takes_the_architecture_from_a_training_checkpoint(files, capsys):
-    assert cli_main(["eval", "--resume", str(files / "resnet56_run.pth"), "--val-subset", "8", "--skip-cfg", "TTT"]) == 0
+    assert (
+        cli_main(["eval", "--resume", str(files / "resnet56_run.pth"), "--val-subset", "8", "--skip-cfg", "TTT"]) == 0
+    )
     assert "resnet56-ADN from" in capsys.readouterr().out
     assert cli_main(["eval", "--weights", str(files / "good.safetensors"), "--val-subset", "8"]) == 0  # no args:
     assert "resnet20-ADN from" in capsys.readouterr().out  # the default model
@@ -156,7 +164,8 @@ def test_corrupt_image_in_a_worker_process_and_skip_mode(files, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines() == [
         f"adn: error: cannot read image {files}/imgs/train/a/9.png (not an image file PIL can decode); "
-        "fix or remove it, or pass --bad-images skip to skip unreadable images"]
+        "fix or remove it, or pass --bad-images skip to skip unreadable images"
+    ]
     r = run([*base, str(tmp_path / "b"), "--bad-images", "skip"])
     assert r.returncode == 0, r.stderr
     assert f"adn: warning: skipping unreadable image {files}/imgs/train/a/9.png" in r.stderr
@@ -194,7 +203,9 @@ def test_safetensors_round_trip_and_eval(tmp_path, capsys):
     fresh = load_weights(adn.create_model("resnet20", num_classes=10), tmp_path / "w.safetensors")
     for key, value in model.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[key]), key
-    assert cli_main(["eval", "--weights", str(tmp_path / "w.safetensors"), "--val-subset", "16", "--skip-cfg", "TTT"]) == 0
+    assert (
+        cli_main(["eval", "--weights", str(tmp_path / "w.safetensors"), "--val-subset", "16", "--skip-cfg", "TTT"]) == 0
+    )
     assert "sub-network TTT" in capsys.readouterr().out
     data = (tmp_path / "w.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[:100])
@@ -203,15 +214,47 @@ def test_safetensors_round_trip_and_eval(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- interrupted training
-RUN = [*ADN, "train", "--train-subset", "96", "--val-subset", "16", "-b", "16", "--epochs", "3", "--print-freq", "1",
-       "--lr-scheduler", "steplr", "--lr-step-size", "1", "--mixup-alpha", "0.2", "--auto-augment", "ta_wide",
-       "--model-ema", "--model-ema-steps", "2", "--seed", "7", "--use-deterministic-algorithms"]
+RUN = [
+    *ADN,
+    "train",
+    "--train-subset",
+    "96",
+    "--val-subset",
+    "16",
+    "-b",
+    "16",
+    "--epochs",
+    "3",
+    "--print-freq",
+    "1",
+    "--lr-scheduler",
+    "steplr",
+    "--lr-step-size",
+    "1",
+    "--mixup-alpha",
+    "0.2",
+    "--auto-augment",
+    "ta_wide",
+    "--model-ema",
+    "--model-ema-steps",
+    "2",
+    "--seed",
+    "7",
+    "--use-deterministic-algorithms",
+]
 
 
 def _interrupt(out_dir: Path, sig: int, after: str, timeout: float = 90):
     """Start a run, send ``sig`` to it once a stdout line starts with ``after``; return (status, stderr)."""
-    proc = subprocess.Popen([*RUN, "--output-dir", str(out_dir)], cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [*RUN, "--output-dir", str(out_dir)],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     watchdog = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     watchdog.start()
     try:
@@ -256,7 +299,9 @@ def test_sigkill_then_elastic_restart_resumes_bit_exact(uninterrupted, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stdout and "at epoch 1" in r.stdout
     _assert_bit_exact(uninterrupted, _final_weights(out_dir))
-    assert load_weights(adn.create_model("resnet20", num_classes=10), out_dir / "model.safetensors")  # final EMA weights
+    assert load_weights(
+        adn.create_model("resnet20", num_classes=10), out_dir / "model.safetensors"
+    )  # final EMA weights
 
 
 # A worker that dies hard (SIGKILL) in its first life, once epoch 0's checkpoint is on disk.
@@ -283,8 +328,20 @@ sys.exit(main(sys.argv[1:]))
 def test_torchrun_restarts_a_killed_worker_and_the_run_resumes_by_itself(tmp_path):
     script, out_dir = tmp_path / "crash_once.py", tmp_path / "run"
     script.write_text(_CRASH_ONCE)
-    r = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "--max-restarts=1",
-             str(script), *RUN[len(ADN):], "--output-dir", str(out_dir)])
+    r = run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=1",
+            "--max-restarts=1",
+            str(script),
+            *RUN[len(ADN) :],
+            "--output-dir",
+            str(out_dir),
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "failed (exitcode: -9)" in r.stderr  # torchrun saw the first worker die ...
     assert "resumed from" in r.stdout  # ... and the restarted one found the checkpoint without --resume

@@ -204,14 +204,19 @@ def test_pickle_and_deepcopy_round_trips(name, tmp_path):
     _randomize_twins(model)
     x = torch.randn(2, 3, size, size)
     torch.save(model, tmp_path / "model.pt")
-    copies = [torch.load(tmp_path / "model.pt", weights_only=False), copy.deepcopy(model),
-              pickle.loads(pickle.dumps(model))]
+    copies = [
+        torch.load(tmp_path / "model.pt", weights_only=False),
+        copy.deepcopy(model),
+        pickle.loads(pickle.dumps(model)),
+    ]
     with torch.no_grad():
         for other in copies:
             assert other.state_dict().keys() == model.state_dict().keys()
             for skip in (adn.subnets(model)[0], adn.subnets(model)[-1], adn.subnets(model)[1]):
                 assert torch.equal(other(x, skip=skip), model(x, skip=skip))
-            assert other.subnet("T" * model.num_stages).forward_plain.__self__ is not model.subnet("T" * model.num_stages)
+            assert other.subnet("T" * model.num_stages).forward_plain.__self__ is not model.subnet(
+                "T" * model.num_stages
+            )
 
 
 def test_paths_share_weights_and_follow_module_replacement():

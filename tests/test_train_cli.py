@@ -36,23 +36,61 @@ def test_train_writes_seed_layout_checkpoints_metrics_and_table(trained):
 
 def test_eval_one_subnet_and_the_seed_command_shape(trained):
     out_dir, _ = trained
-    result = run([*ADN, "eval", "--model", "resnet20", "--resume", str(out_dir / "checkpoint.pth"),
-                   "--skip-cfg", "True", "True", "True"])
+    result = run(
+        [
+            *ADN,
+            "eval",
+            "--model",
+            "resnet20",
+            "--resume",
+            str(out_dir / "checkpoint.pth"),
+            "--skip-cfg",
+            "True",
+            "True",
+            "True",
+        ]
+    )
     assert result.returncode == 0, result.stderr
     assert "sub-network TTT: Acc@1" in result.stdout
     ema = run([*ADN, "eval", "--resume", str(out_dir / "checkpoint.pth"), "--model-ema", "--skip-cfg", "FTF"])
     assert ema.returncode == 0, ema.stderr
     assert "(EMA weights), sub-network FTF: Acc@1" in ema.stdout
-    seed = run([sys.executable, "train_adn.py", "--model", "resnet20", "--test-only", "--resume",
-                 str(out_dir / "model_0.pth"), "--batch-size", "256", "--skip-cfg", "False", "False", "False"])
+    seed = run(
+        [
+            sys.executable,
+            "train_adn.py",
+            "--model",
+            "resnet20",
+            "--test-only",
+            "--resume",
+            str(out_dir / "model_0.pth"),
+            "--batch-size",
+            "256",
+            "--skip-cfg",
+            "False",
+            "False",
+            "False",
+        ]
+    )
     assert seed.returncode == 0, seed.stderr
     assert "sub-network FFF: Acc@1" in seed.stdout
 
 
 def test_eval_all_subnets_as_json_and_csv_file(trained, tmp_path):
     out_dir, _ = trained
-    result = run([*ADN, "eval", "--resume", str(out_dir / "checkpoint.pth"), "--all-subnets", "--format", "json",
-                   "--output", str(tmp_path / "subnets.csv")])
+    result = run(
+        [
+            *ADN,
+            "eval",
+            "--resume",
+            str(out_dir / "checkpoint.pth"),
+            "--all-subnets",
+            "--format",
+            "json",
+            "--output",
+            str(tmp_path / "subnets.csv"),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["skip"] for r in rows][:2] == ["FFF", "FFT"] and len(rows) == 8
@@ -100,7 +138,20 @@ def test_help_lists_the_seed_flags():
     from adn.train import get_args_parser
 
     text = get_args_parser().format_help()
-    for flag in ("--skip-cfg", "--subpath-alpha", "--subpath-temp", "--kd-topk", "--lr-multi-steps", "--model-ema",
-                 "--ra-sampler", "--norm-weight-decay", "--transformer-embedding-decay", "--all-subnets",
-                 "--train-subset", "--use-deterministic-algorithms", "--clip-grad-norm", "--lr-warmup-decay"):
+    for flag in (
+        "--skip-cfg",
+        "--subpath-alpha",
+        "--subpath-temp",
+        "--kd-topk",
+        "--lr-multi-steps",
+        "--model-ema",
+        "--ra-sampler",
+        "--norm-weight-decay",
+        "--transformer-embedding-decay",
+        "--all-subnets",
+        "--train-subset",
+        "--use-deterministic-algorithms",
+        "--clip-grad-norm",
+        "--lr-warmup-decay",
+    ):
         assert flag in text, flag

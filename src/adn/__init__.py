@@ -1,9 +1,9 @@
 """adn — Adaptive Depth Networks: one network, trained once, run at many depths.
 
-    >>> import adn
-    >>> model = adn.create_model("resnet50")
-    >>> logits = model(images, skip="TTFF")   # skip the 2nd halves of stages 1 and 2
-    >>> model.skip = "TTTT"                    # default for plain model(x): the base-net
+>>> import adn
+>>> model = adn.create_model("resnet50")
+>>> logits = model(images, skip="TTFF")   # skip the 2nd halves of stages 1 and 2
+>>> model.skip = "TTTT"                    # default for plain model(x): the base-net
 """
 
 from . import models  # noqa: F401  (registers the architectures)

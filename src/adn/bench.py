@@ -15,7 +15,7 @@ import os
 import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from .summary import format_table
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
 
-Results = Union[Sequence[Mapping[str, Any]], Mapping[str, Any], str, os.PathLike]
+Results = Sequence[Mapping[str, Any]] | Mapping[str, Any] | str | os.PathLike
 
 #: Column spec of the printed table: (key, header, format).
 COLUMNS = [
@@ -48,7 +48,12 @@ COLUMNS = [
 
 # ------------------------------------------------------------------------------------------------ measuring
 def time_forward(
-    model: nn.Module, x: torch.Tensor, skip: SkipLike = None, *, min_run_time: float = 0.3, num_threads: int | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    skip: SkipLike = None,
+    *,
+    min_run_time: float = 0.3,
+    num_threads: int | None = None,
 ) -> Measurement:
     """Time ``model(x, skip=skip)`` with ``torch.utils.benchmark`` (synchronizes on CUDA).
 
@@ -102,19 +107,22 @@ def bench_subnets(
     x1 = torch.randn(1, 3, resolution, resolution, device=device)
     xb = torch.randn(batch_size, 3, resolution, resolution, device=device)
     rows = [
-        {"skip": format_skip(s), "params_m": count_params(model, s) / 1e6,
-         "gflops": count_flops(model, s, resolution) / 1e9}
+        {
+            "skip": format_skip(s),
+            "params_m": count_params(model, s) / 1e6,
+            "gflops": count_flops(model, s, resolution) / 1e9,
+        }
         for s in configs
     ]
     times: list[tuple[list[float], list[float]]] = [([], []) for _ in configs]
     steps = tqdm(total=rounds * len(configs), desc="timing sub-networks", unit="net", disable=not progress)
     for _ in range(rounds):
-        for skip, (t1, tb) in zip(configs, times):
+        for skip, (t1, tb) in zip(configs, times, strict=False):
             t1 += time_forward(model, x1, skip, min_run_time=min_run_time, num_threads=num_threads).times
             tb += time_forward(model, xb, skip, min_run_time=min_run_time, num_threads=num_threads).times
             steps.update()
     steps.close()
-    for skip, row, (t1, tb) in zip(configs, rows, times):
+    for row, (t1, tb) in zip(rows, times, strict=True):
         row["latency_ms"], row["latency_p90_ms"] = _median_p90_ms(t1)
         row["batch_latency_ms"], row["batch_latency_p90_ms"] = _median_p90_ms(tb)
         row["throughput"] = batch_size * 1e3 / row["batch_latency_ms"]
@@ -122,7 +130,8 @@ def bench_subnets(
     if loader is not None:
         from .engine import evaluate
 
-        for skip, row in zip(tqdm(configs, desc="evaluating sub-networks", unit="net", disable=not progress), rows):
+        bar = tqdm(configs, desc="evaluating sub-networks", unit="net", disable=not progress)
+        for skip, row in zip(bar, rows, strict=True):
             metrics = evaluate(model, loader, device, skip=skip, print_freq=10**9, log_suffix=row["skip"])
             row["acc1"], row["acc5"] = float(metrics["acc1"]), float(metrics["acc5"])
     return rows
@@ -219,9 +228,14 @@ def select_subnet(
     if max_latency_ms is None and max_gflops is None:
         raise ValueError("no budget given; set max_latency_ms and/or max_gflops (--max-latency-ms/--max-gflops)")
     rows = load_results(results)
-    budgets = [(key, limit, what, unit) for key, limit, what, unit in (
-        ("latency_ms", max_latency_ms, "batch-1 latency", "ms"), ("gflops", max_gflops, "GFLOPs", "GFLOPs"),
-    ) if limit is not None]
+    budgets = [
+        (key, limit, what, unit)
+        for key, limit, what, unit in (
+            ("latency_ms", max_latency_ms, "batch-1 latency", "ms"),
+            ("gflops", max_gflops, "GFLOPs", "GFLOPs"),
+        )
+        if limit is not None
+    ]
     for key, *_ in budgets:
         if not all(_has(r, key) for r in rows):
             raise ValueError(f"bench results lack {key!r}; re-run 'adn bench' to measure it")
@@ -262,20 +276,34 @@ def plot_pareto(
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=90)
     if has_acc:
         panels = [("latency_ms", "latency, batch 1 (ms)"), ("gflops", "GFLOPs (MACs)")]
-        for ax, (cost, label) in zip(axes, panels):
+        for ax, (cost, label) in zip(axes, panels, strict=False):
             ax.scatter([r[cost] for r in rows], [r[metric] for r in rows], s=18, c="0.6", label="sub-network")
             front = pareto_front(rows, cost, metric)
-            ax.plot([r[cost] for r in front], [r[metric] for r in front], "o-", c="tab:red", ms=6,
-                    drawstyle="steps-post", label="Pareto-optimal")
+            ax.plot(
+                [r[cost] for r in front],
+                [r[metric] for r in front],
+                "o-",
+                c="tab:red",
+                ms=6,
+                drawstyle="steps-post",
+                label="Pareto-optimal",
+            )
             on_front = {r["skip"] for r in front}
             for r in rows:
-                ax.annotate(r["skip"], (r[cost], r[metric]), textcoords="offset points", xytext=(4, -10),
-                            fontsize=7 if r["skip"] in on_front else 6, c="k" if r["skip"] in on_front else "0.5")
+                ax.annotate(
+                    r["skip"],
+                    (r[cost], r[metric]),
+                    textcoords="offset points",
+                    xytext=(4, -10),
+                    fontsize=7 if r["skip"] in on_front else 6,
+                    c="k" if r["skip"] in on_front else "0.5",
+                )
             ax.set_xlabel(label)
             ax.set_ylabel(f"{'Acc@1' if metric == 'acc1' else metric} (%)")
     else:
         super_net = max(rows, key=lambda r: r["gflops"])
-        for ax, key, label in zip(axes, ("latency_ms", "batch_latency_ms"), ("batch 1", f"batch {batch_size or 'N'}")):
+        panels = zip(axes, ("latency_ms", "batch_latency_ms"), ("batch 1", f"batch {batch_size or 'N'}"), strict=True)
+        for ax, key, label in panels:
             ax.scatter([r["gflops"] for r in rows], [r[key] for r in rows], s=18, c="tab:blue")
             for r in rows:
                 ax.annotate(r["skip"], (r["gflops"], r[key]), textcoords="offset points", xytext=(3, 3), fontsize=6)
@@ -335,10 +363,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--batch-size", type=int, help="throughput/evaluation batch (default: 8 on CPU, 64 on CUDA)")
     parser.add_argument("--resolution", type=int, help="input size (default: the model's)")
-    parser.add_argument("--num-classes", type=int, help="classes (default: the dataset's, else from --weights, else 1000)")
+    parser.add_argument(
+        "--num-classes", type=int, help="classes (default: the dataset's, else from --weights, else 1000)"
+    )
     parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement (0.3)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat the timing sweep over all sub-networks and pool (steadier on a busy machine)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the timing sweep over all sub-networks and pool (steadier on a busy machine)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading workers (default: 0)")
     parser.add_argument("--skip-cfgs", nargs="+", help="only these sub-networks, e.g. FFFF TTTT (default: all)")
@@ -356,8 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     resolution = info.input_size if args.resolution is None else args.resolution
     batch_size = (64 if device.type == "cuda" else 8) if args.batch_size is None else args.batch_size
-    for flag, value in (("--batch-size", batch_size), ("--resolution", resolution),
-                        ("--min-run-time", args.min_run_time), ("--rounds", args.rounds)):
+    for flag, value in (
+        ("--batch-size", batch_size),
+        ("--resolution", resolution),
+        ("--min-run-time", args.min_run_time),
+        ("--rounds", args.rounds),
+    ):
         if value <= 0:
             raise ValueError(f"{flag} must be positive, got {value}")
     out_dir = Path(args.output_dir)
@@ -378,27 +416,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     configs = [parse_skip(c, model.num_stages) for c in args.skip_cfgs] if args.skip_cfgs else None
 
     rows = bench_subnets(
-        model, resolution=resolution, device=device, batch_size=batch_size, min_run_time=args.min_run_time,
-        rounds=args.rounds, loader=loader, configs=configs, progress=not args.no_progress,
+        model,
+        resolution=resolution,
+        device=device,
+        batch_size=batch_size,
+        min_run_time=args.min_run_time,
+        rounds=args.rounds,
+        loader=loader,
+        configs=configs,
+        progress=not args.no_progress,
     )
     mark_pareto(rows)
     meta = {
-        "model": args.model, "weights": args.weights, "data": args.data_path or ("builtin" if args.builtin_data else None),
-        "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
-        "resolution": resolution, "batch_size": batch_size, "min_run_time": args.min_run_time,
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data_path or ("builtin" if args.builtin_data else None),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "resolution": resolution,
+        "batch_size": batch_size,
+        "min_run_time": args.min_run_time,
         "rounds": args.rounds,
         "torch": torch.__version__,
     }
     prefix = f"{args.model}-bench"
     paths = save_results(rows, meta, out_dir, prefix)
     paths["png"] = plot_pareto(
-        rows, out_dir / f"{prefix}.png",
-        title=f"{args.model}, {resolution}px, {meta['device_name']}", batch_size=batch_size,
+        rows,
+        out_dir / f"{prefix}.png",
+        title=f"{args.model}, {resolution}px, {meta['device_name']}",
+        batch_size=batch_size,
     )
     columns = COLUMNS if loader is not None else [c for c in COLUMNS if c[0] not in ("acc1", "acc5", "pareto")]
     columns = [(k, h.replace("bN", f"b{batch_size}"), f) for k, h, f in columns]
-    print(f"{args.model} at {resolution}x{resolution} on {meta['device_name']}; GFLOPs = MACs per image; "
-          f"latency median and p90 at batch 1 and batch {batch_size}")
+    print(
+        f"{args.model} at {resolution}x{resolution} on {meta['device_name']}; GFLOPs = MACs per image; "
+        f"latency median and p90 at batch 1 and batch {batch_size}"
+    )
     print(format_table(rows, columns))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -415,11 +470,23 @@ def select_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_latency_ms is None and args.max_gflops is None:
         parser.error("give --max-latency-ms and/or --max-gflops")
-    row = select_subnet(args.results, max_latency_ms=args.max_latency_ms, max_gflops=args.max_gflops, metric=args.metric)
+    row = select_subnet(
+        args.results, max_latency_ms=args.max_latency_ms, max_gflops=args.max_gflops, metric=args.metric
+    )
     acc = f"{args.metric} {row[args.metric]:.2f}, " if _has(row, args.metric) else "no accuracy measured, "
-    print(f"{row['skip']}  ({acc}{row['latency_ms']:.2f} ms at batch 1, {row['gflops']:.3f} GFLOPs, "
-          f"{row['params_m']:.2f}M params)")
+    print(
+        f"{row['skip']}  ({acc}{row['latency_ms']:.2f} ms at batch 1, {row['gflops']:.3f} GFLOPs, "
+        f"{row['params_m']:.2f}M params)"
+    )
     return 0
 
 
-__all__ = ["bench_subnets", "load_results", "pareto_front", "plot_pareto", "select_subnet", "switching_cost", "time_forward"]
+__all__ = [
+    "bench_subnets",
+    "load_results",
+    "pareto_front",
+    "plot_pareto",
+    "select_subnet",
+    "switching_cost",
+    "time_forward",
+]

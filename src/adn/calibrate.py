@@ -18,19 +18,11 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from .skip import (
-    BATCH_NORM_TYPES,
-    TWIN,
-    AdaptiveDepthNet,
-    NormStats,
-    SkipLike,
-    SubnetStatistics,
-    _shallow_copy,
-    format_skip,
-    parse_skip,
-    substitute,
-)
-from .skip import subnets as all_subnets
+from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
+from .skipconfig import SkipLike, format_skip, parse_skip
+from .skipconfig import subnets as all_subnets
+from .stats import NormStats, SubnetStatistics
+from .tree import shallow_copy, substitute
 
 __all__ = ["calibrate", "clear_calibration", "is_calibrated"]
 
@@ -38,19 +30,30 @@ __all__ = ["calibrate", "clear_calibration", "is_calibrated"]
 def _fresh_norm(norm: nn.Module) -> nn.Module:
     """A copy of BatchNorm ``norm`` (same affine parameters) with zeroed statistics that accumulates a
     cumulative average (``momentum=None``) in train mode."""
-    fresh = _shallow_copy(norm)
+    fresh = shallow_copy(norm)
     ref = norm.running_mean
     fresh.__dict__.update(
-        _buffers={"running_mean": torch.zeros_like(ref), "running_var": torch.ones_like(ref),
-                  "num_batches_tracked": torch.zeros((), dtype=torch.long, device=ref.device)},
-        _modules={}, momentum=None, training=True,
+        _buffers={
+            "running_mean": torch.zeros_like(ref),
+            "running_var": torch.ones_like(ref),
+            "num_batches_tracked": torch.zeros((), dtype=torch.long, device=ref.device),
+        },
+        _modules={},
+        momentum=None,
+        training=True,
     )
     return fresh
 
 
 def _batch_norm_positions(path: nn.Module) -> list[str]:
-    return [n for n, m in path.named_modules() if isinstance(m, BATCH_NORM_TYPES) and TWIN not in n.split(".")
-            and not n.startswith("calibration.") and getattr(m, "running_mean", None) is not None]
+    return [
+        n
+        for n, m in path.named_modules()
+        if isinstance(m, BATCH_NORM_TYPES)
+        and TWIN not in n.split(".")
+        and not n.startswith("calibration.")
+        and getattr(m, "running_mean", None) is not None
+    ]
 
 
 def _images(batch) -> torch.Tensor:
@@ -103,8 +106,9 @@ def calibrate(
                 probe.forward_plain(x.to(device, non_blocking=True))
             results[skip] = {}
             for position, norm in fresh.items():
-                stats = NormStats(norm.running_mean.shape[0], device=norm.running_mean.device,
-                                  dtype=norm.running_mean.dtype)
+                stats = NormStats(
+                    norm.running_mean.shape[0], device=norm.running_mean.device, dtype=norm.running_mean.dtype
+                )
                 stats.running_mean.copy_(norm.running_mean)
                 stats.running_var.copy_(norm.running_var)
                 results[skip][position] = stats

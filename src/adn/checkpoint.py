@@ -131,8 +131,9 @@ def _verify_zip(path: Path) -> None:
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ValueError(f"checkpoint {path} is corrupt ({exc}); use an earlier checkpoint or re-download it") from None
     if bad is not None:
-        raise ValueError(f"checkpoint {path} is corrupt (checksum mismatch in {bad}); "
-                         "use an earlier checkpoint or re-download it")
+        raise ValueError(
+            f"checkpoint {path} is corrupt (checksum mismatch in {bad}); use an earlier checkpoint or re-download it"
+        )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -163,13 +164,17 @@ def load_checkpoint(
         try:
             return load_file(path, device=str(map_location))
         except Exception as exc:  # SafetensorError, OSError ...
-            raise ValueError(f"cannot read safetensors file {path} ({_one_line(exc)}); "
-                             "is it truncated or corrupt?") from exc
+            raise ValueError(
+                f"cannot read safetensors file {path} ({_one_line(exc)}); is it truncated or corrupt?"
+            ) from exc
     if verify:
         _verify_zip(path)
     if not weights_only:
-        print(f"adn: warning: loading {path} with full pickle (--unsafe-pickle): a malicious file can run "
-              "arbitrary code; use it only for files you trust", file=sys.stderr)
+        print(
+            f"adn: warning: loading {path} with full pickle (--unsafe-pickle): a malicious file can run "
+            "arbitrary code; use it only for files you trust",
+            file=sys.stderr,
+        )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location=map_location, weights_only=weights_only)
@@ -178,14 +183,17 @@ def load_checkpoint(
         if found:
             raise ValueError(
                 f"{path} contains pickled Python objects ({found.group(1)}) that safe loading refuses because they "
-                "can run code; if you trust the file, pass --unsafe-pickle (Python: weights_only=False)") from None
+                "can run code; if you trust the file, pass --unsafe-pickle (Python: weights_only=False)"
+            ) from None
         reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
         detail = f"UnpicklingError: {reason.group(1)[:160]}" if reason else _one_line(exc)
-        raise ValueError(f"cannot read checkpoint {path} ({detail}); "
-                         "is it a corrupt, truncated or non-PyTorch file?") from exc
+        raise ValueError(
+            f"cannot read checkpoint {path} ({detail}); is it a corrupt, truncated or non-PyTorch file?"
+        ) from exc
     except Exception as exc:  # pickle/zip/EOF errors all mean "not a readable checkpoint"
-        raise ValueError(f"cannot read checkpoint {path} ({_one_line(exc)}); "
-                         "is it a corrupt, truncated or non-PyTorch file?") from exc
+        raise ValueError(
+            f"cannot read checkpoint {path} ({_one_line(exc)}); is it a corrupt, truncated or non-PyTorch file?"
+        ) from exc
 
 
 def extract_state_dict(obj: object, path: str | os.PathLike = "checkpoint") -> Mapping[str, torch.Tensor]:
@@ -224,11 +232,14 @@ def load_model_state(model: nn.Module, obj: object, path: str | os.PathLike, mod
     except ValueError as exc:
         name = checkpoint_arg(obj, "model")
         other = isinstance(name, str) and name != model_name
-        raise ValueError(f"{path}: {exc}" + (f"; it is a {name} checkpoint: pass --model {name}" if other else "")) from None
+        raise ValueError(
+            f"{path}: {exc}" + (f"; it is a {name} checkpoint: pass --model {name}" if other else "")
+        ) from None
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, weights_only: bool = True,
-                 model_name: str | None = None) -> nn.Module:
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, *, weights_only: bool = True, model_name: str | None = None
+) -> nn.Module:
     """Load a weights file into ``model``: a raw state dict (``torch.save`` or ``*.safetensors``), one of our
     checkpoints (``{"model": ...}``), torchvision's or a published ADN file (``<norm>_skip`` names).
     Returns ``model``. ``weights_only=False`` allows legacy pickles (trusted files only); ``model_name`` (the

@@ -98,9 +98,7 @@ def _interpolation(name: str) -> T.InterpolationMode:
     try:
         return INTERPOLATIONS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown interpolation {name!r}; choose one of: {', '.join(INTERPOLATIONS)}"
-        ) from None
+        raise ValueError(f"unknown interpolation {name!r}; choose one of: {', '.join(INTERPOLATIONS)}") from None
 
 
 def _auto_augment(policy: str, interpolation: T.InterpolationMode, ra_magnitude: int, augmix_severity: int):
@@ -259,8 +257,10 @@ def load_image(path: str) -> Image.Image:
             reason = "not an image file PIL can decode"
         else:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BadImageError(f"cannot read image {path} ({reason}); fix or remove it, "
-                            "or pass --bad-images skip to skip unreadable images") from None
+        raise BadImageError(
+            f"cannot read image {path} ({reason}); fix or remove it, "
+            "or pass --bad-images skip to skip unreadable images"
+        ) from None
 
 
 class _ImageFolder(ImageFolder):
@@ -286,16 +286,21 @@ class _ImageFolder(ImageFolder):
                 if path not in self.skipped:
                     self.skipped.add(path)
                     reason = str(exc).split(" (", 1)[-1].split("); ", 1)[0]
-                    print(f"adn: warning: skipping unreadable image {path} ({reason}); "
-                          f"{len(self.skipped)} skipped so far in this process", file=sys.stderr, flush=True)
+                    print(
+                        f"adn: warning: skipping unreadable image {path} ({reason}); "
+                        f"{len(self.skipped)} skipped so far in this process",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         raise BadImageError(f"no readable image in '{self.root}'; check the files or the --data-path")
 
 
 def _check_root(data_path: str, splits: Sequence[str]) -> Path:
     root = Path(data_path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"data path '{root}' does not exist; check --data-path "
-                                "(or omit it to use the built-in dataset)")
+        raise FileNotFoundError(
+            f"data path '{root}' does not exist; check --data-path (or omit it to use the built-in dataset)"
+        )
     if not root.is_dir():
         raise NotADirectoryError(f"data path '{root}' is not a directory")
     layout = f"expected {root}/train/<class>/<image> and {root}/val/<class>/<image> (ILSVRC-2012 layout)"
@@ -323,8 +328,10 @@ def _image_folder(folder: Path, transform: Callable, bad_images: str = "stop") -
 def _check_same_classes(train: list[str], val: list[str], root: Path) -> None:
     if train != val:
         missing, extra = sorted(set(train) - set(val)), sorted(set(val) - set(train))
-        parts = [f"missing in val/: {', '.join(missing[:5])}" if missing else "",
-                 f"not in train/: {', '.join(extra[:5])}" if extra else ""]
+        parts = [
+            f"missing in val/: {', '.join(missing[:5])}" if missing else "",
+            f"not in train/: {', '.join(extra[:5])}" if extra else "",
+        ]
         raise ValueError(
             f"class folders of '{root}/val' do not match '{root}/train' ({'; '.join(p for p in parts if p)})"
         )
@@ -338,8 +345,11 @@ def _sizes(
 ) -> tuple[int, int, int]:
     """(train crop, val resize, val crop): torchvision's reference defaults 224/256/224 scaled to ``image_size``;
     each given size is used as is (like the reference, they do not scale each other)."""
-    return (train_crop_size or image_size, val_resize_size or round(image_size * 256 / 224),
-            val_crop_size or image_size)
+    return (
+        train_crop_size or image_size,
+        val_resize_size or round(image_size * 256 / 224),
+        val_crop_size or image_size,
+    )
 
 
 def build_datasets(
@@ -364,19 +374,26 @@ def build_datasets(
     only if given): they are already tightly cropped. ``bad_images``: see :data:`BAD_IMAGE_POLICIES`.
     """
     if auto_augment is not None and auto_augment not in AUTO_AUGMENT_POLICIES:
-        raise ValueError(f"unknown --auto-augment policy {auto_augment!r}; choose one of: "
-                         f"{', '.join(AUTO_AUGMENT_POLICIES)}")
+        raise ValueError(
+            f"unknown --auto-augment policy {auto_augment!r}; choose one of: {', '.join(AUTO_AUGMENT_POLICIES)}"
+        )
     if not 0.0 <= random_erase <= 1.0:
         raise ValueError(f"--random-erase is a probability in [0, 1], got {random_erase}")
     _interpolation(interpolation)
-    aug = dict(interpolation=interpolation, auto_augment=auto_augment, ra_magnitude=ra_magnitude,
-               augmix_severity=augmix_severity, random_erase=random_erase)
+    aug = dict(
+        interpolation=interpolation,
+        auto_augment=auto_augment,
+        ra_magnitude=ra_magnitude,
+        augmix_severity=augmix_severity,
+        random_erase=random_erase,
+    )
     if data_path is None:
         crop = train_crop_size or image_size
         val_crop = val_crop_size or image_size
         train = DigitsDataset("train", train_transform(crop, digits=True, **aug))
-        val = DigitsDataset("val", eval_transform(val_crop, val_resize_size or val_crop,
-                                                  interpolation=interpolation, digits=True))
+        val = DigitsDataset(
+            "val", eval_transform(val_crop, val_resize_size or val_crop, interpolation=interpolation, digits=True)
+        )
         return train, val, len(DigitsDataset.classes)
 
     root = _check_root(data_path, ("train", "val"))
@@ -405,8 +422,13 @@ def build_eval_loader(
     order (as in training) and must match ``val/``.
     """
     if data_path is None:
-        _, val, num_classes = build_datasets(None, image_size=image_size, val_resize_size=val_resize_size,
-                                             val_crop_size=val_crop_size, interpolation=interpolation)
+        _, val, num_classes = build_datasets(
+            None,
+            image_size=image_size,
+            val_resize_size=val_resize_size,
+            val_crop_size=val_crop_size,
+            interpolation=interpolation,
+        )
     else:
         root = _check_root(data_path, ("val",))
         classes = _class_names(root / "val")
@@ -416,8 +438,9 @@ def build_eval_loader(
         _, resize, crop = _sizes(image_size, None, val_resize_size, val_crop_size)
         val = _image_folder(root / "val", eval_transform(crop, resize, interpolation=interpolation), bad_images)
         num_classes = len(classes)
-    loader = DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=torch.cuda.is_available())
+    loader = DataLoader(
+        val, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available()
+    )
     return loader, num_classes
 
 
@@ -568,11 +591,17 @@ def build_samplers(
     SequentialSampler.
     """
     if distributed:
-        train: Sampler = (RASampler(train_set, shuffle=True, seed=seed, repetitions=ra_reps) if ra_sampler
-                          else DistributedSampler(train_set, shuffle=True, seed=seed))
+        train: Sampler = (
+            RASampler(train_set, shuffle=True, seed=seed, repetitions=ra_reps)
+            if ra_sampler
+            else DistributedSampler(train_set, shuffle=True, seed=seed)
+        )
         return train, DistributedSampler(val_set, shuffle=False)
-    train = (RASampler(train_set, num_replicas=1, rank=0, seed=seed, repetitions=ra_reps) if ra_sampler
-             else SeededRandomSampler(train_set, seed=seed))
+    train = (
+        RASampler(train_set, num_replicas=1, rank=0, seed=seed, repetitions=ra_reps)
+        if ra_sampler
+        else SeededRandomSampler(train_set, seed=seed)
+    )
     return train, SequentialSampler(val_set)
 
 
@@ -598,9 +627,7 @@ class MixupCutmixCollate:
         return self.mix(images, targets)
 
 
-def mixup_cutmix_collate(
-    num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0
-) -> Callable | None:
+def mixup_cutmix_collate(num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0) -> Callable | None:
     """A mixup/cutmix ``collate_fn`` for the train DataLoader, or None when both alphas are 0."""
     if mixup_alpha < 0 or cutmix_alpha < 0:
         raise ValueError(f"--mixup-alpha and --cutmix-alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}")

@@ -196,14 +196,19 @@ def train_one_epoch(
 
         # checked before the optimiser step: a diverged step never reaches the weights (or a checkpoint)
         loss_s, loss_b = loss_super.item(), loss_base.item()
-        flags = [float(not (math.isfinite(loss_s) and math.isfinite(loss_b))), float(bool(should_stop and should_stop()))]
+        flags = [
+            float(not (math.isfinite(loss_s) and math.isfinite(loss_b))),
+            float(bool(should_stop and should_stop())),
+        ]
         if distributed:  # every process must take the same decision at the same step
             t = torch.tensor(flags, device=image.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             flags = t.tolist()
         if flags[0]:
-            raise FloatingPointError(f"loss is {loss_s + loss_b} at epoch {epoch} step {step}: training diverged; "
-                                     "lower --lr, or add --clip-grad-norm or --lr-warmup-epochs")
+            raise FloatingPointError(
+                f"loss is {loss_s + loss_b} at epoch {epoch} step {step}: training diverged; "
+                "lower --lr, or add --clip-grad-norm or --lr-warmup-epochs"
+            )
         interrupted = bool(flags[1])
 
         if args.clip_grad_norm is not None:

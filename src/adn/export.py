@@ -144,8 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     exported = export_subnet(model, skip)
     example = torch.randn(1, 3, resolution, resolution)
-    print(f"{args.model} sub-network {format_skip(skip)}: {_num_params(model) / 1e6:.2f}M parameters in the "
-          f"adaptive model, {_num_params(exported) / 1e6:.2f}M exported")
+    print(
+        f"{args.model} sub-network {format_skip(skip)}: {_num_params(model) / 1e6:.2f}M parameters in the "
+        f"adaptive model, {_num_params(exported) / 1e6:.2f}M exported"
+    )
     if args.format == "torchscript":
         export_torchscript(exported, example, output)
     else:

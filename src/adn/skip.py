@@ -30,78 +30,27 @@ module is registered anywhere in the model (``model.fc = ...``, SyncBatchNorm co
 from __future__ import annotations
 
 import copy
-import itertools
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
 
 import torch
 from torch import nn
 
-SkipLike = Union[None, bool, str, Sequence[Any]]
+from .skipconfig import SkipLike, format_skip, parse_skip, subnets
+from .stats import FrozenStatsNorm, NormStats, SubnetStatistics
+from .tree import REMOVED, _Removed, substitute
 
 #: Norm layer types that get twins inside mandatory blocks (subclasses included: SyncBatchNorm, LayerNorm2d ...).
 NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
 #: Norms with running statistics: the ones :func:`adn.calibrate` re-estimates per sub-network.
 BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
 TWIN = "skip_norm"  # name of a norm's twin child module
-
-_TRUE = {"t", "true", "1", "y", "yes"}
-_FALSE = {"f", "false", "0", "n", "no"}
-_FORMS = "bools like [True, False, ...], a string like 'TFTF', or tokens like 'True False ...'"
-
-
-# --------------------------------------------------------------------------------------------- skip configs
-def parse_skip(value: SkipLike, num_stages: int) -> tuple[bool, ...]:
-    """Normalise a skip config to a tuple of ``num_stages`` bools.
-
-    Accepted forms: a sequence of bools (or 0/1), a compact string ``"TFTF"``, the seed CLI's
-    ``"True False True False"`` (or its list of tokens), and a single bool meaning every stage.
-    ``None`` means the super-net.
-    """
-    if value is None:
-        return (False,) * num_stages
-    if isinstance(value, bool):
-        return (value,) * num_stages
-    if isinstance(value, str):
-        tokens = value.replace(",", " ").split()
-        if len(tokens) == 1 and len(tokens[0]) > 1 and set(tokens[0].upper()) <= {"T", "F"}:
-            tokens = list(tokens[0])  # compact form "TFTF"
-        value = tokens
-    try:
-        items = list(value)
-    except TypeError:
-        raise ValueError(f"invalid skip config {value!r}: expected {num_stages} values as {_FORMS}") from None
-    flags = []
-    for item in items:
-        if isinstance(item, bool):
-            flags.append(item)
-        elif isinstance(item, int) and item in (0, 1):
-            flags.append(bool(item))
-        elif isinstance(item, str) and item.strip().lower() in _TRUE | _FALSE:
-            flags.append(item.strip().lower() in _TRUE)
-        else:
-            raise ValueError(f"invalid skip config {value!r}: bad token {item!r}; use {_FORMS}")
-    if len(flags) != num_stages:
-        raise ValueError(
-            f"skip config {format_skip(flags) or repr(value)} has {len(flags)} values but this model has "
-            f"{num_stages} stages; give {num_stages} values as {_FORMS}"
-        )
-    return tuple(flags)
-
-
-def format_skip(skip: Sequence[bool]) -> str:
-    """``(True, False, True)`` -> ``"TFT"``."""
-    return "".join("T" if s else "F" for s in skip)
-
-
-def subnets(model_or_stages: nn.Module | int) -> list[tuple[bool, ...]]:
-    """All ``2**S`` skip configs of a model (or a stage count), super-net first, base-net last."""
-    n = model_or_stages if isinstance(model_or_stages, int) else model_or_stages.num_stages
-    return list(itertools.product((False, True), repeat=n))
 
 
 # ---------------------------------------------------------------------------------------------------- twins
@@ -182,64 +131,6 @@ class SkipLayout:
     inactive: tuple[tuple[str, int], ...] = ()
 
 
-class _Removed:
-    """Marker: leave this module out of the path."""
-
-
-REMOVED = _Removed()
-
-
-def _shallow_copy(module: nn.Module) -> nn.Module:
-    # A new object sharing the original's attribute values (its parameter, buffer and hook dicts included).
-    # Not copy.copy: that would go through __getstate__/__setstate__ and rebuild an AdaptiveDepthNet's paths.
-    copied = object.__new__(type(module))
-    copied.__dict__.update(module.__dict__)
-    return copied
-
-
-def substitute(root: nn.Module, replace: Mapping[str, nn.Module | _Removed]) -> tuple[nn.Module, list]:
-    """A shallow copy of ``root`` in which the submodules named in ``replace`` are swapped for the given modules
-    (:data:`REMOVED`: left out of an ``nn.Sequential``, ``Identity`` in other containers).
-
-    Only ``root`` and the containers on the way to a replaced module are copied, each with its own
-    ``_modules`` dict; their parameters, buffers and hooks are the same dicts as the originals', and every
-    other submodule is the original object. Returns the copy and the (copy, original) pairs.
-    """
-    tree: dict = {}
-    for name, new in replace.items():
-        node = tree
-        parts = name.split(".") if name else []
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"cannot replace inside replaced module {name!r}")
-        node[parts[-1]] = new
-    pairs: list[tuple[nn.Module, nn.Module]] = []
-
-    def clone(module: nn.Module, node: dict) -> nn.Module:
-        copied = _shallow_copy(module)
-        modules = {}
-        for key, child in module._modules.items():
-            sub = node.get(key)
-            if sub is None:
-                modules[key] = child
-            elif isinstance(sub, dict):
-                modules[key] = clone(child, sub)
-            elif sub is REMOVED:
-                if type(module) is not nn.Sequential:  # a custom container may index its children
-                    modules[key] = nn.Identity()
-            else:
-                modules[key] = sub
-        missing = set(node) - set(module._modules)
-        if missing:
-            raise KeyError(f"no submodule {sorted(missing)[0]!r} in {type(module).__name__}")
-        copied.__dict__["_modules"] = modules
-        pairs.append((copied, module))
-        return copied
-
-    return clone(root, tree), pairs
-
-
 # ----------------------------------------------------------------------------------- invalidation on change
 _OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> weakref to the model it belongs to
 
@@ -295,8 +186,11 @@ class AdaptiveDepthNet(nn.Module):
             for block_name in mandatory:
                 block = self.get_submodule(block_name)
                 twins += [(f"{block_name}.{n}", i) for n in _norms_in(block, shared_norms)]
-                inactive += [(f"{block_name}.{n}", i) for n, m in block.named_modules()
-                             if skipped_inactive and isinstance(m, skipped_inactive)]
+                inactive += [
+                    (f"{block_name}.{n}", i)
+                    for n, m in block.named_modules()
+                    if skipped_inactive and isinstance(m, skipped_inactive)
+                ]
         for index, modules in (stage_twins or {}).items():
             if not -n_stages <= index < n_stages:
                 raise ValueError(f"stage_twins: no stage {index} in a model of {n_stages} stages")
@@ -349,7 +243,7 @@ class AdaptiveDepthNet(nn.Module):
     def path_replacements(self, skip: tuple[bool, ...]) -> dict[str, nn.Module | _Removed]:
         """What the path of ``skip`` swaps, by module name (before calibration)."""
         replace: dict[str, nn.Module | _Removed] = {}
-        for (_, skippable), skipped in zip(self.layout.stages, skip):
+        for (_, skippable), skipped in zip(self.layout.stages, skip, strict=False):
             if skipped:
                 replace.update(dict.fromkeys(skippable, REMOVED))
         for name, stage in self.layout.inactive:
@@ -399,13 +293,17 @@ class AdaptiveDepthNet(nn.Module):
         skip = self.resolve_skip(skip)
         if self._fixed is not None:  # a path or an exported sub-network: skip=None means its own config
             if skip != self._fixed:
-                raise ValueError(f"this module is sub-network {format_skip(self._fixed)} only; export another "
-                                 "skip config to run a different one")
+                raise ValueError(
+                    f"this module is sub-network {format_skip(self._fixed)} only; export another "
+                    "skip config to run a different one"
+                )
             return self
         if not self.__dict__.get("_paths_valid", False):
             if torch.compiler.is_compiling():
-                raise RuntimeError("adn: modules were replaced since the sub-networks were built; call "
-                                   "model.build_subnets() before torch.compile")
+                raise RuntimeError(
+                    "adn: modules were replaced since the sub-networks were built; call "
+                    "model.build_subnets() before torch.compile"
+                )
             self.build_subnets()
         if not self.training:
             path = self._calibrated_paths.get(skip)
@@ -427,12 +325,13 @@ class AdaptiveDepthNet(nn.Module):
         return super().forward(x)  # type: ignore[misc]
 
     # ---- module plumbing
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs) -> None:
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
         # Calibrated statistics belong to the weights they were estimated for: a state dict brings its own set
         # (holders are made to fit it) or none (the model's is dropped).
         head = prefix + "calibration."
-        incoming = {k[len(head):]: v for k, v in state_dict.items() if k.startswith(head)}
+        incoming = {k[len(head) :]: v for k, v in state_dict.items() if k.startswith(head)}
         self._modules.pop("calibration", None)
         self.__dict__["_paths_valid"] = False
         if incoming:
@@ -441,11 +340,15 @@ class AdaptiveDepthNet(nn.Module):
                 config, _, rest = key.partition(".")
                 position, _, buffer = rest.rpartition(".")
                 if buffer == "running_mean":
-                    holder.put(tuple(c == "T" for c in config), position,
-                               NormStats(value.shape[0], device=device, dtype=value.dtype))
+                    holder.put(
+                        tuple(c == "T" for c in config),
+                        position,
+                        NormStats(value.shape[0], device=device, dtype=value.dtype),
+                    )
             self._modules["calibration"] = holder
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def train(self, mode: bool = True) -> AdaptiveDepthNet:
         super().train(mode)
@@ -477,65 +380,6 @@ def _rebuild_after_load(module: AdaptiveDepthNet, incompatible_keys) -> None:
         module.build_subnets()
 
 
-# ------------------------------------------------------------------------------------------ calibrated stats
-class NormStats(nn.Module):
-    """Running statistics of one BatchNorm in one sub-network (what :func:`adn.calibrate` estimates)."""
-
-    def __init__(self, num_features: int, device=None, dtype=None) -> None:
-        super().__init__()
-        self.register_buffer("running_mean", torch.zeros(num_features, device=device, dtype=dtype))
-        self.register_buffer("running_var", torch.ones(num_features, device=device, dtype=dtype))
-
-
-class SubnetStatistics(nn.Module):
-    """The calibrated BatchNorm statistics of a model, one set per calibrated sub-network.
-
-    Kept as ``model.calibration``, so they are part of ``state_dict()``: ``calibration.<config>.<position of
-    the norm in that sub-network>.running_mean`` / ``running_var`` (e.g. ``calibration.TTF.layer1.0.bn1.*``,
-    which in ``TTF`` is the twin of ``layer1.0.bn1``).
-    """
-
-    def has(self, skip: Sequence[bool]) -> bool:
-        return format_skip(skip) in self._modules
-
-    def configs(self) -> list[tuple[bool, ...]]:
-        return [tuple(c == "T" for c in key) for key in self._modules]
-
-    def stats(self, skip: Sequence[bool]) -> dict[str, NormStats]:
-        """``{position in the path: NormStats}`` of sub-network ``skip`` (empty if not calibrated)."""
-        root = self._modules.get(format_skip(skip))
-        return {} if root is None else {n: m for n, m in root.named_modules() if isinstance(m, NormStats)}
-
-    def put(self, skip: Sequence[bool], position: str, stats: NormStats) -> None:
-        node: nn.Module = self
-        for part in [format_skip(skip), *position.split(".")[:-1]]:
-            if part not in node._modules:
-                node.add_module(part, nn.Module())
-            node = node._modules[part]
-        node.add_module(position.split(".")[-1], stats)
-
-    def __repr__(self) -> str:  # the mirror trees would fill pages of print(model)
-        return f"SubnetStatistics({len(self._modules)} calibrated sub-networks)"
-
-
-class FrozenStatsNorm(nn.Module):
-    """A BatchNorm of a calibrated sub-network's path: always eval semantics, with the running statistics of
-    ``stats`` and the affine parameters of ``norm`` (the very same tensors: ``parameters()`` and the names in
-    the path are ``norm``'s, and ``model.to(device)`` moves what it uses)."""
-
-    def __init__(self, norm: nn.Module, stats: NormStats) -> None:
-        super().__init__()
-        inner = _shallow_copy(norm)  # not registered: no .train() ever reaches it
-        inner.__dict__.update(_buffers=stats._buffers, _modules={}, training=False)
-        self.__dict__.update(_parameters=norm._parameters, _buffers=stats._buffers, norm=inner)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x)
-
-    def extra_repr(self) -> str:
-        return f"{self.norm.extra_repr()}, calibrated statistics"
-
-
 def used_parameters(model: nn.Module, skip: SkipLike = None) -> list[nn.Parameter]:
     """The parameters sub-network ``skip`` computes with (skipped blocks and idle norm sets excluded)."""
     path = model.subnet(skip)
@@ -543,7 +387,23 @@ def used_parameters(model: nn.Module, skip: SkipLike = None) -> list[nn.Paramete
 
 
 __all__ = [
-    "AdaptiveDepthNet", "BATCH_NORM_TYPES", "FrozenStatsNorm", "NORM_TYPES", "NormStats", "REMOVED", "SkipAwareNorm",
-    "SkipLayout", "SkipLike", "Stage", "SubnetStatistics", "add_twin", "convert_sync_batchnorm", "format_skip",
-    "init_skip_norms_from_main", "parse_skip", "substitute", "subnets", "used_parameters",
+    "AdaptiveDepthNet",
+    "BATCH_NORM_TYPES",
+    "FrozenStatsNorm",
+    "NORM_TYPES",
+    "NormStats",
+    "REMOVED",
+    "SkipAwareNorm",
+    "SkipLayout",
+    "SkipLike",
+    "Stage",
+    "SubnetStatistics",
+    "add_twin",
+    "convert_sync_batchnorm",
+    "format_skip",
+    "init_skip_norms_from_main",
+    "parse_skip",
+    "substitute",
+    "subnets",
+    "used_parameters",
 ]

@@ -40,7 +40,10 @@ def format_table(rows: list[dict], columns: Sequence[tuple[str, str, str]]) -> s
     for row in rows:
         cells.append(["-" if row.get(k) is None else format(row[k], f) for k, _, f in columns])
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines = [
+        "  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

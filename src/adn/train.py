@@ -29,8 +29,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
 from . import data as adn_data
-from .checkpoint import (checkpoint_arg, load_checkpoint, load_model_state, load_state_dict_compat, load_weights,
-                         peek_checkpoint_arg, save_checkpoint, save_weights)
+from .checkpoint import (
+    checkpoint_arg,
+    load_checkpoint,
+    load_model_state,
+    load_state_dict_compat,
+    load_weights,
+    peek_checkpoint_arg,
+    save_checkpoint,
+    save_weights,
+)
 from .cli import UsageError
 from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import evaluate, train_one_epoch
@@ -41,13 +49,27 @@ from .summary import format_table
 
 #: torchvision reference defaults, used with ``--data-path`` for every flag the user did not set
 REFERENCE_DEFAULTS = dict(
-    batch_size=32, epochs=90, workers=min(16, os.cpu_count() or 1), lr=0.1, weight_decay=1e-4,
-    lr_scheduler="steplr", lr_step_size=30, lr_gamma=0.1, print_freq=10,
+    batch_size=32,
+    epochs=90,
+    workers=min(16, os.cpu_count() or 1),
+    lr=0.1,
+    weight_decay=1e-4,
+    lr_scheduler="steplr",
+    lr_step_size=30,
+    lr_gamma=0.1,
+    print_freq=10,
 )
 #: built-in dataset preset (no ``--data-path``): trains ResNet-20-ADN in about a minute on 2 CPU cores
 BUILTIN_PRESET = dict(
-    batch_size=64, epochs=15, workers=0, lr=0.2, weight_decay=5e-4, lr_scheduler="cosineannealinglr",
-    lr_step_size=5, lr_gamma=0.1, print_freq=10,
+    batch_size=64,
+    epochs=15,
+    workers=0,
+    lr=0.2,
+    weight_decay=5e-4,
+    lr_scheduler="cosineannealinglr",
+    lr_step_size=5,
+    lr_gamma=0.1,
+    print_freq=10,
 )
 DEFAULT_MODEL = "resnet20"
 DEFAULT_KD_TOPK = 500  # the reference's distillation: over the super-net's top-500 classes of each image
@@ -70,10 +92,18 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
     the built-in preset without ``--data-path``, the torchvision reference's values with it."""
     p = _Parser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default=None, help=f"model name: {', '.join(list_models())} (default: the one "
-                   f"the --resume/--weights checkpoint was trained as, else {DEFAULT_MODEL})")
-    g.add_argument("--data-path", default=None, help="folder with train/ and val/ ImageFolder trees; "
-                   "omitted: the built-in dataset (8x8 handwritten digits bundled with scikit-learn)")
+    g.add_argument(
+        "--model",
+        default=None,
+        help=f"model name: {', '.join(list_models())} (default: the one "
+        f"the --resume/--weights checkpoint was trained as, else {DEFAULT_MODEL})",
+    )
+    g.add_argument(
+        "--data-path",
+        default=None,
+        help="folder with train/ and val/ ImageFolder trees; "
+        "omitted: the built-in dataset (8x8 handwritten digits bundled with scikit-learn)",
+    )
     g.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     g.add_argument("-b", "--batch-size", type=int, default=None, help="images per process and step (64 built-in / 32)")
     g.add_argument("--epochs", type=int, default=None, help="total epochs (15 built-in / 90)")
@@ -90,20 +120,44 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
     g.add_argument("--cutmix-alpha", type=float, default=0.0)
     g.add_argument("--ra-sampler", action="store_true", help="repeated-augmentation sampler")
     g.add_argument("--ra-reps", type=int, default=3, help="repetitions of the repeated-augmentation sampler")
-    g.add_argument("--train-subset", type=int, default=None, metavar="N", help="train on the first N images only (tests, smoke runs)")
+    g.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on the first N images only (tests, smoke runs)",
+    )
     g.add_argument("--val-subset", type=int, default=None, metavar="N", help="evaluate on the first N images only")
-    g.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop each epoch after N steps (tests, benchmarks)")
-    g.add_argument("--bad-images", default="stop", choices=adn_data.BAD_IMAGE_POLICIES,
-                   help="an unreadable/corrupt image file: stop with its name, or skip it (reported on stderr)")
+    g.add_argument(
+        "--max-steps", type=int, default=None, metavar="N", help="stop each epoch after N steps (tests, benchmarks)"
+    )
+    g.add_argument(
+        "--bad-images",
+        default="stop",
+        choices=adn_data.BAD_IMAGE_POLICIES,
+        help="an unreadable/corrupt image file: stop with its name, or skip it (reported on stderr)",
+    )
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--opt", default="sgd", choices=OPTIMIZERS)
     g.add_argument("--lr", type=float, default=None, help="learning rate (0.2 built-in / 0.1)")
     g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=None, help="weight decay (5e-4 built-in / 1e-4)")
+    g.add_argument(
+        "--wd",
+        "--weight-decay",
+        dest="weight_decay",
+        type=float,
+        default=None,
+        help="weight decay (5e-4 built-in / 1e-4)",
+    )
     g.add_argument("--norm-weight-decay", type=float, default=None, help="weight decay of norm layers (default: --wd)")
     g.add_argument("--bias-weight-decay", type=float, default=None, help="weight decay of biases (default: --wd)")
-    g.add_argument("--transformer-embedding-decay", type=float, default=None, help="weight decay of position embeddings/class tokens (default: --wd)")
+    g.add_argument(
+        "--transformer-embedding-decay",
+        type=float,
+        default=None,
+        help="weight decay of position embeddings/class tokens (default: --wd)",
+    )
     g.add_argument("--label-smoothing", type=float, default=0.0)
     g.add_argument("--lr-scheduler", default=None, choices=SCHEDULERS, help="(cosineannealinglr built-in / steplr)")
     g.add_argument("--lr-warmup-epochs", type=int, default=0)
@@ -111,41 +165,76 @@ def get_args_parser(prog: str = "adn train", test_only: bool = False) -> argpars
     g.add_argument("--lr-warmup-decay", type=float, default=0.01)
     g.add_argument("--lr-step-size", type=int, default=None, help="steplr: epochs between decays (30)")
     g.add_argument("--lr-multi-steps", type=int, nargs="+", default=None, help="multisteplr: milestone epochs")
-    g.add_argument("--lr-gamma", type=float, default=None, help="decay factor of steplr/multisteplr/exponentiallr (0.1)")
+    g.add_argument(
+        "--lr-gamma", type=float, default=None, help="decay factor of steplr/multisteplr/exponentiallr (0.1)"
+    )
     g.add_argument("--lr-min", type=float, default=0.0, help="cosineannealinglr's final learning rate")
     g.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm to this value")
     g.add_argument("--amp", action="store_true", help="mixed precision: fp16 + GradScaler on CUDA, bf16 on CPU")
     g.add_argument("--sync-bn", action="store_true", help="synchronised batch norm across processes (CUDA)")
-    g.add_argument("--model-ema", action="store_true", help="keep an exponential moving average of the weights "
-                   "(evaluated after each epoch; with --test-only, evaluate the EMA weights)")
+    g.add_argument(
+        "--model-ema",
+        action="store_true",
+        help="keep an exponential moving average of the weights "
+        "(evaluated after each epoch; with --test-only, evaluate the EMA weights)",
+    )
     g.add_argument("--model-ema-steps", type=int, default=32, help="steps between EMA updates")
     g.add_argument("--model-ema-decay", type=float, default=0.99998, help="EMA decay per image-epoch (torchvision)")
     g.add_argument("--use-deterministic-algorithms", action="store_true")
     g.add_argument("--seed", type=int, default=0, help="random seed (model init, data order, augmentation)")
 
     g = p.add_argument_group("self-distillation")
-    g.add_argument("--subpath-alpha", type=float, default=0.5, help="alpha: weight of the super-net's CE; "
-                   "the base-net's distillation loss gets 1 - alpha")
+    g.add_argument(
+        "--subpath-alpha",
+        type=float,
+        default=0.5,
+        help="alpha: weight of the super-net's CE; the base-net's distillation loss gets 1 - alpha",
+    )
     g.add_argument("--subpath-temp", type=float, default=1.0, help="distillation temperature T")
-    g.add_argument("--kd-topk", type=int, default=None, help="distil over the super-net's top-k classes of each "
-                   "image (default: min(500, classes), the reference's: top-500 on ImageNet, all classes below 500)")
+    g.add_argument(
+        "--kd-topk",
+        type=int,
+        default=None,
+        help="distil over the super-net's top-k classes of each "
+        "image (default: min(500, classes), the reference's: top-500 on ImageNet, all classes below 500)",
+    )
 
     g = p.add_argument_group("checkpoints and output")
-    g.add_argument("--output-dir", default=None, help="where checkpoints and metrics.jsonl go (default: "
-                   "output/<model>, or output/<model>-2, -3 ... when that holds an earlier run)")
-    g.add_argument("--resume", default=None, help="checkpoint to continue from (or to evaluate with --test-only); "
-                   "'auto': <output-dir>/checkpoint.pth if it exists (implied after a torchrun elastic restart)")
-    g.add_argument("--weights", default=None, help="initial weights: a state dict (.pth or .safetensors), "
-                   "checkpoint or published ADN file")
-    g.add_argument("--unsafe-pickle", action="store_true", help="allow checkpoints holding arbitrary pickled "
-                   "objects (legacy files); they can run code when loaded: only for files you trust")
+    g.add_argument(
+        "--output-dir",
+        default=None,
+        help="where checkpoints and metrics.jsonl go (default: "
+        "output/<model>, or output/<model>-2, -3 ... when that holds an earlier run)",
+    )
+    g.add_argument(
+        "--resume",
+        default=None,
+        help="checkpoint to continue from (or to evaluate with --test-only); "
+        "'auto': <output-dir>/checkpoint.pth if it exists (implied after a torchrun elastic restart)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        help="initial weights: a state dict (.pth or .safetensors), checkpoint or published ADN file",
+    )
+    g.add_argument(
+        "--unsafe-pickle",
+        action="store_true",
+        help="allow checkpoints holding arbitrary pickled "
+        "objects (legacy files); they can run code when loaded: only for files you trust",
+    )
     g.add_argument("--start-epoch", type=int, default=0, metavar="N")
     g.add_argument("--print-freq", type=int, default=None, help="steps between progress lines (no terminal)")
 
     g = p.add_argument_group("evaluation")
     g.add_argument("--test-only", action="store_true", default=test_only, help="only evaluate (what `adn eval` does)")
-    g.add_argument("--skip-cfg", nargs="+", default=None, metavar="BOOL",
-                   help="sub-network to evaluate, one True/False per stage (True = skip), or e.g. TTFF")
+    g.add_argument(
+        "--skip-cfg",
+        nargs="+",
+        default=None,
+        metavar="BOOL",
+        help="sub-network to evaluate, one True/False per stage (True = skip), or e.g. TTFF",
+    )
     g.add_argument("--all-subnets", action="store_true", help="evaluate every sub-network (table)")
     g.add_argument("--format", default="table", choices=("table", "csv", "json"), help="--all-subnets output format")
     g.add_argument("--output", default=None, metavar="FILE", help="also write the evaluation result to FILE")
@@ -205,8 +294,11 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
             if value:
                 bad(f"{flag} is a training augmentation; drop it with --test-only / adn eval")
     else:
-        for flag, value in (("--skip-cfg", args.skip_cfg), ("--all-subnets", args.all_subnets or None),
-                            ("--output", args.output)):
+        for flag, value in (
+            ("--skip-cfg", args.skip_cfg),
+            ("--all-subnets", args.all_subnets or None),
+            ("--output", args.output),
+        ):
             if value is not None:
                 bad(f"{flag} applies to evaluation only: use `adn eval` or add --test-only")
         if args.format != "table":
@@ -214,15 +306,19 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.resume is not None and args.weights is not None:
         bad("--resume and --weights both load the model; give one of them")
     if args.resume is not None and args.start_epoch and not args.test_only:
-        bad("--resume continues at the checkpoint's epoch; drop --start-epoch (or drop --resume and start from "
-            "--weights at --start-epoch)")
+        bad(
+            "--resume continues at the checkpoint's epoch; drop --start-epoch (or drop --resume and start from "
+            "--weights at --start-epoch)"
+        )
     if args.resume == "auto":
         auto = Path(args.output_dir) / "checkpoint.pth"
         args.resume = str(auto) if auto.is_file() else None
     elif not args.test_only and args.resume is None and (Path(args.output_dir) / "checkpoint.pth").exists():
         # a fresh run would overwrite the earlier run's checkpoints after its first epoch
-        bad(f"{args.output_dir} already holds checkpoint.pth of an earlier run; continue it with --resume auto, "
-            "or choose another --output-dir (or delete the old one)")
+        bad(
+            f"{args.output_dir} already holds checkpoint.pth of an earlier run; continue it with --resume auto, "
+            "or choose another --output-dir (or delete the old one)"
+        )
     if not 0.0 <= args.subpath_alpha <= 1.0:
         bad(f"--subpath-alpha must be in [0, 1], got {args.subpath_alpha}")
     if args.subpath_temp <= 0:
@@ -279,11 +375,17 @@ def set_weight_decay(model: nn.Module, args: argparse.Namespace) -> list[dict]:
 def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
     params = set_weight_decay(model, args)
     if args.opt.startswith("sgd"):
-        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                               nesterov=args.opt == "sgd_nesterov")
+        return torch.optim.SGD(
+            params,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            nesterov=args.opt == "sgd_nesterov",
+        )
     if args.opt == "rmsprop":
-        return torch.optim.RMSprop(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                                   eps=0.0316, alpha=0.9)
+        return torch.optim.RMSprop(
+            params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, eps=0.0316, alpha=0.9
+        )
     return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
@@ -360,8 +462,11 @@ def _log(*values) -> None:
 
 # -------------------------------------------------------------------------------------- sub-network table
 SUBNET_COLUMNS = [
-    ("skip", "skip", "s"), ("gflops", "GFLOPs", ".4f"), ("params_m", "params(M)", ".3f"),
-    ("acc1", "Acc@1", ".2f"), ("acc5", "Acc@5", ".2f"),
+    ("skip", "skip", "s"),
+    ("gflops", "GFLOPs", ".4f"),
+    ("params_m", "params(M)", ".3f"),
+    ("acc1", "Acc@1", ".2f"),
+    ("acc5", "Acc@5", ".2f"),
 ]
 
 
@@ -370,8 +475,15 @@ def evaluate_subnets(model: nn.Module, net: nn.Module, loader, device, resolutio
     rows = []
     for skip in subnets(net):
         metrics = evaluate(model, loader, device, skip=skip, print_freq=print_freq, log_suffix=format_skip(skip))
-        rows.append({"skip": format_skip(skip), "gflops": count_flops(net, skip, resolution) / 1e9,
-                     "params_m": count_params(net, skip) / 1e6, "acc1": metrics["acc1"], "acc5": metrics["acc5"]})
+        rows.append(
+            {
+                "skip": format_skip(skip),
+                "gflops": count_flops(net, skip, resolution) / 1e9,
+                "params_m": count_params(net, skip) / 1e6,
+                "acc1": metrics["acc1"],
+                "acc5": metrics["acc5"],
+            }
+        )
     return rows
 
 
@@ -419,36 +531,68 @@ def _run(args: argparse.Namespace) -> int:
 
     # ---- data
     train_set, val_set, num_classes = adn_data.build_datasets(
-        args.data_path, image_size=image_size, train_crop_size=args.train_crop_size,
-        val_resize_size=args.val_resize_size, val_crop_size=args.val_crop_size, interpolation=args.interpolation,
-        auto_augment=args.auto_augment, ra_magnitude=args.ra_magnitude, augmix_severity=args.augmix_severity,
-        random_erase=args.random_erase, bad_images=args.bad_images)
+        args.data_path,
+        image_size=image_size,
+        train_crop_size=args.train_crop_size,
+        val_resize_size=args.val_resize_size,
+        val_crop_size=args.val_crop_size,
+        interpolation=args.interpolation,
+        auto_augment=args.auto_augment,
+        ra_magnitude=args.ra_magnitude,
+        augmix_severity=args.augmix_severity,
+        random_erase=args.random_erase,
+        bad_images=args.bad_images,
+    )
     train_set, val_set = _subset(train_set, args.train_subset), _subset(val_set, args.val_subset)
     if args.kd_topk is not None and args.kd_topk > num_classes:
-        raise UsageError(f"--kd-topk {args.kd_topk} is more than the {num_classes} classes of the data; "
-                         f"use at most {num_classes} (or omit it: min(500, classes))")
+        raise UsageError(
+            f"--kd-topk {args.kd_topk} is more than the {num_classes} classes of the data; "
+            f"use at most {num_classes} (or omit it: min(500, classes))"
+        )
     if args.kd_topk is None:  # the reference distils over the super-net's top-500 classes
         args.kd_topk = min(DEFAULT_KD_TOPK, num_classes)
     train_sampler, val_sampler = adn_data.build_samplers(
-        train_set, val_set, distributed=args.distributed, ra_sampler=args.ra_sampler, ra_reps=args.ra_reps,
-        seed=args.seed)
+        train_set,
+        val_set,
+        distributed=args.distributed,
+        ra_sampler=args.ra_sampler,
+        ra_reps=args.ra_reps,
+        seed=args.seed,
+    )
     # each sample's augmentation is seeded by its (seed, epoch, rank, position): reproducible after any restart
     train_sampler = adn_data.ResumableSampler(train_sampler, seed=args.seed, rank=get_rank())
     train_set = adn_data.SeededDataset(train_set)
     collate = adn_data.mixup_cutmix_collate(num_classes, args.mixup_alpha, args.cutmix_alpha)
     pin = device.type == "cuda"
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=train_sampler, num_workers=args.workers,
-                              pin_memory=pin, collate_fn=collate, drop_last=len(train_set) >= 2 * args.batch_size,
-                              persistent_workers=args.workers > 0, worker_init_fn=_ignore_stop_signals)
-    val_loader = DataLoader(val_set, batch_size=args.batch_size, sampler=val_sampler, num_workers=args.workers,
-                            pin_memory=pin, persistent_workers=args.workers > 0)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=args.batch_size,
+        sampler=train_sampler,
+        num_workers=args.workers,
+        pin_memory=pin,
+        collate_fn=collate,
+        drop_last=len(train_set) >= 2 * args.batch_size,
+        persistent_workers=args.workers > 0,
+        worker_init_fn=_ignore_stop_signals,
+    )
+    val_loader = DataLoader(
+        val_set,
+        batch_size=args.batch_size,
+        sampler=val_sampler,
+        num_workers=args.workers,
+        pin_memory=pin,
+        persistent_workers=args.workers > 0,
+    )
     source = args.data_path or adn_data.BUILTIN_NAME
     _log(f"data: {source}: {len(train_set)} train / {len(val_set)} val images, {num_classes} classes")
     if args.distributed and len(val_set) % args.world_size and is_main_process():
         # DistributedSampler pads every process to the same number of images (as torchvision's reference does)
-        print(f"adn: warning: {len(val_set)} val images do not split evenly over {args.world_size} processes: the "
-              f"per-epoch accuracies count {-len(val_set) % args.world_size} of them twice; `adn eval` on one process "
-              "gives exact numbers", file=sys.stderr)
+        print(
+            f"adn: warning: {len(val_set)} val images do not split evenly over {args.world_size} processes: the "
+            f"per-epoch accuracies count {-len(val_set) % args.world_size} of them twice; `adn eval` on one process "
+            "gives exact numbers",
+            file=sys.stderr,
+        )
 
     # ---- model, optimiser, schedule
     model = create_model(args.model, num_classes=num_classes)
@@ -490,20 +634,29 @@ def _run(args: argparse.Namespace) -> int:
         where = f"epoch {args.start_epoch}" + (f" step {start_step}" if start_step else "")
         _log(f"resumed from {args.resume} at {where}")
     if args.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[args.gpu] if args.gpu is not None else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[args.gpu] if args.gpu is not None else None
+        )
 
     output_dir = Path(args.output_dir)
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
-    _log(f"training {args.model}-ADN ({net.num_stages} stages, {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M "
-         f"params) for {args.epochs} epochs on {args.world_size} x {device.type}; checkpoints and metrics.jsonl -> {output_dir}/")
+    _log(
+        f"training {args.model}-ADN ({net.num_stages} stages, {sum(p.numel() for p in net.parameters()) / 1e6:.2f}M "
+        f"params) for {args.epochs} epochs on {args.world_size} x {device.type}; "
+        f"checkpoints and metrics.jsonl -> {output_dir}/"
+    )
 
     def make_checkpoint(epoch: int, position: dict | None = None) -> dict:
         return {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "lr_scheduler": lr_scheduler.state_dict(), "epoch": epoch, "args": vars(args).copy(),
+            "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_scheduler.state_dict(),
+            "epoch": epoch,
+            "args": vars(args).copy(),
             "model_ema": model_ema.state_dict() if model_ema is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None, "rng": _rng_state(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": _rng_state(),
             "position": position,
         }
 
@@ -520,9 +673,19 @@ def _run(args: argparse.Namespace) -> int:
                     _set_rng_state(resume_rng)
             lr = optimizer.param_groups[0]["lr"]
             try:
-                stats = train_one_epoch(model, criterion, optimizer, train_loader, device, epoch, args, model_ema,
-                                        scaler, start_step=start_step if epoch == args.start_epoch else 0,
-                                        should_stop=stop.requested)
+                stats = train_one_epoch(
+                    model,
+                    criterion,
+                    optimizer,
+                    train_loader,
+                    device,
+                    epoch,
+                    args,
+                    model_ema,
+                    scaler,
+                    start_step=start_step if epoch == args.start_epoch else 0,
+                    should_stop=stop.requested,
+                )
             except FloatingPointError as exc:
                 last = output_dir / "checkpoint.pth"
                 kept = f"; the last good checkpoint {last} is unchanged (--resume it)" if last.is_file() else ""
@@ -530,8 +693,9 @@ def _run(args: argparse.Namespace) -> int:
             next_step, interrupted = int(stats.pop("next_step")), stats.pop("interrupted")
             if interrupted and next_step < steps_per_epoch:
                 if is_main_process():  # epoch - 1: the last complete epoch, as in the reference layout
-                    save_checkpoint(make_checkpoint(epoch - 1, {"epoch": epoch, "step": next_step}),
-                                    output_dir / "checkpoint.pth")
+                    save_checkpoint(
+                        make_checkpoint(epoch - 1, {"epoch": epoch, "step": next_step}), output_dir / "checkpoint.pth"
+                    )
                 return stop.exit(f"at epoch {epoch} step {next_step}", output_dir / "checkpoint.pth")
             lr_scheduler.step()
             record = {"epoch": epoch, "lr": lr, **{f"train_{k}": v for k, v in stats.items()}}
@@ -539,12 +703,17 @@ def _run(args: argparse.Namespace) -> int:
                 m = evaluate(model, val_loader, device, skip=skip, print_freq=args.print_freq, log_suffix=name)
                 record.update({f"{name}_acc1": m["acc1"], f"{name}_acc5": m["acc5"], f"{name}_loss": m["loss"]})
                 if model_ema is not None:
-                    m = evaluate(model_ema, val_loader, device, skip=skip, print_freq=args.print_freq, log_suffix=f"EMA {name}")
+                    m = evaluate(
+                        model_ema, val_loader, device, skip=skip, print_freq=args.print_freq, log_suffix=f"EMA {name}"
+                    )
                     record.update({f"ema_{name}_acc1": m["acc1"], f"ema_{name}_acc5": m["acc5"]})
             record["time_s"] = time.time() - start_time
-            _log(f"epoch {epoch}: loss {stats['loss']:.4f} (super {stats['loss_super']:.4f}, base {stats['loss_base']:.4f})  "
-                 f"super-net Acc@1 {record['super_acc1']:.2f}  base-net Acc@1 {record['base_acc1']:.2f}  "
-                 f"{stats['images_per_s']:.0f} img/s")
+            _log(
+                f"epoch {epoch}: loss {stats['loss']:.4f} "
+                f"(super {stats['loss_super']:.4f}, base {stats['loss_base']:.4f})  "
+                f"super-net Acc@1 {record['super_acc1']:.2f}  base-net Acc@1 {record['base_acc1']:.2f}  "
+                f"{stats['images_per_s']:.0f} img/s"
+            )
             if is_main_process():
                 checkpoint = make_checkpoint(epoch)
                 save_checkpoint(checkpoint, output_dir / f"model_{epoch}.pth")
@@ -560,9 +729,11 @@ def _run(args: argparse.Namespace) -> int:
     if is_main_process():  # the final (EMA) weights alone, pickle-free: adn eval --weights .../model.safetensors
         save_weights(model_ema.module if model_ema is not None else net, output_dir / "model.safetensors")
     rows = evaluate_subnets(final, net, val_loader, device, args.val_crop_size or image_size, _QUIET)
-    _log(f"\nsub-networks of {args.model}-ADN{' (EMA weights)' if model_ema is not None else ''} "
-         f"on {'the built-in val split' if args.data_path is None else args.data_path + '/val'} "
-         f"(GFLOPs = MACs at {args.val_crop_size or image_size}px):")
+    _log(
+        f"\nsub-networks of {args.model}-ADN{' (EMA weights)' if model_ema is not None else ''} "
+        f"on {'the built-in val split' if args.data_path is None else args.data_path + '/val'} "
+        f"(GFLOPs = MACs at {args.val_crop_size or image_size}px):"
+    )
     _log(format_table(rows, SUBNET_COLUMNS))
     _log(f"\nevaluate again: adn eval --model {args.model} --resume {output_dir / 'checkpoint.pth'} --all-subnets")
     return 0
@@ -584,8 +755,12 @@ class _StopRequest:
             raise KeyboardInterrupt
         self.signum = signum
         if is_main_process():
-            print(f"adn: {signal.Signals(signum).name} received: stopping after this step "
-                  "(saving a checkpoint; Ctrl-C again to abort now)", file=sys.stderr, flush=True)
+            print(
+                f"adn: {signal.Signals(signum).name} received: stopping after this step "
+                "(saving a checkpoint; Ctrl-C again to abort now)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @contextlib.contextmanager
     def installed(self):
@@ -602,8 +777,12 @@ class _StopRequest:
     def exit(self, where: str, path: Path) -> int:
         assert self.signum is not None
         if is_main_process():
-            print(f"adn: {signal.Signals(self.signum).name}: stopped {where}; checkpoint saved to {path}; "
-                  f"continue with --resume {path}", file=sys.stderr, flush=True)
+            print(
+                f"adn: {signal.Signals(self.signum).name}: stopped {where}; checkpoint saved to {path}; "
+                f"continue with --resume {path}",
+                file=sys.stderr,
+                flush=True,
+            )
         return 128 + self.signum
 
 
@@ -619,15 +798,22 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 def _require(checkpoint, keys: Sequence[str], path: str) -> None:
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in keys):
-        raise ValueError(f"{path} is not a training checkpoint (needs {', '.join(keys)}); "
-                         "use --weights to start from a weights file")
+        raise ValueError(
+            f"{path} is not a training checkpoint (needs {', '.join(keys)}); use --weights to start from a weights file"
+        )
 
 
 def _evaluate_only(args: argparse.Namespace, device: torch.device, image_size: int) -> int:
     loader, num_classes = adn_data.build_eval_loader(
-        args.data_path, image_size=image_size, batch_size=args.batch_size, workers=args.workers,
-        val_resize_size=args.val_resize_size, val_crop_size=args.val_crop_size, interpolation=args.interpolation,
-        bad_images=args.bad_images)
+        args.data_path,
+        image_size=image_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        val_resize_size=args.val_resize_size,
+        val_crop_size=args.val_crop_size,
+        interpolation=args.interpolation,
+        bad_images=args.bad_images,
+    )
     if args.val_subset is not None or args.distributed:
         dataset = _subset(loader.dataset, args.val_subset)
         sampler = None
@@ -657,12 +843,21 @@ def _evaluate_only(args: argparse.Namespace, device: torch.device, image_size: i
     else:
         skip = parse_skip(None if args.skip_cfg is None else " ".join(args.skip_cfg), model.num_stages)
         m = evaluate(model, loader, device, skip=skip, print_freq=args.print_freq, log_suffix=format_skip(skip))
-        rows = [{"skip": format_skip(skip), "gflops": count_flops(model, skip, resolution) / 1e9,
-                 "params_m": count_params(model, skip) / 1e6, "acc1": m["acc1"], "acc5": m["acc5"]}]
+        rows = [
+            {
+                "skip": format_skip(skip),
+                "gflops": count_flops(model, skip, resolution) / 1e9,
+                "params_m": count_params(model, skip) / 1e6,
+                "acc1": m["acc1"],
+                "acc5": m["acc5"],
+            }
+        ]
         text = format_rows(rows, args.format)
         if args.format == "table":
-            text = (f"{what}, sub-network {rows[0]['skip']}: Acc@1 {m['acc1']:.3f}  Acc@5 {m['acc5']:.3f}  "
-                    f"({rows[0]['gflops']:.4f} GFLOPs, {rows[0]['params_m']:.3f}M params, {int(m['images'])} images)")
+            text = (
+                f"{what}, sub-network {rows[0]['skip']}: Acc@1 {m['acc1']:.3f}  Acc@5 {m['acc5']:.3f}  "
+                f"({rows[0]['gflops']:.4f} GFLOPs, {rows[0]['params_m']:.3f}M params, {int(m['images'])} images)"
+            )
         _log(text)
     if args.output and is_main_process():
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,15 @@ from ..registry import register_model
 from ..skip import AdaptiveDepthNet
 
 #: torchvision's setting: expansion t, channels c, blocks n, stride s of each inverted-residual row
-DEFAULT_SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+DEFAULT_SETTING = [
+    [1, 16, 1, 1],
+    [6, 24, 2, 2],
+    [6, 32, 3, 2],
+    [6, 64, 4, 2],
+    [6, 96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
+]
 
 
 class MobileNetV2(AdaptiveDepthNet, tv.MobileNetV2):

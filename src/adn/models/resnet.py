@@ -7,8 +7,6 @@ channels, 32x32 input) that train on a CPU in minutes.
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
@@ -16,7 +14,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 from ..registry import register_model
 from ..skip import AdaptiveDepthNet
 
-Block = type[Union[BasicBlock, Bottleneck]]
+Block = type[BasicBlock | Bottleneck]
 
 
 class ResNet(AdaptiveDepthNet):
@@ -42,7 +40,7 @@ class ResNet(AdaptiveDepthNet):
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.stage_names = names = []
-        for i, (n, width) in enumerate(zip(layers, widths)):
+        for i, (n, width) in enumerate(zip(layers, widths, strict=False)):
             names.append(f"layer{i + 1}")
             setattr(self, names[-1], self._make_layer(block, width, n, stride=1 if i == 0 else 2))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))

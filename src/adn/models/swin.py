@@ -44,8 +44,11 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
             return dict(state_dict)
         out = {}
         for key, value in state_dict.items():
-            key = re.sub(r"^pre\.", "features.0.", key) if key.startswith("pre.") else \
-                re.sub(r"^features\.(\d+)\.", lambda m: f"features.{int(m[1]) + 1}.", key)
+            key = (
+                re.sub(r"^pre\.", "features.0.", key)
+                if key.startswith("pre.")
+                else re.sub(r"^features\.(\d+)\.", lambda m: f"features.{int(m[1]) + 1}.", key)
+            )
             out[key] = value
         return out
 

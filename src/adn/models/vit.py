@@ -37,7 +37,6 @@ class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
         self.set_stages([layers[i : i + per_stage] for i in range(0, num_layers, per_stage)])
 
 
-
 @register_model(
     input_size=224,
     published={
