@@ -9,7 +9,7 @@ Same options as ``adn train`` (``python train_adn.py --help``).
 import sys
 
 from adn.cli import run_command
-from adn.train import main
+from adn.cli.train import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -10,7 +10,8 @@ import torch
 
 import adn
 from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from adn.engine import self_distillation_loss, train_one_epoch
+from adn.engine import StepOptions, train_one_epoch
+from adn.losses import SelfDistillation, distillation_loss
 from helpers import ROOT, run
 
 
@@ -32,7 +33,7 @@ def test_distillation_loss_matches_hand_computation(temperature):
         * sum(_kl(_softmax(t, temperature), _softmax(s, temperature)) for t, s in zip(teacher, student, strict=False))
         / 2
     )
-    got = self_distillation_loss(torch.tensor(teacher), torch.tensor(student), temperature)
+    got = distillation_loss(torch.tensor(teacher), torch.tensor(student), temperature)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -48,32 +49,20 @@ def test_distillation_loss_top_k_restricts_to_teacher_classes():
         )
         / 2
     )
-    got = self_distillation_loss(torch.tensor(teacher), torch.tensor(student), 2.0, topk=2)
+    got = distillation_loss(torch.tensor(teacher), torch.tensor(student), 2.0, topk=2)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_distillation_loss_is_zero_for_equal_logits_and_gives_no_teacher_gradient():
     teacher = torch.randn(4, 5, requires_grad=True)
     student = teacher.detach().clone().requires_grad_()
-    loss = self_distillation_loss(teacher, student)
+    loss = distillation_loss(teacher, student)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
     (loss + (student * 0).sum()).backward()
     assert teacher.grad is None
 
 
-def _args(**kw):
-    base = dict(
-        subpath_alpha=0.5,
-        subpath_temp=1.0,
-        kd_topk=None,
-        amp=False,
-        clip_grad_norm=None,
-        model_ema_steps=1,
-        lr_warmup_epochs=0,
-        print_freq=100,
-        max_steps=None,
-    )
-    return argparse.Namespace(**{**base, **kw})
+CE = torch.nn.CrossEntropyLoss()
 
 
 def test_one_step_trains_main_norms_twins_and_skippable_blocks():
@@ -82,18 +71,18 @@ def test_one_step_trains_main_norms_twins_and_skippable_blocks():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = [(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))]
-    stats = train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, batch, "cpu", 0, _args(clip_grad_norm=1.0))
+    stats = train_one_epoch(model, SelfDistillation(), CE, opt, batch, "cpu", 0, StepOptions(clip_grad_norm=1.0))
     after = model.state_dict()
     changed = lambda k: not torch.equal(before[k], after[k])  # noqa: E731
     assert changed("layer1.0.bn1.weight")  # main norm: super-net's CE
     assert changed("layer1.0.bn1.skip_norm.weight")  # twin: base-net's distillation
     assert changed("layer1.2.conv1.weight")  # skippable block: super-net only
     assert changed("layer1.0.bn1.skip_norm.running_mean")  # twin statistics follow the base-net pass
-    assert stats["loss_base"] > 0 and stats["loss_super"] > 0
+    assert stats.loss_base > 0 and stats.loss_super > 0 and stats.loss == stats.loss_super + stats.loss_base
 
 
 def test_amp_ema_and_top_k_step_runs_on_cpu():
-    from adn.train import build_ema
+    from adn.optim import build_ema
 
     torch.manual_seed(0)
     model = adn.create_model("resnet20", num_classes=10)
@@ -102,7 +91,8 @@ def test_amp_ema_and_top_k_step_runs_on_cpu():
     )
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))] * 2
-    train_one_epoch(model, torch.nn.CrossEntropyLoss(), opt, batch, "cpu", 0, _args(amp=True, kd_topk=3), ema)
+    options = StepOptions(amp=True, ema_every=1)
+    train_one_epoch(model, SelfDistillation(topk=3), CE, opt, batch, "cpu", 0, options, ema)
     assert ema.n_averaged.item() == 2
     assert not torch.equal(ema.module.fc.weight, model.fc.weight)
 
@@ -150,7 +140,7 @@ TINY = [
 
 
 def test_resume_continues_exactly(tmp_path, capsys):
-    from adn.train import main
+    from adn.cli.train import main
 
     assert main([*TINY, "--epochs", "2", "--output-dir", str(tmp_path / "a")]) == 0
     assert main([*TINY, "--epochs", "1", "--output-dir", str(tmp_path / "b")]) == 0
@@ -182,21 +172,22 @@ _DDP_WORKER = textwrap.dedent("""
     import torch, torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     import adn
-    from adn.engine import train_one_epoch
+    from adn.engine import StepOptions, train_one_epoch
+    from adn.losses import SelfDistillation
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
     model = adn.create_model("resnet20", num_classes=10)
     replicas = [copy.deepcopy(model) for _ in range(2)]
-    args = argparse.Namespace(subpath_alpha=0.5, subpath_temp=2.0, kd_topk=None, amp=False, clip_grad_norm=None,
-                              model_ema_steps=1, lr_warmup_epochs=0, print_freq=100, max_steps=None)
+    distill, options = SelfDistillation(temperature=2.0, topk=None), StepOptions(print_freq=100)
+    ce = torch.nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(1)
     batches = [(torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
     ddp = DDP(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    train_one_epoch(ddp, torch.nn.CrossEntropyLoss(), opt, [(x[4 * rank:4 * rank + 4], y[4 * rank:4 * rank + 4])
-                    for x, y in batches], "cpu", 0, args)
+    train_one_epoch(ddp, distill, ce, opt, [(x[4 * rank:4 * rank + 4], y[4 * rank:4 * rank + 4])
+                    for x, y in batches], "cpu", 0, options)
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(2)]
     dist.all_gather(gathered, flat)
@@ -207,8 +198,8 @@ _DDP_WORKER = textwrap.dedent("""
             grads = []
             for k, rep in enumerate(replicas):
                 rep.zero_grad()
-                train_one_epoch(rep, torch.nn.CrossEntropyLoss(), torch.optim.SGD(rep.parameters(), lr=0.0),
-                                [(x[4 * k:4 * k + 4], y[4 * k:4 * k + 4])], "cpu", 0, args)
+                train_one_epoch(rep, distill, ce, torch.optim.SGD(rep.parameters(), lr=0.0),
+                                [(x[4 * k:4 * k + 4], y[4 * k:4 * k + 4])], "cpu", 0, options)
                 grads.append([p.grad.clone() for p in rep.parameters()])
             with torch.no_grad():
                 for rep in replicas:

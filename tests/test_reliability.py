@@ -18,7 +18,7 @@ from PIL import Image
 import adn
 from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from adn.cli import main as cli_main
-from adn.train import default_output_dir
+from adn.cli.train import default_output_dir
 from helpers import ADN, ROOT, child_env, run
 
 TINY = ["--train-subset", "32", "--val-subset", "16", "-b", "16", "--epochs", "1", "--print-freq", "100"]
@@ -94,16 +94,15 @@ MATRIX = [
     ("train --weights {F}/legacy.pth", "pass --unsafe-pickle", 2),
     (
         "train --model resnet20 --resume {F}/resnet56_run.pth",
-        "unexpected 306 keys (e.g. layer1.2.bn1.skip_norm.weight, "
-        "layer1.2.bn1.skip_norm.bias, layer1.2.bn1.skip_norm.running_mean); it is a resnet56 checkpoint: pass --model "
-        "resnet56",
+        "--model resnet20 differs from the resumed run's resnet56; a resumed run keeps its arguments",
         2,
     ),
     ("eval --model resnet20 --resume {F}/resnet56_run.pth", "it is a resnet56 checkpoint: pass --model resnet56", 2),
-    ("train --resume {F}/adamw_run.pth", "was trained with --opt adamw; resume it with --opt adamw", 2),
+    ("train --resume {F}/adamw_run.pth --opt sgd", "--opt sgd differs from the resumed run's adamw", 2),
+    ("train --resume {F}/adamw_run.pth", "the optimizer state does not fit", 2),
     ("train --resume {F}/state_dict.pth --start-epoch 1", "drop --start-epoch", 2),
     ("train --all-subnets", "--all-subnets applies to evaluation only", 2),
-    ("eval --weights {F}/good.safetensors --mixup-alpha 0.2", "--mixup-alpha is a training augmentation", 2),
+    ("eval --weights {F}/good.safetensors --mixup-alpha 0.2", "unrecognized arguments: --mixup-alpha 0.2", 2),
     ("eval --resume auto", "--resume auto continues training", 2),
     ("train --kd-topk 50", "--kd-topk 50 is more than the 10 classes", 2),
     ("train --device cuda", "CUDA is not available", 2),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import adn
 from adn.checkpoint import load_checkpoint
 from helpers import ROOT, run
 
@@ -70,7 +71,8 @@ def test_reference_recipe_trains_and_its_eval_command_runs(model, data, tmp_path
     assert f"sub-networks of {model}-ADN" in train.stdout
     ckpt = load_checkpoint(out / "checkpoint.pth")
     assert ckpt["args"]["model"] == model and ckpt["args"]["epochs"] == 1
-    assert list(ckpt["model"].values())[-1].shape == (2,)  # classifier bias: the class count of the folders
+    head = adn.model_info(model).classifier
+    assert ckpt["model"][f"{head}.bias"].shape == (2,)  # the class count of the folders
     assert (ckpt["model_ema"] is not None) == ("--model-ema" in TRAIN[model])
     if model in EVAL:
         result = run(

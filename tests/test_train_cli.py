@@ -135,7 +135,7 @@ def test_bad_flags_give_one_line_errors(argv, message, tmp_path, monkeypatch, ca
 
 
 def test_help_lists_the_seed_flags():
-    from adn.train import get_args_parser
+    from adn.cli.train import get_args_parser
 
     text = get_args_parser().format_help()
     for flag in (

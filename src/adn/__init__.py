@@ -10,8 +10,10 @@ from . import models  # noqa: F401  (registers the architectures)
 from .bench import bench_subnets, select_subnet
 from .calibrate import calibrate, clear_calibration, is_calibrated
 from .checkpoint import load_weights, save_weights
+from .engine import distillation_step, evaluate, train_one_epoch
 from .export import export_subnet
 from .flops import count_flops, count_params
+from .losses import SelfDistillation, distillation_loss
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
 from .skip import (
     AdaptiveDepthNet,
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveDepthNet",
+    "SelfDistillation",
     "ModelInfo",
     "SkipAwareNorm",
     "Stage",
@@ -37,6 +40,9 @@ __all__ = [
     "count_flops",
     "count_params",
     "create_model",
+    "distillation_loss",
+    "distillation_step",
+    "evaluate",
     "export_subnet",
     "format_skip",
     "is_calibrated",
@@ -48,4 +54,5 @@ __all__ = [
     "save_weights",
     "select_subnet",
     "subnets",
+    "train_one_epoch",
 ]

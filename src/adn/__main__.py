@@ -1,8 +1,8 @@
-"""``python -m adn``: the same as the ``adn`` command."""
+"""``python -m adn``: the ``adn`` command line."""
 
 import sys
 
-from adn.cli import main
+from .cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

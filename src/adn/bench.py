@@ -8,7 +8,6 @@ Acc@1/Acc@5 when a data loader is given. :func:`plot_pareto` draws the accuracy/
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -23,7 +22,6 @@ from torch import nn
 
 from .flops import count_flops, count_params
 from .skip import SkipLike, format_skip, parse_skip, subnets
-from .summary import format_table
 
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
@@ -123,6 +121,7 @@ def bench_subnets(
             steps.update()
     steps.close()
     for row, (t1, tb) in zip(rows, times, strict=True):
+        row["samples"] = min(len(t1), len(tb))
         row["latency_ms"], row["latency_p90_ms"] = _median_p90_ms(t1)
         row["batch_latency_ms"], row["batch_latency_p90_ms"] = _median_p90_ms(tb)
         row["throughput"] = batch_size * 1e3 / row["batch_latency_ms"]
@@ -253,76 +252,6 @@ def select_subnet(
     return dict(max(fits, key=lambda r: ((r[metric] if use_metric else 0.0), r["gflops"])))
 
 
-# ----------------------------------------------------------------------------------------------- plotting
-def plot_pareto(
-    rows: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike,
-    title: str = "",
-    metric: str = "acc1",
-    batch_size: int | None = None,
-) -> Path:
-    """Save the trade-off plot as a PNG.
-
-    With accuracy: ``metric`` vs batch-1 latency and vs GFLOPs, Pareto-optimal sub-networks highlighted and
-    labelled. Without: latency (batch 1 and batch N) vs GFLOPs, with the line latency ∝ GFLOPs through the
-    super-net for reference.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    has_acc = all(_has(r, metric) for r in rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=90)
-    if has_acc:
-        panels = [("latency_ms", "latency, batch 1 (ms)"), ("gflops", "GFLOPs (MACs)")]
-        for ax, (cost, label) in zip(axes, panels, strict=False):
-            ax.scatter([r[cost] for r in rows], [r[metric] for r in rows], s=18, c="0.6", label="sub-network")
-            front = pareto_front(rows, cost, metric)
-            ax.plot(
-                [r[cost] for r in front],
-                [r[metric] for r in front],
-                "o-",
-                c="tab:red",
-                ms=6,
-                drawstyle="steps-post",
-                label="Pareto-optimal",
-            )
-            on_front = {r["skip"] for r in front}
-            for r in rows:
-                ax.annotate(
-                    r["skip"],
-                    (r[cost], r[metric]),
-                    textcoords="offset points",
-                    xytext=(4, -10),
-                    fontsize=7 if r["skip"] in on_front else 6,
-                    c="k" if r["skip"] in on_front else "0.5",
-                )
-            ax.set_xlabel(label)
-            ax.set_ylabel(f"{'Acc@1' if metric == 'acc1' else metric} (%)")
-    else:
-        super_net = max(rows, key=lambda r: r["gflops"])
-        panels = zip(axes, ("latency_ms", "batch_latency_ms"), ("batch 1", f"batch {batch_size or 'N'}"), strict=True)
-        for ax, key, label in panels:
-            ax.scatter([r["gflops"] for r in rows], [r[key] for r in rows], s=18, c="tab:blue")
-            for r in rows:
-                ax.annotate(r["skip"], (r["gflops"], r[key]), textcoords="offset points", xytext=(3, 3), fontsize=6)
-            g = np.linspace(0, super_net["gflops"] * 1.05, 2)
-            ax.plot(g, g * super_net[key] / super_net["gflops"], "--", c="0.5", label="latency ∝ GFLOPs")
-            ax.set_xlabel("GFLOPs (MACs)")
-            ax.set_ylabel(f"latency, {label} (ms)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right" if has_acc else "upper left")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------------------------- saving
 def mark_pareto(rows: list[dict[str, Any]], metric: str = "acc1") -> None:
     """Set ``row["pareto"]`` to ``"*"`` on the accuracy-vs-latency front (``""`` elsewhere)."""
@@ -342,150 +271,44 @@ def save_results(rows: list[dict[str, Any]], meta: dict[str, Any], out_dir: Path
     return paths
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     threads = torch.get_num_threads()
     return f"{platform.processor() or platform.machine()} CPU ({threads} thread{'s' * (threads > 1)})"
 
 
-# ------------------------------------------------------------------------------------------------- CLIs
-def main(argv: Sequence[str] | None = None) -> int:
-    from .export import build_model
-    from .registry import model_info
-
-    parser = argparse.ArgumentParser(prog="adn bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="registered model name (adn models)")
-    parser.add_argument("--weights", help="checkpoint or state dict to load (default: random init, no accuracy)")
-    data = parser.add_mutually_exclusive_group()
-    data.add_argument("--data-path", help="ImageFolder root (with a val/ split) to measure Acc@1/Acc@5 on")
-    data.add_argument("--builtin-data", action="store_true", help="measure accuracy on the built-in dataset")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--batch-size", type=int, help="throughput/evaluation batch (default: 8 on CPU, 64 on CUDA)")
-    parser.add_argument("--resolution", type=int, help="input size (default: the model's)")
-    parser.add_argument(
-        "--num-classes", type=int, help="classes (default: the dataset's, else from --weights, else 1000)"
-    )
-    parser.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement (0.3)")
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="repeat the timing sweep over all sub-networks and pool (steadier on a busy machine)",
-    )
-    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading workers (default: 0)")
-    parser.add_argument("--skip-cfgs", nargs="+", help="only these sub-networks, e.g. FFFF TTTT (default: all)")
-    parser.add_argument("--output-dir", default=".", help="where <model>-bench.{csv,json,png} go (default: .)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-
-    info = model_info(args.model)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda given but no CUDA device is available; use --device cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    resolution = info.input_size if args.resolution is None else args.resolution
-    batch_size = (64 if device.type == "cuda" else 8) if args.batch_size is None else args.batch_size
-    for flag, value in (
-        ("--batch-size", batch_size),
-        ("--resolution", resolution),
-        ("--min-run-time", args.min_run_time),
-        ("--rounds", args.rounds),
-    ):
-        if value <= 0:
-            raise ValueError(f"{flag} must be positive, got {value}")
-    out_dir = Path(args.output_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--output-dir {out_dir} is a file; give a directory")
-
-    loader, num_classes = None, args.num_classes
-    if args.data_path or args.builtin_data:
-        from .data import build_eval_loader
-
-        loader, data_classes = build_eval_loader(
-            args.data_path, image_size=resolution, batch_size=batch_size, workers=args.workers
+def timing_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why a bench table's timings should not be trusted, if they should not: too few samples, a wide spread
+    (p90 well above the median), or sub-networks whose latency per GFLOP differs many times over."""
+    problems = []
+    few = [r["skip"] for r in rows if r.get("samples", 99) < 5]
+    if few:
+        problems.append(f"fewer than 5 timing samples for {', '.join(few[:4])} (raise --min-run-time or --rounds)")
+    spread = [r["skip"] for r in rows if r["latency_p90_ms"] > 1.25 * r["latency_ms"]]
+    if spread:
+        problems.append(
+            f"p90 above 1.25 x median for {', '.join(spread[:4])} (a busy machine? set --threads to the "
+            "idle cores, raise --rounds)"
         )
-        if num_classes is not None and num_classes != data_classes:
-            raise ValueError(f"--num-classes {num_classes} but the dataset has {data_classes} classes; drop the flag")
-        num_classes = data_classes
-    model = build_model(args.model, args.weights, num_classes)
-    configs = [parse_skip(c, model.num_stages) for c in args.skip_cfgs] if args.skip_cfgs else None
-
-    rows = bench_subnets(
-        model,
-        resolution=resolution,
-        device=device,
-        batch_size=batch_size,
-        min_run_time=args.min_run_time,
-        rounds=args.rounds,
-        loader=loader,
-        configs=configs,
-        progress=not args.no_progress,
-    )
-    mark_pareto(rows)
-    meta = {
-        "model": args.model,
-        "weights": args.weights,
-        "data": args.data_path or ("builtin" if args.builtin_data else None),
-        "device": str(device),
-        "device_name": _device_name(device),
-        "threads": torch.get_num_threads(),
-        "resolution": resolution,
-        "batch_size": batch_size,
-        "min_run_time": args.min_run_time,
-        "rounds": args.rounds,
-        "torch": torch.__version__,
-    }
-    prefix = f"{args.model}-bench"
-    paths = save_results(rows, meta, out_dir, prefix)
-    paths["png"] = plot_pareto(
-        rows,
-        out_dir / f"{prefix}.png",
-        title=f"{args.model}, {resolution}px, {meta['device_name']}",
-        batch_size=batch_size,
-    )
-    columns = COLUMNS if loader is not None else [c for c in COLUMNS if c[0] not in ("acc1", "acc5", "pareto")]
-    columns = [(k, h.replace("bN", f"b{batch_size}"), f) for k, h, f in columns]
-    print(
-        f"{args.model} at {resolution}x{resolution} on {meta['device_name']}; GFLOPs = MACs per image; "
-        f"latency median and p90 at batch 1 and batch {batch_size}"
-    )
-    print(format_table(rows, columns))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
-
-
-def select_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="adn select", description="pick the most accurate sub-network within a latency/FLOPs budget"
-    )
-    parser.add_argument("--results", required=True, help="JSON file written by 'adn bench'")
-    parser.add_argument("--max-latency-ms", type=float, help="batch-1 median latency budget (ms)")
-    parser.add_argument("--max-gflops", type=float, help="GFLOPs (MACs) budget")
-    parser.add_argument("--metric", default="acc1", choices=("acc1", "acc5"), help="accuracy to maximise (acc1)")
-    args = parser.parse_args(argv)
-    if args.max_latency_ms is None and args.max_gflops is None:
-        parser.error("give --max-latency-ms and/or --max-gflops")
-    row = select_subnet(
-        args.results, max_latency_ms=args.max_latency_ms, max_gflops=args.max_gflops, metric=args.metric
-    )
-    acc = f"{args.metric} {row[args.metric]:.2f}, " if _has(row, args.metric) else "no accuracy measured, "
-    print(
-        f"{row['skip']}  ({acc}{row['latency_ms']:.2f} ms at batch 1, {row['gflops']:.3f} GFLOPs, "
-        f"{row['params_m']:.2f}M params)"
-    )
-    return 0
+    per_gflop = [r["latency_ms"] / r["gflops"] for r in rows if r.get("gflops")]
+    if per_gflop and max(per_gflop) > 3 * min(per_gflop):
+        problems.append(
+            f"latency per GFLOP differs {max(per_gflop) / min(per_gflop):.0f}x between sub-networks "
+            "(load changed during the run? raise --rounds)"
+        )
+    return problems
 
 
 __all__ = [
+    "COLUMNS",
     "bench_subnets",
+    "device_name",
+    "mark_pareto",
+    "save_results",
+    "timing_warnings",
     "load_results",
     "pareto_front",
-    "plot_pareto",
     "select_subnet",
     "switching_cost",
     "time_forward",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import pickle
 import re
@@ -76,6 +77,15 @@ def load_state_dict_compat(model: nn.Module, state_dict: Mapping[str, torch.Tens
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _write_atomically(path: str | os.PathLike, write) -> None:
     """Call ``write(file)`` on a temporary file in ``path``'s directory, flush it to disk, then atomically
     rename it over ``path``: a crash (even SIGKILL) leaves either the old file or the new one, never half of one."""
@@ -86,6 +96,7 @@ def _write_atomically(path: str | os.PathLike, write) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.chmod(f.fileno(), _FILE_MODE)  # mkstemp makes 0600; a checkpoint is an ordinary file
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -106,18 +117,22 @@ def save_checkpoint(obj: object, path: str | os.PathLike) -> None:
     _write_atomically(path, lambda f: torch.save(obj, f))
 
 
-def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+def save_weights(
+    model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike, meta: dict | None = None
+) -> None:
     """Save a model's state dict, atomically: ``*.safetensors`` as safetensors (no pickle, safe to share),
-    anything else with ``torch.save``."""
+    anything else with ``torch.save``. ``meta`` (class names, input size, normalisation ...) goes along: as JSON in
+    the safetensors header, or as ``{"model": state_dict, "meta": meta}``."""
     state_dict = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     if str(path).endswith(SAFETENSORS_SUFFIX):
         from safetensors.torch import save
 
+        metadata = {"format": "pt", **({"adn": json.dumps(meta)} if meta else {})}
         # safetensors refuses tensors that share memory; a state dict's tensors are cloned to be safe
-        data = save({k: v.detach().contiguous().clone() for k, v in state_dict.items()}, metadata={"format": "pt"})
+        data = save({k: v.detach().contiguous().clone() for k, v in state_dict.items()}, metadata=metadata)
         _write_atomically(path, lambda f: f.write(data))
     else:
-        save_checkpoint(state_dict, path)
+        save_checkpoint({"model": state_dict, "meta": meta} if meta else state_dict, path)
 
 
 def _verify_zip(path: Path) -> None:
@@ -159,14 +174,19 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == SAFETENSORS_SUFFIX:
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
         try:
-            return load_file(path, device=str(map_location))
+            state_dict = load_file(path, device=str(map_location))
+            with safe_open(path, "pt") as f:
+                header = f.metadata() or {}
         except Exception as exc:  # SafetensorError, OSError ...
             raise ValueError(
                 f"cannot read safetensors file {path} ({_one_line(exc)}); is it truncated or corrupt?"
             ) from exc
+        # our inference metadata (class names, input size, normalisation ...) rides in the header
+        return {"model": state_dict, "meta": json.loads(header["adn"])} if "adn" in header else state_dict
     if verify:
         _verify_zip(path)
     if not weights_only:
@@ -211,15 +231,29 @@ def checkpoint_arg(obj: object, name: str) -> object:
     return args.get(name) if isinstance(args, Mapping) else getattr(args, name, None)
 
 
-def peek_checkpoint_arg(path: str | os.PathLike, name: str) -> object:
-    """:func:`checkpoint_arg` of a file, read memory-mapped (tensor data is not loaded), never running code;
-    None when the file has no such arg or cannot be read that way (the real load reports why)."""
+def peek_checkpoint(path: str | os.PathLike) -> object:
+    """A checkpoint file read memory-mapped (tensor data is not loaded), never running code; None when it cannot
+    be read that way (not a zip checkpoint, corrupt, unsafe ...: the real load reports why)."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a zip checkpoint, corrupt, unsafe ...: the real load will say so
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
         return None
-    return checkpoint_arg(obj, name)
+
+
+def peek_checkpoint_args(path: str | os.PathLike) -> dict | None:
+    """The ``args`` a training checkpoint was made with (ours: a dict; the reference's: a Namespace), as a dict;
+    None when the file has none or cannot be peeked at."""
+    args = peek_checkpoint(path)
+    args = args.get("args") if isinstance(args, Mapping) else None
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    return dict(args) if isinstance(args, Mapping) else None
+
+
+def peek_checkpoint_arg(path: str | os.PathLike, name: str) -> object:
+    """One flag of :func:`peek_checkpoint_args`, or None."""
+    return (peek_checkpoint_args(path) or {}).get(name)
 
 
 def load_model_state(model: nn.Module, obj: object, path: str | os.PathLike, model_name: str | None = None) -> None:

@@ -1,11 +1,13 @@
-"""Self-distillation training step, one training epoch and evaluation of any sub-network.
+"""One epoch of self-distillation training, and evaluation of any sub-network.
 
-One optimisation step on a batch ``(x, y)`` (Kang & Lee, NeurIPS 2024):
+One optimisation step on a batch ``(x, y)`` (:class:`adn.losses.SelfDistillation`):
 
-1. super-net (skip nothing): ``L_super = alpha * CE(super(x), y)``; backward, which frees its graph;
-2. base-net (skip every skippable sub-path):
-   ``L_base = (1 - alpha) * T^2 * KL(softmax(super(x)/T).detach() || softmax(base(x)/T))``; backward;
+1. super-net (skip nothing): ``alpha * CE(super(x), y)``; backward, which frees its graph;
+2. base-net (skip every skippable sub-path): ``(1 - alpha) * T^2 * KL(super(x).detach() || base(x))``; backward;
 3. one optimiser step on the summed gradients.
+
+The step never waits for the device: losses, accuracy and the non-finite check accumulate in device tensors,
+read back (one host synchronisation) every ``print_freq`` steps and at the end of the epoch.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import contextlib
 import math
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
@@ -24,131 +26,225 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .distributed import is_main_process, reduce_sum
-from .skip import SkipLike, parse_skip, used_parameters
+from .losses import SelfDistillation, distillation_loss, self_distillation_loss
+from .skip import used_parameters
+from .skipconfig import SkipLike, parse_skip
 
-__all__ = ["MetricLogger", "accuracy", "evaluate", "self_distillation_loss", "train_one_epoch"]
+__all__ = [
+    "EpochResult",
+    "SelfDistillation",
+    "StepOptions",
+    "accuracy",
+    "distillation_loss",
+    "distillation_step",
+    "evaluate",
+    "self_distillation_loss",
+    "super_net_only_parameters",
+    "train_one_epoch",
+]
 
 
-# ------------------------------------------------------------------------------------------------- losses
-def self_distillation_loss(
-    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0, topk: int | None = None
-) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, averaged over the batch.
+@dataclass(frozen=True)
+class StepOptions:
+    """How each training step runs (everything but the loss, the optimiser and the data)."""
 
-    ``teacher_logits`` are detached here. With ``topk`` the two distributions are restricted to (and
-    renormalised over) the teacher's ``topk`` highest-scoring classes of each sample.
-    """
-    teacher_logits = teacher_logits.detach().float()
-    student_logits = student_logits.float()
-    if topk is not None and topk < teacher_logits.shape[1]:
-        index = teacher_logits.topk(topk, dim=1).indices
-        teacher_logits, student_logits = teacher_logits.gather(1, index), student_logits.gather(1, index)
-    log_p_student = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
-    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return temperature**2 * kl
+    amp: bool = False
+    #: autocast dtype with ``amp``; None: float16 on CUDA (with a GradScaler), bfloat16 elsewhere
+    amp_dtype: torch.dtype | None = None
+    clip_grad_norm: float | None = None
+    #: steps between EMA updates, and epochs without averaging at the start (the LR warm-up, as torchvision)
+    ema_every: int = 32
+    ema_warmup_epochs: int = 0
+    #: steps between progress reports -- and between host synchronisations
+    print_freq: int = 10
+    max_steps: int | None = None
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one call of :func:`train_one_epoch` did. Losses are the weighted terms (``loss = loss_super +
+    loss_base`` with the alpha weights applied); ``acc1`` is the super-net's training accuracy."""
+
+    loss: float
+    loss_super: float
+    loss_base: float
+    acc1: float
+    lr: float
+    steps: int
+    images: int
+    images_per_s: float
+    step_time_s: float
+    #: the epoch position reached (== steps run so far in this epoch), and whether ``should_stop`` ended it
+    next_step: int
+    interrupted: bool
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers to log (no positions)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("next_step", "interrupted")}
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1,)) -> list[float]:
-    """Top-k accuracies in percent; soft (mixup) targets count their arg-max class."""
+    """Top-k accuracies in percent (host floats); soft (mixup) targets count their arg-max class."""
+    return [c.item() * 100.0 / output.shape[0] for c in _correct(output, target, topk)]
+
+
+def _correct(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> list[torch.Tensor]:
+    """Number of samples whose target is in the top-k, per k, as device tensors (no host sync)."""
     with torch.no_grad():
         if target.ndim == 2:
             target = target.argmax(dim=1)
         maxk = min(max(topk), output.shape[1])
-        pred = output.topk(maxk, dim=1).indices
-        correct = pred.eq(target[:, None])
-        return [correct[:, : min(k, maxk)].any(dim=1).float().mean().item() * 100.0 for k in topk]
+        hit = output.topk(maxk, dim=1).indices.eq(target[:, None])
+        return [hit[:, : min(k, maxk)].any(dim=1).sum(dtype=torch.float64) for k in topk]
 
 
-# ----------------------------------------------------------------------------------------------- logging
-class MetricLogger:
-    """Running averages plus progress display: a tqdm bar on an interactive terminal (rank 0 only),
-    otherwise one plain line every ``print_freq`` steps."""
-
-    def __init__(self, header: str, print_freq: int = 10) -> None:
-        self.header, self.print_freq = header, max(1, print_freq)
-        self.sums: dict[str, float] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
-        self.images = 0
-        self.elapsed = 0.0
-
-    def update(self, n: int = 1, **values: float) -> None:
-        for k, v in values.items():
-            self.sums[k] += float(v) * n
-            self.counts[k] += n
-
-    def avg(self, key: str) -> float:
-        return self.sums[key] / max(1, self.counts[key])
-
-    def summary(self) -> str:
-        return "  ".join(f"{k} {self.avg(k):.4f}" for k in self.sums)
-
-    def log_every(self, iterable: Iterable, total: int | None = None) -> Iterator:
-        """Yield from ``iterable`` while reporting progress and images/s (``self.images`` counted by caller)."""
-        total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-        show = is_main_process()
-        bar = None
-        if show and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=self.header, leave=False, dynamic_ncols=True)
-        start = time.perf_counter()
-        for i, item in enumerate(iterable):
-            yield item
-            self.elapsed = time.perf_counter() - start
-            rate = self.images / max(self.elapsed, 1e-9)
-            if bar is not None:
-                bar.set_postfix_str(f"{self.summary()}  {rate:.0f} img/s", refresh=False)
-                bar.update(1)
-            elif show and (i + 1) % self.print_freq == 0:
-                print(f"{self.header} [{i + 1}/{total or '?'}]  {self.summary()}  {rate:.0f} img/s", flush=True)
-        if bar is not None:
-            bar.close()
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images / max(self.elapsed, 1e-9)
-
-
-# ------------------------------------------------------------------------------------------------ training
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def _super_net_only_parameters(model: nn.Module) -> list[nn.Parameter]:
+def super_net_only_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters the base-net never uses: skippable blocks and the main set of each twinned norm."""
     base = {id(p) for p in used_parameters(model, True)}
     return [p for p in used_parameters(model, False) if id(p) not in base and p.requires_grad]
 
 
+class _Progress:
+    """A tqdm bar on an interactive terminal (rank 0), else a plain line at every report."""
+
+    def __init__(self, header: str, total: int | None) -> None:
+        self.header, self.total, self.bar = header, total, None
+        if is_main_process() and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=header, leave=False, dynamic_ncols=True)
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def report(self, done: int, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+        elif is_main_process():
+            print(f"{self.header} [{done}/{self.total or '?'}]  {text}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def train_one_epoch(
     model: nn.Module,
+    distill: SelfDistillation,
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     data_loader: Iterable,
-    device: torch.device,
+    device: torch.device | str,
     epoch: int,
-    args,
+    options: StepOptions = StepOptions(),
     model_ema: nn.Module | None = None,
     scaler: torch.amp.GradScaler | None = None,
     start_step: int = 0,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[str, float]:
-    """One epoch of self-distillation. ``args`` supplies ``subpath_alpha``, ``subpath_temp``, ``kd_topk``,
-    ``amp``, ``clip_grad_norm``, ``model_ema_steps``, ``lr_warmup_epochs``, ``print_freq`` and optionally
-    ``max_steps``. Returns the epoch's mean losses, train Acc@1 of the super-net and images/s, plus
-    ``next_step`` (the epoch position reached) and ``interrupted`` (1.0 when ``should_stop`` ended it early).
+) -> EpochResult:
+    """One epoch of self-distillation of ``model`` (an adaptive-depth model or its DDP wrapper).
 
-    ``start_step``: the loader starts at this step of the epoch (resuming mid-epoch). ``should_stop`` is
-    polled before each optimiser step; once it returns True the epoch ends after that step (a step boundary),
-    on every process at the same step. A non-finite loss raises ``FloatingPointError`` before the optimiser
-    step, so the weights in memory and on disk are never updated from it."""
+    ``start_step``: the loader starts at this step of the epoch (resuming mid-epoch). ``should_stop`` is polled
+    at step boundaries (every step in one process, at every report under DDP so that all processes agree);
+    once true, the epoch ends there. A non-finite loss raises ``FloatingPointError`` at the next report, naming
+    the first bad step, before anything can be saved.
+    """
     model.train()
     net = _unwrap(model)
-    num_stages = net.num_stages
-    super_skip, base_skip = (False,) * num_stages, (True,) * num_stages
-    alpha, temperature = args.subpath_alpha, args.subpath_temp
     distributed = isinstance(model, DistributedDataParallel)
+    tie_params = super_net_only_parameters(net) if distributed else []
+    device = torch.device(device)
+    amp_dtype = options.amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
+    total = len(data_loader) if hasattr(data_loader, "__len__") else None
+    if options.max_steps:
+        left = options.max_steps - start_step
+        total = min(total, left) if total is not None else left
+    # sums over the epoch on the device: weighted super loss, base loss, correct@1, images, first bad step
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    first_bad = torch.full((), math.inf, dtype=torch.float64, device=device)
+    progress = _Progress(f"Epoch {epoch}", total)
+    step, steps, interrupted, step_time = start_step, 0, False, 0.0
+    start = time.perf_counter()
+    try:
+        for image, target in data_loader:
+            if options.max_steps and step >= options.max_steps:
+                break
+            t0 = time.perf_counter()
+            image = image.to(device, non_blocking=True)
+            if options.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            target = target.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=options.amp):
+                loss_super, loss_base, teacher = distillation_step(
+                    model, distill, image, target, criterion, scaler, tie_params=tie_params
+                )
+            n = image.shape[0]
+            with torch.no_grad():
+                ls, lb = loss_super.detach().double(), loss_base.detach().double()
+                sums += torch.stack([ls * n, lb * n, _correct(teacher, target, (1,))[0], ls.new_tensor(float(n))])
+                finite = torch.isfinite(ls) & torch.isfinite(lb)
+                first_bad = torch.where(finite, first_bad, first_bad.clamp(max=float(step)))
+            _optimizer_step(model, optimizer, scaler, options.clip_grad_norm)
+            if model_ema is not None and step % options.ema_every == 0:
+                model_ema.update_parameters(net)
+                if epoch < options.ema_warmup_epochs:  # as the torchvision reference: no averaging during warm-up
+                    model_ema.n_averaged.fill_(0)
+            step, steps = step + 1, steps + 1
+            step_time += time.perf_counter() - t0
+            progress.step()
+            stop_now = not distributed and should_stop is not None and should_stop()
+            if steps % options.print_freq == 0 or stop_now:
+                interrupted = _check(sums, first_bad, epoch, device, distributed, should_stop)
+                progress.report(step, _summary(sums, step_time, steps, time.perf_counter() - start))
+                if interrupted:
+                    break
+        if not interrupted:  # the end of the epoch: one last check before anything is saved
+            interrupted = _check(sums, first_bad, epoch, device, distributed, should_stop)
+    finally:
+        progress.close()
+    s = sums.tolist()
+    images = int(s[3])
+    elapsed = time.perf_counter() - start
+    return EpochResult(
+        loss=(s[0] + s[1]) / max(1, images),
+        loss_super=s[0] / max(1, images),
+        loss_base=s[1] / max(1, images),
+        acc1=100.0 * s[2] / max(1, images),
+        lr=optimizer.param_groups[0]["lr"],
+        steps=steps,
+        images=images,
+        images_per_s=images / max(elapsed, 1e-9),
+        step_time_s=step_time / max(1, steps),
+        next_step=step,
+        interrupted=interrupted,
+    )
+
+
+def distillation_step(
+    model: nn.Module,
+    distill: SelfDistillation,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    criterion: nn.Module,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    tie_params: list[nn.Parameter] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two passes of one self-distillation step, for your own training loop: super-net forward + backward,
+    then base-net forward + backward, leaving the summed gradients for your ``optimizer.step()``. Returns the two
+    (weighted) losses and the super-net's logits, detached. ``amp_dtype``: run the forward passes under
+    ``torch.autocast`` with this dtype (backward outside it); ``scaler``: a ``GradScaler`` for float16. Works on the
+    model or its ``DistributedDataParallel`` wrapper (one
+    gradient all-reduce per step, no ``find_unused_parameters``; ``tie_params``: :func:`super_net_only_parameters`,
+    computed once, saves recomputing it every step).
+    """
     # DDP reduces gradients from hooks that fire during the backward pass *outside* no_sync(), and (without
     # find_unused_parameters=True) expects every parameter's hook in that pass. A step's two passes together
     # give every parameter a gradient: the super-net pass uses all parameters except the twin norms, the
@@ -158,92 +254,70 @@ def train_one_epoch(
     # hook then hands DDP the gradient accumulated over both passes, and DDP averages all of them in ONE
     # bucketed all-reduce that overlaps the second backward. (static_graph=True does not survive no_sync with
     # a pass-dependent parameter set; find_unused_parameters=True would cost a graph traversal per step.)
-    tie_params = _super_net_only_parameters(net) if distributed else []
-    amp_device = torch.device(device).type
-    amp_dtype = torch.float16 if amp_device == "cuda" else torch.bfloat16
-    max_steps = getattr(args, "max_steps", None)
-    total = len(data_loader) if hasattr(data_loader, "__len__") else None
-    if max_steps:
-        total = min(total, max_steps - start_step) if total else max_steps - start_step
-
-    logger = MetricLogger(f"Epoch {epoch}", args.print_freq)
-    step_time = 0.0
-    step, interrupted = start_step, False
-    for i, (image, target) in enumerate(logger.log_every(data_loader, total)):
-        step = start_step + i
-        if max_steps and step >= max_steps:
-            break
-        start = time.perf_counter()
-        image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        autocast = torch.autocast(amp_device, dtype=amp_dtype, enabled=args.amp)
-
-        sync_ctx = model.no_sync() if distributed else contextlib.nullcontext()
-        with sync_ctx:
-            with autocast:
-                super_out = model(image, skip=super_skip)
-                loss_super = alpha * criterion(super_out, target)
-            _backward(loss_super, scaler)
-        teacher = super_out.detach()
-        del super_out  # the super-net graph is already freed by its backward
-
+    net = _unwrap(model)
+    distributed = isinstance(model, DistributedDataParallel)
+    if distributed and tie_params is None:
+        tie_params = super_net_only_parameters(net)
+    n = net.num_stages
+    autocast = torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    with model.no_sync() if distributed else contextlib.nullcontext():
         with autocast:
-            base_out = model(image, skip=base_skip)
-            loss_base = (1 - alpha) * self_distillation_loss(teacher, base_out, temperature, args.kd_topk)
-            if tie_params:
-                loss_base = loss_base + 0.0 * sum(p.sum() for p in tie_params)
-        _backward(loss_base, scaler)
-
-        # checked before the optimiser step: a diverged step never reaches the weights (or a checkpoint)
-        loss_s, loss_b = loss_super.item(), loss_base.item()
-        flags = [
-            float(not (math.isfinite(loss_s) and math.isfinite(loss_b))),
-            float(bool(should_stop and should_stop())),
-        ]
-        if distributed:  # every process must take the same decision at the same step
-            t = torch.tensor(flags, device=image.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flags = t.tolist()
-        if flags[0]:
-            raise FloatingPointError(
-                f"loss is {loss_s + loss_b} at epoch {epoch} step {step}: training diverged; "
-                "lower --lr, or add --clip-grad-norm or --lr-warmup-epochs"
-            )
-        interrupted = bool(flags[1])
-
-        if args.clip_grad_norm is not None:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-
-        if model_ema is not None and step % args.model_ema_steps == 0:
-            model_ema.update_parameters(net)
-            if epoch < args.lr_warmup_epochs:  # as the torchvision reference: no averaging during warm-up
-                model_ema.n_averaged.fill_(0)
-
-        step_time += time.perf_counter() - start
-        n = image.shape[0]
-        logger.images += n
-        (acc1,) = accuracy(teacher, target, (1,))
-        logger.update(n, loss=loss_s + loss_b, loss_super=loss_s, loss_base=loss_b, acc1=acc1)
-        logger.update(1, lr=optimizer.param_groups[0]["lr"])
-        step += 1
-        if interrupted:
-            break
-    stats = {k: logger.avg(k) for k in logger.sums}
-    stats["next_step"], stats["interrupted"] = float(step), float(interrupted)
-    stats["images_per_s"] = logger.images_per_s
-    stats["step_time_s"] = step_time / max(1, logger.counts["lr"])
-    return stats
+            super_out = model(images, skip=(False,) * n)
+            loss_super = distill.super_loss(super_out, target, criterion)
+        _backward(loss_super, scaler)
+    teacher = super_out.detach()
+    del super_out  # its graph is already freed by the backward
+    with autocast:
+        loss_base = distill.base_loss(teacher, model(images, skip=(True,) * n))
+        if distributed and tie_params:
+            loss_base = loss_base + 0.0 * sum(p.sum() for p in tie_params)
+    _backward(loss_base, scaler)
+    return loss_super.detach(), loss_base.detach(), teacher
 
 
 def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
     (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def _optimizer_step(model, optimizer, scaler, clip_grad_norm: float | None) -> None:
+    if clip_grad_norm is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def _check(sums, first_bad, epoch: int, device, distributed: bool, should_stop) -> bool:
+    """The one host synchronisation: raise on a non-finite loss so far; return whether to stop (agreed by all
+    processes under DDP)."""
+    flags = torch.stack(
+        [(first_bad < math.inf).double(), first_bad.new_tensor(float(bool(should_stop and should_stop())))]
+    )
+    if distributed:  # every process must take the same decision at the same step
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stop = flags.tolist()
+    if bad:
+        at = first_bad.item()
+        where = f"step {int(at)}" if at < math.inf else "a step of another process"
+        value = "nan" if (sums[0] + sums[1]).isnan() else "inf"
+        raise FloatingPointError(
+            f"loss is {value} at epoch {epoch} {where}: training diverged; lower --lr, or add "
+            "--clip-grad-norm or --lr-warmup-epochs"
+        )
+    return bool(stop)
+
+
+def _summary(sums: torch.Tensor, step_time: float, steps: int, elapsed: float) -> str:
+    s = sums.tolist()  # already synchronised by _check
+    n = max(1.0, s[3])
+    return (
+        f"loss {(s[0] + s[1]) / n:.4f} (super {s[0] / n:.4f} + base {s[1] / n:.4f}, weighted)  "
+        f"acc1 {100 * s[2] / n:.2f}  {s[3] / max(elapsed, 1e-9):.0f} img/s"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -255,31 +329,37 @@ def evaluate(
     skip: SkipLike = None,
     print_freq: int = 100,
     log_suffix: str = "",
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Evaluate sub-network ``skip`` (default: the model's current ``skip``, the super-net unless set).
 
-    Returns ``{"acc1", "acc5", "loss", "images"}``: accuracies in percent and the mean cross-entropy, summed
-    over all processes of a distributed run.
+    Returns ``{"acc1", "acc5", "loss", "images"}``: accuracies in percent and the mean cross-entropy, summed over
+    all processes of a distributed run. One host synchronisation per report, none per batch.
     """
     model.eval()
     net = _unwrap(model)
     net = getattr(net, "module", net)  # AveragedModel (EMA) keeps the network in .module
     skip = net.resolve_skip(skip) if hasattr(net, "resolve_skip") else parse_skip(skip, net.num_stages)
-    header = f"Test {log_suffix}".strip()
-    logger = MetricLogger(header, print_freq)
-    total_loss = correct1 = correct5 = count = 0.0
-    for image, target in logger.log_every(loader):
-        image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        output = model(image, skip=skip).float()
-        total_loss += F.cross_entropy(output, target, reduction="sum").item()
-        acc1, acc5 = accuracy(output, target, (1, 5))
-        n = image.shape[0]
-        correct1 += acc1 * n / 100
-        correct5 += acc5 * n / 100
-        count += n
-        logger.images += n
-        logger.update(n, acc1=acc1, acc5=acc5)
-    total_loss, correct1, correct5, count = reduce_sum([total_loss, correct1, correct5, count], device)
+    device = torch.device(device)
+    total = len(loader) if hasattr(loader, "__len__") else None
+    progress = _Progress(f"Test {log_suffix}".strip(), total)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, images
+    try:
+        for i, (image, target) in enumerate(loader):
+            image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            output = model(image, skip=skip).float()
+            c1, c5 = _correct(output, target, (1, 5))
+            loss = F.cross_entropy(output, target, reduction="sum").double()
+            sums += torch.stack([loss, c1, c5, loss.new_tensor(float(image.shape[0]))])
+            progress.step()
+            if (i + 1) % print_freq == 0:
+                s = sums.tolist()
+                progress.report(i + 1, f"acc1 {100 * s[1] / s[3]:.2f}  acc5 {100 * s[2] / s[3]:.2f}")
+    finally:
+        progress.close()
+    total_loss, correct1, correct5, count = reduce_sum(sums.tolist(), device)
     if count == 0:
         raise ValueError("the evaluation set is empty")
     return {"acc1": 100 * correct1 / count, "acc5": 100 * correct5 / count, "loss": total_loss / count, "images": count}

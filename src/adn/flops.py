@@ -31,9 +31,12 @@ def _countable_attention():
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _input_size(model: nn.Module, resolution: int | tuple[int, int] | None) -> tuple[int, int]:
+def input_size(model: nn.Module, resolution: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """``resolution`` as (height, width); by default the model's own (``model.info``, a ViT's ``image_size``), else
+    224."""
     if resolution is None:
-        resolution = getattr(model, "image_size", None) or 224
+        info = getattr(model, "info", None)
+        resolution = getattr(model, "image_size", None) or (info.input_size if info is not None else 224)
     return (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)  # type: ignore[return-value]
 
 
@@ -42,7 +45,7 @@ def count_flops(model: nn.Module, skip: SkipLike = None, resolution: int | tuple
     """Multiply-accumulates of one forward pass of sub-network ``skip`` on one ``resolution`` image."""
     skip = parse_skip(skip, model.num_stages)
     param = next(model.parameters())
-    x = torch.zeros(1, 3, *_input_size(model, resolution), device=param.device, dtype=param.dtype)
+    x = torch.zeros(1, 3, *input_size(model, resolution), device=param.device, dtype=param.dtype)
     was_training = model.training
     model.eval()  # no running-statistics updates while counting
     try:
@@ -58,4 +61,4 @@ def count_params(model: nn.Module, skip: SkipLike = None) -> int:
     return sum(p.numel() for p in used_parameters(model, parse_skip(skip, model.num_stages)))
 
 
-__all__ = ["count_flops", "count_params"]
+__all__ = ["count_flops", "count_params", "input_size"]

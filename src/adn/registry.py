@@ -1,26 +1,34 @@
-"""Model registry: every architecture registers a builder plus its metadata (published FLOPs/accuracy).
+"""Model registry: every architecture registers a builder plus its metadata (input size, classifier, published
+FLOPs/accuracy), and every model built by :func:`create_model` carries that entry as ``model.info``.
 
-``create_model`` is the one factory; tests iterate over ``list_models()`` so a model is tested by being
-registered.
+``create_model`` is the one factory -- for the registered models and for torchvision/timm models converted on
+the fly (``"tv:convnext_tiny"``, ``"timm:resnet50"``, see :mod:`adn.convert`); tests iterate over
+``list_models()`` so a model is tested by being registered.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+#: prefixes of model names that :func:`create_model` converts from another library
+CONVERTED_PREFIXES = ("tv:", "torchvision:", "timm:")
+
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the project knows about a registered model."""
+    """What the project knows about a model."""
 
     name: str
-    builder: Callable[..., nn.Module]
+    builder: Callable[..., nn.Module] | None
     #: default (square) input resolution
     input_size: int
+    #: name of the classifier layer (the last ``nn.Linear``), e.g. ``fc`` or ``heads.head``
+    classifier: str = "fc"
     #: published ImageNet-1k results: skip config -> (GMACs at ``input_size``, Acc@1 or None)
     published: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     #: relative tolerance of our FLOPs count against ``published`` (the paper's counter differs slightly)
@@ -36,18 +44,22 @@ _REGISTRY: dict[str, ModelInfo] = {}
 def register_model(
     *,
     input_size: int,
+    classifier: str = "fc",
     published: dict[str, tuple[float, float | None]] | None = None,
     test_kwargs: dict[str, Any] | None = None,
     flops_tolerance: float = 0.01,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a model builder under its function name."""
+    """Decorator registering a model builder under its function name; a name registered twice is an error."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"model {fn.__name__!r} is already registered (by {_REGISTRY[fn.__name__].builder})")
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[fn.__name__] = ModelInfo(
             name=fn.__name__,
             builder=fn,
             input_size=input_size,
+            classifier=classifier,
             published=dict(published or {}),
             flops_tolerance=flops_tolerance,
             test_kwargs=dict(test_kwargs or {}),
@@ -59,8 +71,12 @@ def register_model(
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, sorted."""
+    """Names accepted by :func:`create_model` (besides converted ``tv:``/``timm:`` models), sorted."""
     return sorted(_REGISTRY)
+
+
+def is_converted_name(name: str) -> bool:
+    return name.startswith(CONVERTED_PREFIXES)
 
 
 def model_info(name: str) -> ModelInfo:
@@ -68,12 +84,70 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+        raise ValueError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())} (or a torchvision/timm model as "
+            "tv:NAME / timm:NAME)"
+        ) from None
 
 
-def create_model(name: str, num_classes: int = 1000, **kwargs: Any) -> nn.Module:
-    """Build a registered adaptive-depth model, e.g. ``create_model("resnet50", num_classes=10)``.
+def resolve_model_name(name: str) -> str:
+    """``name`` if :func:`create_model` accepts it, else one ``ValueError`` line naming the known models."""
+    if is_converted_name(name) and name.split(":", 1)[1]:
+        return name
+    model_info(name)
+    return name
 
-    Extra keyword arguments go to the architecture's builder (``image_size``, ``stochastic_depth_prob`` ...).
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    *,
+    pretrained: bool = False,
+    weights: str | None = None,
+    pretrained_cfg_overlay: dict | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build an adaptive-depth model, e.g. ``create_model("resnet50", num_classes=10)``.
+
+    ``name``: a registered model (:func:`list_models`) or a torchvision/timm classifier to convert
+    (``"tv:convnext_tiny"``, ``"timm:resnet50"``). ``weights`` (or, as in timm,
+    ``pretrained_cfg_overlay=dict(file=PATH)``): a local weights file to load -- ours, a reference ADN checkpoint,
+    or torchvision/timm weights of the plain model. Nothing is downloaded, so ``pretrained=True`` is an error
+    that says so. Extra keyword arguments go to the architecture's builder (``image_size``,
+    ``stochastic_depth_prob`` ...). The model carries its metadata as ``model.info``.
     """
-    return model_info(name).builder(num_classes=num_classes, **kwargs)
+    if pretrained:
+        raise ValueError(
+            "adn downloads no weights: pass weights=PATH (a local file: a published ADN checkpoint, "
+            "your own, or torchvision/timm weights of the plain model), or on the command line "
+            "--weights PATH"
+        )
+    weights = weights or (pretrained_cfg_overlay or {}).get("file")
+    if is_converted_name(name):
+        from .convert import create_converted
+
+        model = create_converted(name, num_classes=num_classes, **kwargs)
+        info = getattr(model, "info", None) or ModelInfo(name=name, builder=None, input_size=224)
+    else:
+        info = model_info(name)
+        model = info.builder(num_classes=num_classes, **kwargs)
+    image_size = getattr(model, "image_size", None)
+    model.info = dataclasses.replace(info, input_size=image_size or info.input_size)
+    if hasattr(model, "build_subnets"):
+        model.build_subnets()  # the sub-network paths carry the new attribute too
+    if weights is not None:
+        from .checkpoint import load_weights
+
+        load_weights(model, weights, model_name=name)
+    return model
+
+
+__all__ = [
+    "ModelInfo",
+    "create_model",
+    "is_converted_name",
+    "list_models",
+    "model_info",
+    "register_model",
+    "resolve_model_name",
+]

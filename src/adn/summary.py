@@ -1,14 +1,13 @@
-"""``adn models``: the registered models, or one model's sub-network table (GFLOPs, params, published)."""
+"""Plain-text tables, and one model's sub-network table (GFLOPs, params, published figures) for ``adn models``."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 import torch
 
 from .flops import count_flops, count_params
-from .registry import create_model, list_models, model_info
+from .registry import create_model, model_info
 from .skip import format_skip, subnets
 
 
@@ -48,29 +47,4 @@ def format_table(rows: list[dict], columns: Sequence[tuple[str, str, str]]) -> s
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="adn models", description=__doc__)
-    parser.add_argument("--model", help="show this model's sub-network table")
-    parser.add_argument("--resolution", type=int, help="input size for FLOPs (default: the model's)")
-    args = parser.parse_args(argv)
-    if args.model is None:
-        for name in list_models():
-            info = model_info(name)
-            print(f"{name:<16} {info.input_size:>4}px  {info.description}")
-        return 0
-    info = model_info(args.model)
-    rows = subnet_table(args.model, args.resolution)
-    print(f"{args.model} at {args.resolution or info.input_size}x{args.resolution or info.input_size}, GFLOPs = MACs")
-    print(
-        format_table(
-            rows,
-            [
-                ("skip", "skip", "s"),
-                ("gflops", "GFLOPs", ".3f"),
-                ("params_m", "params(M)", ".2f"),
-                ("published_gflops", "published GFLOPs", ".2f"),
-                ("published_acc1", "published Acc@1", ".1f"),
-            ],
-        )
-    )
-    return 0
+__all__ = ["format_table", "subnet_table"]

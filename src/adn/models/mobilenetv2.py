@@ -92,6 +92,7 @@ class MobileNetV2(AdaptiveDepthNet, tv.MobileNetV2):
 
 @register_model(
     input_size=224,
+    classifier="classifier.1",
     published={"FFFFF": (0.32, 72.5), "TTTTT": (0.22, 70.6)},
     # the published figures also count element-wise layers (BN, ReLU6, residual adds), ~6 % of this small net
     flops_tolerance=0.07,
@@ -102,7 +103,7 @@ def mobilenet_v2(num_classes: int = 1000, **kwargs: Any) -> MobileNetV2:
     return MobileNetV2(num_classes=num_classes, **kwargs)
 
 
-@register_model(input_size=32, test_kwargs={"num_classes": 10, "width_mult": 0.25})
+@register_model(input_size=32, classifier="classifier.1", test_kwargs={"num_classes": 10, "width_mult": 0.25})
 def mobilenet_v2_cifar(num_classes: int = 1000, width_mult: float = 0.5, **kwargs: Any) -> MobileNetV2:
     """CIFAR-style MobileNetV2-ADN (32x32 input, stride-1 stem, width 0.5): CPU-friendly, 5 skippable stages."""
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, small_input=True, **kwargs)

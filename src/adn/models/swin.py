@@ -55,6 +55,7 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
 
 @register_model(
     input_size=224,
+    classifier="head",
     published={"FFFF": (4.49, 81.6), "TFFF": (4.11, 80.8), "TTFF": (3.75, 80.0), "TTTT": (2.34, 78.0)},
     flops_tolerance=0.02,
     test_kwargs={"num_classes": 10},
@@ -68,7 +69,7 @@ def swin_t(num_classes: int = 1000, stochastic_depth_prob: float = 0.1, **kwargs
     return SwinTransformer(num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob, **config)
 
 
-@register_model(input_size=32, test_kwargs={"num_classes": 10})
+@register_model(input_size=32, classifier="head", test_kwargs={"num_classes": 10})
 def swin_cifar(num_classes: int = 1000, stochastic_depth_prob: float = 0.1, **kwargs: Any) -> SwinTransformer:
     """CIFAR-style Swin-ADN (32x32 input, patch 2, window 4, embed dim 32): depths [2, 2, 2, 2], CPU-friendly."""
     config: dict[str, Any] = dict(

@@ -39,6 +39,7 @@ class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
 
 @register_model(
     input_size=224,
+    classifier="heads.head",
     published={
         "FFFF": (17.58, 81.4),
         "FFFT": (16.20, 81.2),
@@ -57,7 +58,7 @@ def vit_b_16(num_classes: int = 1000, image_size: int = 224, **kwargs: Any) -> V
     return VisionTransformer(image_size=image_size, num_classes=num_classes, **config)
 
 
-@register_model(input_size=32, test_kwargs={"num_classes": 10})
+@register_model(input_size=32, classifier="heads.head", test_kwargs={"num_classes": 10})
 def vit_cifar(num_classes: int = 1000, image_size: int = 32, **kwargs: Any) -> VisionTransformer:
     """CIFAR-style ViT-ADN (32x32 input, patch 4, hidden 96): 8 layers as 4 stages of 2, CPU-friendly."""
     config: dict[str, Any] = dict(patch_size=4, num_layers=8, num_heads=4, hidden_dim=96, mlp_dim=384)

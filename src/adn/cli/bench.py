@@ -1,0 +1,163 @@
+"""``adn bench`` and ``adn select``: measure every sub-network on this machine; pick one for a budget."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import UsageError
+from .options import DATASETS, Parser, check_device
+
+
+def get_args_parser() -> Parser:
+    p = Parser("adn bench", "measure latency, GFLOPs and (with data) accuracy of every sub-network; Pareto plot")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model name (default: the one a --weights training checkpoint was trained as; needed for random weights)",
+    )
+    p.add_argument("--weights", help="checkpoint or weights file (default: random weights, no accuracy)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--data-path", help="ImageFolder root (with a val/ split) to measure Acc@1/Acc@5 on")
+    data.add_argument("--dataset", choices=DATASETS, help="measure accuracy on this built-in dataset")
+    data.add_argument("--builtin-data", action="store_true", help="the same as --dataset digits")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, help="throughput/evaluation batch (default: 8 on the CPU, 64 on CUDA)")
+    p.add_argument("--resolution", type=int, help="input size (default: the model's)")
+    p.add_argument("--num-classes", type=int, help="classes (default: the dataset's, else the weights', else 1000)")
+    p.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timing per measurement")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the sweep over all sub-networks and pool the timings (steadier on a busy machine)",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading workers")
+    p.add_argument("--skip-cfgs", nargs="+", help="only these sub-networks, e.g. FFFF TTTT (default: all)")
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="write <model>-bench.csv, .json (for adn select) and a .png plot here (default: print only)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    from ..bench import COLUMNS, bench_subnets, device_name, mark_pareto, save_results, timing_warnings
+    from ..checkpoint import peek_checkpoint_arg
+    from ..evaluate import default_input_size
+    from ..loading import build_model
+    from ..skipconfig import parse_skip
+    from ..summary import format_table
+
+    args = get_args_parser().parse_args(list(argv or []))
+    model_name = args.model or (peek_checkpoint_arg(args.weights, "model") if args.weights else None)
+    if not isinstance(model_name, str):
+        raise UsageError("which model? give --model NAME (the weights file does not record it)")
+    device = check_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    resolution = args.resolution or default_input_size(model_name)
+    batch_size = args.batch_size if args.batch_size is not None else (64 if device.type == "cuda" else 8)
+    for flag, value in (
+        ("--batch-size", batch_size),
+        ("--resolution", resolution),
+        ("--min-run-time", args.min_run_time),
+        ("--rounds", args.rounds),
+    ):
+        if value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--output-dir {out_dir} is a file; give a directory")
+    loader, num_classes = None, args.num_classes
+    dataset = "digits" if args.builtin_data else args.dataset
+    if args.data_path or dataset:
+        from ..data import build_eval_loader
+
+        kwargs = {"dataset": dataset} if dataset not in (None, "digits") else {}
+        loader, data_classes = build_eval_loader(
+            args.data_path, image_size=resolution, batch_size=batch_size, workers=args.workers, **kwargs
+        )
+        if num_classes is not None and num_classes != data_classes:
+            raise UsageError(f"--num-classes {num_classes} but the dataset has {data_classes} classes; drop the flag")
+        num_classes = data_classes
+    model, _ = build_model(model_name, args.weights, num_classes)
+    configs = [parse_skip(c, model.num_stages) for c in args.skip_cfgs] if args.skip_cfgs else None
+    rows = bench_subnets(
+        model,
+        resolution=resolution,
+        device=device,
+        batch_size=batch_size,
+        min_run_time=args.min_run_time,
+        rounds=args.rounds,
+        loader=loader,
+        configs=configs,
+        progress=not args.no_progress,
+    )
+    mark_pareto(rows)
+    columns = COLUMNS if loader is not None else [c for c in COLUMNS if c[0] not in ("acc1", "acc5", "pareto")]
+    columns = [(k, h.replace("bN", f"b{batch_size}"), f) for k, h, f in columns]
+    where = device_name(device)
+    print(
+        f"{model_name} at {resolution}x{resolution} on {where}; GFLOPs = MACs per image; latency median and p90 at "
+        f"batch 1 and batch {batch_size}"
+    )
+    print(format_table(rows, columns))
+    for problem in timing_warnings(rows):
+        print(f"adn: warning: unstable timings: {problem}", file=sys.stderr)
+    if out_dir is not None:
+        meta = {
+            "model": model_name,
+            "weights": args.weights,
+            "data": args.data_path or dataset,
+            "device": str(device),
+            "device_name": where,
+            "threads": torch.get_num_threads(),
+            "resolution": resolution,
+            "batch_size": batch_size,
+            "min_run_time": args.min_run_time,
+            "rounds": args.rounds,
+            "torch": torch.__version__,
+        }
+        prefix = f"{model_name.replace(':', '-')}-bench"
+        paths = save_results(rows, meta, out_dir, prefix)
+        from ..plots import plot_pareto
+
+        paths["png"] = plot_pareto(
+            rows, out_dir / f"{prefix}.png", title=f"{model_name}, {resolution}px, {where}", batch_size=batch_size
+        )
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def select_main(argv: Sequence[str] | None = None) -> int:
+    from ..bench import _has, select_subnet
+
+    parser = Parser("adn select", "pick the most accurate sub-network within a latency/FLOPs budget")
+    parser.add_argument("--results", required=True, help="JSON file written by adn bench --output-dir")
+    parser.add_argument("--max-latency-ms", type=float, help="batch-1 median latency budget (ms)")
+    parser.add_argument("--max-gflops", type=float, help="GFLOPs (MACs) budget")
+    parser.add_argument("--metric", default="acc1", choices=("acc1", "acc5"), help="accuracy to maximise")
+    args = parser.parse_args(list(argv or []))
+    if args.max_latency_ms is None and args.max_gflops is None:
+        raise UsageError("give --max-latency-ms and/or --max-gflops")
+    row = select_subnet(
+        args.results, max_latency_ms=args.max_latency_ms, max_gflops=args.max_gflops, metric=args.metric
+    )
+    acc = f"{args.metric} {row[args.metric]:.2f}, " if _has(row, args.metric) else "no accuracy measured, "
+    print(
+        f"{row['skip']}  ({acc}{row['latency_ms']:.2f} ms at batch 1, {row['gflops']:.3f} GFLOPs, "
+        f"{row['params_m']:.2f}M params)"
+    )
+    return 0
+
+
+__all__ = ["get_args_parser", "main", "select_main"]

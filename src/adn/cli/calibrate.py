@@ -1,0 +1,82 @@
+"""``adn calibrate``: estimate every sub-network's BatchNorm statistics of a trained model (ours or a reference
+checkpoint) on training images, and write a new weights file that carries them (see :mod:`adn.calibrate`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import UsageError
+from .eval import resolve_eval_args
+from .options import Parser, add_data_args, add_model_args, add_run_args, add_weights_args
+
+
+def get_args_parser(prog: str = "adn calibrate") -> Parser:
+    p = Parser(prog, "calibrate the BatchNorm statistics of every sub-network and write a new weights file")
+    add_model_args(p)
+    add_data_args(p, train=False)
+    add_weights_args(p, "training checkpoint to calibrate")
+    g = p.add_argument_group("calibration")
+    g.add_argument(
+        "--calib-images",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="training images to estimate the statistics on (evaluation transform, spread over the training set)",
+    )
+    g.add_argument("--model-ema", action="store_true", help="calibrate the checkpoint's EMA weights")
+    g.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="weights file to write (.safetensors or .pth; default: <input>-calibrated.safetensors beside the input)",
+    )
+    g.add_argument("--no-eval", action="store_true", help="skip the before/after table on the validation split")
+    add_run_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(list(argv or []))
+    args.skip_cfg, args.all_subnets, args.no_calibration = None, True, True
+    resolve_eval_args(args)
+    if args.calib_images < 1:
+        raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
+    import torch
+
+    from ..calibrate import calibrate
+    from ..evaluate import default_input_size, eval_loader, evaluate_subnets, format_rows
+    from ..loading import build_model
+    from ..train import calibration_loader
+
+    source = Path(args.resume or args.weights)
+    output = Path(args.output) if args.output else source.with_name(f"{source.stem}-calibrated.safetensors")
+    if not output.parent.is_dir():
+        raise NotADirectoryError(f"output directory {output.parent} does not exist; create it first")
+    device = torch.device(args.device)
+    val, num_classes = eval_loader(args, default_input_size(args.model))
+    model, meta = build_model(args.model, source, num_classes, ema=args.model_ema, unsafe_pickle=args.unsafe_pickle)
+    model.to(device)
+    args.seed, args.train_subset = 0, None
+    loader = calibration_loader(args, default_input_size(args.model))
+    rows = [] if args.no_eval else evaluate_subnets(model, val, device, column="acc1_trained")
+    start = time.time()
+    calibrate(model, loader, batches=len(loader), progress=not args.quiet)
+    print(
+        f"calibrated {len(model.calibration.configs()) if hasattr(model, 'calibration') else 0} sub-networks of "
+        f"{args.model} on {len(loader.dataset)} training images in {time.time() - start:.1f} s"
+    )
+    if rows:
+        for row, new in zip(rows, evaluate_subnets(model, val, device), strict=True):
+            row.update(acc1=new["acc1"], acc5=new["acc5"])
+        print(format_rows(rows, "table", num_classes))
+        meta = {**meta, "subnets": rows}
+    from ..checkpoint import save_weights
+
+    save_weights(model, output, meta={**meta, "model": args.model, "num_classes": num_classes})
+    print(f"wrote {output}")
+    return 0
+
+
+__all__ = ["get_args_parser", "main"]

@@ -1,0 +1,74 @@
+"""``adn eval``: evaluate one sub-network (``--skip-cfg``) or every one (``--all-subnets``) of a checkpoint or
+weights file -- ``adn train --test-only`` with only the evaluation flags."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from ..checkpoint import peek_checkpoint_args
+from ..errors import UsageError
+from ..registry import resolve_model_name
+from .options import (
+    DEFAULT_MODEL,
+    Parser,
+    add_data_args,
+    add_eval_args,
+    add_model_args,
+    add_run_args,
+    add_weights_args,
+    check_device,
+    check_positive,
+)
+from .train import BUILTIN_PRESET, REFERENCE_DEFAULTS
+
+
+def get_args_parser(prog: str = "adn eval") -> Parser:
+    p = Parser(prog, "evaluate one sub-network (--skip-cfg) or all of them (--all-subnets)")
+    add_model_args(p)
+    add_data_args(p, train=False)
+    add_weights_args(p, "training checkpoint to evaluate (its model, EMA weights and calibration included)")
+    add_eval_args(p)
+    add_run_args(p)
+    return p
+
+
+def resolve_eval_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The model a checkpoint was trained as (when --model is not given), data-dependent defaults, checks."""
+    if args.resume == "auto":
+        raise UsageError("--resume auto continues training; to evaluate, give the checkpoint file: --resume PATH")
+    if args.resume is not None and args.weights is not None:
+        raise UsageError("--resume and --weights both load the model; give one of them")
+    if args.resume is None and args.weights is None:
+        raise UsageError("nothing to evaluate: give --resume CHECKPOINT or --weights FILE")
+    if args.all_subnets and args.skip_cfg is not None:
+        raise UsageError("--all-subnets evaluates every sub-network; drop --skip-cfg")
+    if args.model is None:
+        trained_as = (peek_checkpoint_args(args.resume or args.weights) or {}).get("model")
+        args.model = trained_as if isinstance(trained_as, str) else DEFAULT_MODEL
+    args.model = resolve_model_name(args.model)
+    preset = BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS
+    for key in ("batch_size", "workers", "print_freq"):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    args.device = str(check_device(args.device or ("cuda" if _cuda() else "cpu")))
+    check_positive(args, ("batch_size", "print_freq", "val_subset"))
+    check_positive(args, ("workers",), minimum=0)
+    args.test_only = True
+    return args
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = resolve_eval_args(get_args_parser().parse_args(list(argv or [])))
+    from ..evaluate import run_evaluation
+
+    return run_evaluation(args)
+
+
+__all__ = ["get_args_parser", "main", "resolve_eval_args"]
