@@ -1,8 +1,9 @@
-"""Datasets, transforms, samplers and mixup/cutmix (adn.data)."""
+"""Datasets, transforms, samplers and mixup/cutmix (adn.data); Fashion-MNIST in test_fashion_mnist.py."""
 
 from __future__ import annotations
 
 import pickle
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -10,16 +11,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset, default_collate
 
 from adn import data
 from adn.data import (
     BUILTIN_NAME,
     RASampler,
+    ResumableSampler,
+    SeededDataset,
+    SeededRandomSampler,
+    SeededSample,
+    batch_seed,
     build_datasets,
     build_eval_loader,
     build_samplers,
+    digits,
+    loaders,
     mixup_cutmix_collate,
+    sample_seed,
 )
 
 # ---------------------------------------------------------------------------------------- built-in digits
@@ -29,17 +38,17 @@ def test_builtin_split_sizes_classes_and_determinism():
     train, val, num_classes = build_datasets(None, image_size=32)
     assert num_classes == 10
     assert (len(train), len(val)) == (1438, 359)  # 1,797 images, 80/20 per class
-    train_idx, val_idx = data._digits_split()
+    train_idx, val_idx = digits._digits_split()
     assert not set(train_idx) & set(val_idx) and len(train_idx) + len(val_idx) == 1797
     # stratified: every class keeps ~20 % of its images in val
-    _, labels = data._digits_arrays()
+    _, labels = digits._digits_arrays()
     for c, n in Counter(labels.tolist()).items():
         assert abs(Counter(val.targets)[c] - 0.2 * n) <= 1
     # independent of the global RNG
     torch.manual_seed(123)
     np.random.seed(123)
-    data._digits_split.cache_clear()
-    assert np.array_equal(data._digits_split()[1], val_idx)
+    digits._digits_split.cache_clear()
+    assert np.array_equal(digits._digits_split()[1], val_idx)
     assert "Handwritten Digits" in BUILTIN_NAME and "BSD-3-Clause" in BUILTIN_NAME
 
 
@@ -106,10 +115,10 @@ def test_imagefolder_class_count_and_sizes(tmp_path):
 
 
 def test_imagefolder_default_sizes_follow_reference():
-    assert data._sizes(224, None, None, None) == (224, 256, 224)
-    assert data._sizes(224, 176, 232, None) == (176, 232, 224)
-    assert data._sizes(224, None, None, 288) == (224, 256, 288)
-    assert data._sizes(32, None, None, None) == (32, 37, 32)
+    assert loaders._sizes(224, None, None, None) == (224, 256, 224)
+    assert loaders._sizes(224, 176, 232, None) == (176, 232, 224)
+    assert loaders._sizes(224, None, None, 288) == (224, 256, 288)
+    assert loaders._sizes(32, None, None, None) == (32, 37, 32)
 
 
 def _one_line_error(exc_type, match, fn, *args, **kwargs):
@@ -210,3 +219,93 @@ def test_mixup_cutmix_off_and_invalid():
     assert mixup_cutmix_collate(10) is None
     with pytest.raises(ValueError, match="mixup-alpha"):
         mixup_cutmix_collate(10, mixup_alpha=-1.0)
+
+
+# ------------------------------------------------------------------------------------------ per-sample seeding
+
+
+def _global_rng() -> tuple[torch.Tensor, tuple]:
+    return torch.get_rng_state(), random.getstate()
+
+
+def _assert_global_rng(state: tuple[torch.Tensor, tuple]) -> None:
+    assert torch.equal(torch.get_rng_state(), state[0]), "torch's global CPU generator was touched"
+    assert random.getstate() == state[1], "Python's random module was touched"
+
+
+def _keyed_loader(train, collate, batch_size=8, skip=0):
+    """What the trainer builds: ResumableSampler keys -> SeededDataset -> (mixup) collate. The loader gets its
+    own generator: a DataLoader without one draws its base seed from the global generator on every iter()."""
+    sampler = ResumableSampler(SeededRandomSampler(train, seed=3), seed=3)
+    sampler.set_epoch(1)
+    sampler.skip(skip)
+    return DataLoader(
+        SeededDataset(train), batch_size=batch_size, sampler=sampler, collate_fn=collate, generator=torch.Generator()
+    )
+
+
+def test_seeded_dataset_augments_by_key_and_leaves_the_global_rng_alone():
+    # ta_wide draws from torch, random erasing too; the random crop too: every kind of draw is exercised
+    train, _, _ = build_datasets(None, image_size=16, auto_augment="ta_wide", random_erase=0.5)
+    seeded = SeededDataset(train)
+    random.seed(1)
+    torch.manual_seed(1)
+    before = _global_rng()
+    first = [seeded[(i, sample_seed(0, 0, 0, i))] for i in range(8)]
+    _assert_global_rng(before)
+    torch.manual_seed(99)  # another global state: same samples, as the key alone decides
+    random.seed(99)
+    again = [seeded[(i, sample_seed(0, 0, 0, i))] for i in range(8)]
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first, again, strict=True))
+    other = seeded[(0, sample_seed(0, 1, 0, 0))]  # same image, another key: another augmentation
+    assert not torch.equal(other[0], first[0][0])
+    assert isinstance(first[0], SeededSample) and first[0].seed == sample_seed(0, 0, 0, 0)
+    image, label = first[0]  # unpacks, pickles and collates like the plain tuple
+    restored = pickle.loads(pickle.dumps(first[0]))
+    assert torch.equal(restored[0], image) and restored.seed == first[0].seed
+    assert [t.shape for t in default_collate(first)] == [(8, 3, 16, 16), (8,)]
+
+
+def test_seeded_dataset_restores_the_global_rng_when_loading_fails():
+    class Failing(torch.utils.data.Dataset):
+        def __getitem__(self, i):
+            torch.rand(1), random.random()
+            raise OSError("disk gone")
+
+    before = _global_rng()
+    with pytest.raises(OSError, match="disk gone"):
+        SeededDataset(Failing())[(0, 5)]
+    _assert_global_rng(before)
+
+
+@pytest.mark.parametrize("mixup,cutmix", [(0.2, 0.0), (0.8, 1.0)])
+def test_mixup_batch_is_a_function_of_its_keys_and_leaves_the_global_rng_alone(mixup, cutmix):
+    train, _, _ = build_datasets(None, image_size=16, auto_augment="ra")
+    train = Subset(train, range(32))
+    collate = mixup_cutmix_collate(10, mixup_alpha=mixup, cutmix_alpha=cutmix)
+    torch.manual_seed(5)
+    before = _global_rng()
+    epoch = list(_keyed_loader(train, collate))
+    _assert_global_rng(before)  # sampling, augmentation and mixing drew nothing from the global streams
+    assert (epoch[0][1].max(1).values < 1).any()  # really mixed
+    torch.manual_seed(6)
+    again = list(_keyed_loader(train, collate))
+    resumed = list(_keyed_loader(train, collate, skip=2 * 8))  # mid-epoch resume: the epoch's tail, bit-exact
+    assert len(epoch) == 4 and len(resumed) == 2
+    for (x, y), (x2, y2) in zip(epoch, again, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    for (x, y), (x2, y2) in zip(epoch[2:], resumed, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_mixup_with_plain_samples_draws_from_the_global_rng():
+    collate = mixup_cutmix_collate(10, mixup_alpha=1.0)
+    batch = [(torch.rand(3, 4, 4), i) for i in range(4)]
+    torch.manual_seed(0)
+    a = collate(batch)[1]
+    torch.manual_seed(0)
+    assert torch.equal(collate(batch)[1], a)
+    keyed = [SeededSample(s, 10 + i) for i, s in enumerate(batch)]
+    b = collate(keyed)[1]
+    assert torch.equal(collate(keyed)[1], b)
+    assert batch_seed([10, 11, 12, 13]) != batch_seed([13, 12, 11, 10])  # the order of the batch counts
