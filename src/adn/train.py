@@ -128,6 +128,8 @@ def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
         drop_last=len(train_set) >= 2 * args.batch_size,
         persistent_workers=args.workers > 0,
         worker_init_fn=ignore_stop_signals,
+        # its own generator: iter(loader) would otherwise draw from the global RNG, one draw off after a resume
+        generator=torch.Generator().manual_seed(args.seed),
     )
     val_loader = DataLoader(
         val_set,
@@ -137,7 +139,7 @@ def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
         pin_memory=pin,
         persistent_workers=args.workers > 0,
     )
-    source = args.data_path or adn_data.BUILTIN_NAME
+    source = args.data_path or adn_data.BUILTIN_DATASETS[args.dataset]
     _log(f"data: {source}: {len(train_set)} train / {len(val_set)} val images, {num_classes} classes")
     if args.distributed and len(val_set) % args.world_size:
         # DistributedSampler pads every process to the same number of images (as torchvision's reference does)
@@ -454,24 +456,19 @@ def _end_epoch(run: Run, epoch: int, result, val_loader, output_dir: Path, start
 
 
 # ---------------------------------------------------------------------------------------------- the end
-def _calibration_set(args: argparse.Namespace, image_size: int):
-    # TODO(data package): adn.data.build_calibration_set
-    crop = args.val_crop_size or image_size
-    if args.data_path is None:
-        transform = adn_data.eval_transform(
-            crop, args.val_resize_size or crop, interpolation=args.interpolation, digits=True
-        )
-        return adn_data.DigitsDataset("train", transform)
-    root = adn_data._check_root(args.data_path, ("train",))
-    _, resize, crop = adn_data._sizes(image_size, None, args.val_resize_size, args.val_crop_size)
-    transform = adn_data.eval_transform(crop, resize, interpolation=args.interpolation)
-    return adn_data._image_folder(root / "train", transform, args.bad_images)
-
-
 def calibration_loader(args: argparse.Namespace, image_size: int) -> DataLoader:
     """Training images with the evaluation transform (no augmentation), ``--calib-images`` of them spread over the
     whole training set, for BatchNorm calibration."""
-    dataset = _subset(_calibration_set(args, image_size), args.train_subset)
+    dataset = adn_data.build_calibration_set(
+        args.data_path,
+        image_size=image_size,
+        val_resize_size=args.val_resize_size,
+        val_crop_size=args.val_crop_size,
+        interpolation=args.interpolation,
+        bad_images=args.bad_images,
+        **adn_data_kwargs(args),
+    )
+    dataset = _subset(dataset, args.train_subset)
     generator = torch.Generator().manual_seed(args.seed)
     chosen = torch.randperm(len(dataset), generator=generator)[: args.calib_images].tolist()
     return DataLoader(Subset(dataset, sorted(chosen)), batch_size=args.batch_size, num_workers=args.workers)

@@ -22,7 +22,7 @@ One module per job: :mod:`~adn.data.presets` (transforms and normalisation const
 from .digits import BUILTIN_NAME, DigitsDataset
 from .fashion_mnist import FASHION_MNIST_NAME, FashionMNISTDataset, find_fashion_mnist, read_idx
 from .folder import BAD_IMAGE_POLICIES, BadImageError, load_image
-from .loaders import BUILTIN_DATASETS, build_datasets, build_eval_loader
+from .loaders import BUILTIN_DATASETS, build_calibration_set, build_datasets, build_eval_loader
 from .mixup import MixupCutmixCollate, mixup_cutmix_collate
 from .presets import (
     AUTO_AUGMENT_POLICIES,
@@ -64,6 +64,7 @@ __all__ = [
     "SeededRandomSampler",
     "SeededSample",
     "batch_seed",
+    "build_calibration_set",
     "build_datasets",
     "build_eval_loader",
     "build_samplers",

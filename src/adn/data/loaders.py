@@ -14,7 +14,7 @@ from .fashion_mnist import FASHION_MNIST_NAME, FashionMNISTDataset
 from .folder import _check_root, _check_same_classes, _class_names, _image_folder
 from .presets import AUTO_AUGMENT_POLICIES, _interpolation, eval_transform, train_transform
 
-__all__ = ["BUILTIN_DATASETS", "build_datasets", "build_eval_loader"]
+__all__ = ["BUILTIN_DATASETS", "build_calibration_set", "build_datasets", "build_eval_loader"]
 
 #: the built-in datasets (``data_path=None``): name -> the description training logs
 BUILTIN_DATASETS = {"digits": BUILTIN_NAME, "fashion-mnist": FASHION_MNIST_NAME}
@@ -157,3 +157,27 @@ def build_eval_loader(
         val, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available()
     )
     return loader, num_classes
+
+
+def build_calibration_set(
+    data_path: str | None = None,
+    *,
+    image_size: int,
+    dataset: str = "digits",
+    val_resize_size: int | None = None,
+    val_crop_size: int | None = None,
+    interpolation: str = "bilinear",
+    bad_images: str = "stop",
+    download: bool = False,
+    root: str | Path | None = None,
+) -> Dataset:
+    """The training images with the *evaluation* transform (no augmentation): what BatchNorm calibration
+    (:func:`adn.calibrate`) estimates each sub-network's statistics on."""
+    _check_dataset(data_path, dataset)
+    if data_path is None:
+        crop = val_crop_size or image_size
+        transform = eval_transform(crop, val_resize_size or crop, interpolation=interpolation, preset=dataset)
+        return _builtin(dataset, "train", transform, root, download)
+    root_dir = _check_root(data_path, ("train",))
+    _, resize, crop = _sizes(image_size, None, val_resize_size, val_crop_size)
+    return _image_folder(root_dir / "train", eval_transform(crop, resize, interpolation=interpolation), bad_images)
