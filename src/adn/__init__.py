@@ -4,12 +4,14 @@
 >>> model = adn.create_model("resnet50")
 >>> logits = model(images, skip="TTFF")   # skip the 2nd halves of stages 1 and 2
 >>> model.skip = "TTTT"                    # default for plain model(x): the base-net
+>>> net = adn.convert(torchvision.models.convnext_tiny())  # any residual classifier, in place
 """
 
 from . import models  # noqa: F401  (registers the architectures)
 from .bench import bench_subnets, select_subnet
 from .calibrate import calibrate, clear_calibration, is_calibrated
 from .checkpoint import load_weights, save_weights
+from .convert import convert, create_converted, load_pretrained
 from .engine import distillation_step, evaluate, train_one_epoch
 from .export import export_subnet
 from .flops import count_flops, count_params
@@ -38,7 +40,9 @@ __all__ = [
     "clear_calibration",
     "convert_sync_batchnorm",
     "count_flops",
+    "convert",
     "count_params",
+    "create_converted",
     "create_model",
     "distillation_loss",
     "distillation_step",
@@ -47,6 +51,7 @@ __all__ = [
     "format_skip",
     "is_calibrated",
     "list_models",
+    "load_pretrained",
     "load_weights",
     "model_info",
     "parse_skip",
