@@ -18,10 +18,10 @@ from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer,
 from torchvision.models.vision_transformer import VisionTransformer
 
 import adn
-from adn.convert import adaptive_class, convert, create_converted, load_pretrained
+from adn.conversion import adaptive_class, convert, create_converted, load_pretrained
 from helpers import run
 
-convert_module = importlib.import_module("adn.convert")  # `adn.convert` itself is the function
+convert_module = importlib.import_module("adn.conversion")  # `adn.convert` is the function
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated upstream
 

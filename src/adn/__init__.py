@@ -11,7 +11,7 @@ from . import models  # noqa: F401  (registers the architectures)
 from .bench import bench_subnets, select_subnet
 from .calibrate import calibrate, clear_calibration, is_calibrated
 from .checkpoint import load_weights, save_weights
-from .convert import convert, create_converted, load_pretrained
+from .conversion import convert, create_converted, load_pretrained
 from .engine import distillation_step, evaluate, train_one_epoch
 from .export import export_subnet
 from .flops import count_flops, count_params

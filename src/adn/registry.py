@@ -124,7 +124,7 @@ def create_model(
         )
     weights = weights or (pretrained_cfg_overlay or {}).get("file")
     if is_converted_name(name):
-        from .convert import create_converted
+        from .conversion import create_converted
 
         model = create_converted(name, num_classes=num_classes, **kwargs)
         info = getattr(model, "info", None) or ModelInfo(name=name, builder=None, input_size=224)

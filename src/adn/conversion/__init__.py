@@ -60,391 +60,19 @@ Pickling: the converted class is created at run time, so instances pickle (``tor
 from __future__ import annotations
 
 import difflib
-import itertools
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from .skip import NORM_TYPES, AdaptiveDepthNet, init_skip_norms_from_main
+from ..skip import AdaptiveDepthNet, init_skip_norms_from_main
+from .families import FAMILIES, Blocks, Family
+from .probe import Inspector, generic_stages, group, probe_size
 
 __all__ = ["FAMILIES", "Family", "adaptive_class", "convert", "create_converted", "load_pretrained"]
 
-Blocks = list[nn.Module]
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _GENERIC_SHARED = ("downsample", "shortcut", "proj")
-_DEFAULT_INPUT = 224
-
-
-# ------------------------------------------------------------------------------------------- the family table
-@dataclass(frozen=True)
-class Family:
-    """How to find the stages of one model family from its own attributes.
-
-    ``classes``: ``"module:QualName"`` of the family's classes (matched anywhere in the model's MRO, without
-    importing anything). ``looks_for``: where the stages are, in words. ``stages(model)``: candidate stages, each
-    a list of blocks in execution order (groups of one block are dropped). ``flat``: ``stages`` returns one run of
-    identical layers, grouped into ``num_stages``.
-    ``stage_twins(model, stages)`` and ``skipped_inactive()``: the declarations passed on to
-    :meth:`AdaptiveDepthNet.set_stages`.
-    """
-
-    name: str
-    classes: tuple[str, ...]
-    looks_for: str  # where the stages are, for error messages
-    stages: Callable[[nn.Module], list[Blocks]]
-    shared_norms: tuple[str, ...] = ()
-    flat: bool = False
-    stage_twins: Callable[[nn.Module, list[Blocks]], dict[int, Blocks]] | None = None
-    skipped_inactive: Callable[[], tuple[type[nn.Module], ...]] | None = None
-
-    def matches(self, model: nn.Module) -> bool:
-        return any(f"{c.__module__}:{c.__qualname__}" in self.classes for c in type(model).__mro__)
-
-
-def _split_at_non_residual(blocks: Sequence[nn.Module], residual: Callable[[nn.Module], bool]) -> list[Blocks]:
-    """MobileNet-style grouping: a new group starts at every block that is not residual."""
-    groups: list[Blocks] = []
-    for block in blocks:
-        if groups and residual(block):
-            groups[-1].append(block)
-        else:
-            groups.append([block])
-    return groups
-
-
-def _layers(model: nn.Module) -> list[Blocks]:
-    return [list(getattr(model, f"layer{i}")) for i in range(1, 5) if hasattr(model, f"layer{i}")]
-
-
-def _tv_convnext(model: nn.Module) -> list[Blocks]:
-    from torchvision.models.convnext import CNBlock
-
-    return [list(m) for m in model.features if type(m) is nn.Sequential and all(isinstance(b, CNBlock) for b in m)]
-
-
-def _tv_mobilenet(model: nn.Module) -> list[Blocks]:
-    return _split_at_non_residual(model.features[1:-1], lambda b: bool(getattr(b, "use_res_connect", False)))
-
-
-def _tv_mobilenet_v2_twins(model: nn.Module, stages: list[Blocks]) -> dict[int, Blocks]:
-    # As the registered mobilenet_v2 (the reference implementation): the stem and the blocks before the first
-    # stage follow the first stage's flag, the blocks after the last stage and the last 1x1 conv the last one's.
-    inside = {id(b) for s in stages for b in s}
-    blocks = list(model.features)
-    first = next(i for i, b in enumerate(blocks) if id(b) in inside)
-    last = max(i for i, b in enumerate(blocks) if id(b) in inside)
-    return {0: blocks[:first], -1: blocks[last + 1 :]}
-
-
-def _tv_swin_merges(model: nn.Module, stages: list[Blocks]) -> dict[int, Blocks]:
-    return {i: [merge] for i, merge in enumerate(model.features[2::2], start=1)}  # merging before stage i
-
-
-def _stochastic_depth() -> tuple[type[nn.Module], ...]:
-    from torchvision.ops import StochasticDepth
-
-    return (StochasticDepth,)
-
-
-FAMILIES: list[Family] = [
-    Family("torchvision ResNet", ("torchvision.models.resnet:ResNet",), "layer1..layer4", _layers, ("downsample",)),
-    Family(
-        "torchvision RegNet",
-        ("torchvision.models.regnet:RegNet",),
-        "the blocks of each trunk_output stage",
-        lambda m: [list(stage) for stage in m.trunk_output],
-        ("proj",),
-    ),
-    Family("torchvision ConvNeXt", ("torchvision.models.convnext:ConvNeXt",), "CNBlock runs in features", _tv_convnext),
-    Family(
-        "torchvision EfficientNet",
-        ("torchvision.models.efficientnet:EfficientNet",),
-        "features[1:-1]",
-        lambda m: [list(stage) for stage in m.features[1:-1]],
-    ),
-    Family(
-        "torchvision MobileNetV2",
-        ("torchvision.models.mobilenetv2:MobileNetV2",),
-        "features split at blocks without use_res_connect",
-        _tv_mobilenet,
-        stage_twins=_tv_mobilenet_v2_twins,
-    ),
-    Family(
-        "torchvision MobileNetV3",
-        ("torchvision.models.mobilenetv3:MobileNetV3",),
-        "features split at blocks without use_res_connect",
-        _tv_mobilenet,
-    ),
-    Family(
-        "torchvision Swin Transformer",
-        ("torchvision.models.swin_transformer:SwinTransformer",),
-        "features[1::2]",
-        lambda m: [list(stage) for stage in m.features[1::2]],
-        stage_twins=_tv_swin_merges,
-        skipped_inactive=_stochastic_depth,
-    ),
-    Family(
-        "torchvision ViT",
-        ("torchvision.models.vision_transformer:VisionTransformer",),
-        "encoder.layers",
-        lambda m: [list(m.encoder.layers)],
-        flat=True,
-    ),
-    Family("timm ResNet", ("timm.models.resnet:ResNet",), "layer1..layer4", _layers, ("downsample",)),
-    Family(
-        "timm ConvNeXt",
-        ("timm.models.convnext:ConvNeXt",),
-        "stages[i].blocks",
-        lambda m: [list(s.blocks) for s in m.stages],
-    ),
-    Family(
-        "timm EfficientNet",
-        ("timm.models.efficientnet:EfficientNet", "timm.models.mobilenetv3:MobileNetV3"),
-        "blocks[i]",
-        lambda m: [list(stage) for stage in m.blocks],
-    ),
-    Family(
-        "timm ViT",
-        ("timm.models.vision_transformer:VisionTransformer",),
-        "blocks",
-        lambda m: [list(m.blocks)],
-        flat=True,
-    ),
-]
-
-
-# ------------------------------------------------------------------------------------------- the probe
-@dataclass
-class _Call:
-    order: int  # position of the module's first call in the forward pass
-    count: int
-    in_shape: tuple[int, ...] | None  # None unless called with exactly one tensor (and no keyword arguments)
-    out_shape: tuple[int, ...] | None  # None unless it returned one tensor
-
-
-def _first_param(model: nn.Module) -> torch.Tensor:
-    return next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0))
-
-
-def _probe_size(model: nn.Module, input_size: int | Sequence[int] | None) -> tuple[int, int]:
-    """The probe's input resolution: ``input_size``, else what the model says it expects, else 224."""
-    size: Any = input_size
-    if size is None:
-        embed = getattr(model, "patch_embed", None)
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        for candidate in (
-            getattr(model, "image_size", None),  # torchvision ViT
-            None if getattr(model, "dynamic_img_size", False) else getattr(embed, "img_size", None),  # timm ViT
-            cfg.get("input_size", (None,))[1:] or None,  # timm: (C, H, W)
-        ):
-            if candidate:
-                size = candidate
-                break
-    size = size or _DEFAULT_INPUT
-    return (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
-
-
-def _probe(model: nn.Module, size: tuple[int, int]) -> dict[int, _Call]:
-    """Shapes seen by every module in one eval forward of a ``1x3xHxW`` input, run on the meta device (no
-    arithmetic, nothing of the model touched; a real batch-1 pass if an operation has no meta kernel)."""
-    calls: dict[int, _Call] = {}
-
-    def pre(module, args, kwargs):
-        call = calls.get(id(module))
-        if call is None:
-            single = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
-            calls[id(module)] = _Call(len(calls), 1, tuple(args[0].shape) if single else None, None)
-        else:
-            call.count += 1
-
-    def post(module, args, kwargs, output):
-        call = calls[id(module)]
-        if call.count == 1 and isinstance(output, torch.Tensor):
-            call.out_shape = tuple(output.shape)
-
-    ref = _first_param(model)
-    dtype = ref.dtype if ref.is_floating_point() else torch.float32
-    flags = [(m, m.training) for m in model.modules()]
-    handles = []
-    for m in model.modules():
-        handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(m.register_forward_hook(post, with_kwargs=True))
-    model.eval()
-    try:
-        with torch.no_grad():
-            try:
-                tensors = itertools.chain(
-                    model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
-                )
-                state = {n: torch.empty_like(t, device="meta") for n, t in tensors}
-                x = torch.empty(1, 3, *size, device="meta", dtype=dtype)
-                torch.func.functional_call(model, state, (x,), strict=False)
-            except Exception as meta_error:
-                calls.clear()
-                if ref.device.type == "meta":
-                    raise meta_error
-                model(torch.randn(1, 3, *size, device=ref.device, dtype=dtype))
-    except Exception as exc:
-        raise ValueError(
-            f"cannot convert {type(model).__name__}: its forward fails on a 1x3x{size[0]}x{size[1]} probe "
-            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); "
-            "pass input_size=... (the resolution the model expects)"
-        ) from None
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in flags:
-            m.training = training
-    return calls
-
-
-def _has_weights(module: nn.Module) -> bool:
-    """Whether ``module`` has parameters outside its norm layers."""
-    norm_params = {id(p) for m in module.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()}
-    return any(id(p) not in norm_params for p in module.parameters())
-
-
-def _passes_input_through(block: nn.Module, shape: tuple[int, ...], ref: torch.Tensor) -> bool | str:
-    """The residual test: with every parameter of ``block`` zeroed except its norms', does its output still
-    depend on its input? (Two random inputs, one batch-1 call each.) A string says why the test could not run."""
-    device = torch.device("cpu") if ref.device.type == "meta" else ref.device
-    dtype = ref.dtype if ref.is_floating_point() else torch.float32
-    norm_params = {id(p) for m in block.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()}
-
-    def real(name: str, t: torch.Tensor, zero: bool) -> torch.Tensor:
-        if t.device.type != "meta" and not zero:
-            return t
-        if zero or not t.is_floating_point():
-            return torch.zeros_like(t, device=device)
-        unit = name.rsplit(".", 1)[-1] in ("weight", "running_var")  # a meta model's norms: identity-like
-        return (torch.ones_like if unit else torch.zeros_like)(t, device=device)
-
-    state = {n: real(n, p, id(p) not in norm_params) for n, p in block.named_parameters(remove_duplicate=False)}
-    state.update({n: real(n, b, False) for n, b in block.named_buffers(remove_duplicate=False)})
-    flags = [(m, m.training) for m in block.modules()]
-    block.eval()
-    try:
-        with torch.no_grad():
-            generator = torch.Generator(device="cpu").manual_seed(0)
-            a, b = (torch.randn(shape, generator=generator, device="cpu").to(device, dtype) for _ in range(2))
-            out_a = torch.func.functional_call(block, state, (a,), strict=False)
-            out_b = torch.func.functional_call(block, state, (b,), strict=False)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''}"
-    finally:
-        for m, training in flags:
-            m.training = training
-    return isinstance(out_a, torch.Tensor) and not torch.equal(out_a, out_b)
-
-
-class _Inspector:
-    """The probe's records plus cached residual tests."""
-
-    def __init__(self, model: nn.Module, size: tuple[int, int]) -> None:
-        self.model = model
-        self.calls = _probe(model, size)
-        self.ref = _first_param(model)
-        self._residual: dict[int, bool | str] = {}
-
-    def candidate(self, module: nn.Module) -> bool:
-        call = self.calls.get(id(module))
-        return (
-            type(module) not in _CONTAINERS
-            and not isinstance(module, NORM_TYPES)
-            and call is not None
-            and call.count == 1
-            and call.in_shape is not None
-            and call.out_shape is not None
-            and _has_weights(module)
-        )
-
-    def why_not_skippable(self, block: nn.Module) -> str | None:
-        call = self.calls.get(id(block))
-        if call is None:
-            return "it does not run in the model's forward"
-        if call.count != 1:
-            return f"it runs {call.count} times per forward"
-        if call.in_shape is None or call.out_shape is None:
-            return "it is not called with one tensor returning one tensor"
-        if call.in_shape != call.out_shape:
-            return f"it changes the shape {call.in_shape} -> {call.out_shape}"
-        self.residual(block)
-        result = self._residual[id(block)]
-        if isinstance(result, str):
-            return f"its residual test fails to run ({result})"
-        if not result:
-            return "it has no identity shortcut (with its weights zeroed its output no longer depends on its input)"
-        return None
-
-    def residual(self, block: nn.Module) -> bool:
-        """Whether ``block`` is a shape-preserving residual block (see the module docstring)."""
-        key = id(block)
-        if key not in self._residual:
-            call = self.calls.get(key)
-            shape_kept = (
-                call is not None and call.count == 1 and call.in_shape is not None and call.in_shape == call.out_shape
-            )
-            self._residual[key] = shape_kept and _passes_input_through(block, call.in_shape, self.ref)
-        return self._residual[key] is True
-
-    def order(self, block: nn.Module) -> int:
-        call = self.calls.get(id(block))
-        return call.order if call is not None else math.inf  # type: ignore[return-value]
-
-
-def _generic_stages(inspector: _Inspector) -> tuple[list[Blocks], bool]:
-    """The fallback (see the module docstring): stages, and whether the model is one flat run of layers."""
-    stages: list[Blocks] = []
-
-    def visit(module: nn.Module) -> bool:
-        """Find stages below and in ``module``; whether it holds one."""
-        children = list(module.children())
-        held = [visit(child) for child in children]
-        run: Blocks = []
-        found = False
-
-        def flush() -> None:
-            nonlocal found
-            if len(run) >= 2:
-                for group in _split_at_non_residual(run, inspector.residual):
-                    if len(group) >= 2:
-                        stages.append(group)
-                        found = True
-            run.clear()
-
-        for child, child_holds in zip(children, held, strict=True):
-            if child_holds or not inspector.candidate(child) or (run and type(child) is not type(run[0])):
-                flush()
-            if not child_holds and inspector.candidate(child):
-                run.append(child)
-        flush()
-        return found or any(held)
-
-    visit(inspector.model)
-    stages.sort(key=lambda s: inspector.order(s[0]))
-    flat = len(stages) == 1 and inspector.residual(stages[0][0])
-    return stages, flat
-
-
-def _group(layers: Blocks, num_stages: int | None, what: str) -> list[Blocks]:
-    """``layers`` as ``num_stages`` consecutive groups of near-equal size, the larger ones first."""
-    n = len(layers)
-    k = num_stages if num_stages is not None else max(1, min(4, n // 2))
-    if k < 1 or n < 2 * k:
-        raise ValueError(
-            f"cannot convert {what}: num_stages={k} needs at least {2 * k} layers and the model has {n}; "
-            f"pass num_stages=1..{max(1, n // 2)}"
-        )
-    sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
-    out, start = [], 0
-    for size in sizes:
-        out.append(layers[start : start + size])
-        start += size
-    return out
 
 
 # ------------------------------------------------------------------------------------------- the class swap
@@ -541,7 +169,7 @@ _GENERIC_SOURCE = (
 
 def _discover(
     model: nn.Module,
-    inspector: _Inspector,
+    inspector: Inspector,
     stages: Sequence[Sequence[nn.Module | str]] | None,
     num_stages: int | None,
 ) -> tuple[list[Blocks], Family | None, str]:
@@ -560,9 +188,9 @@ def _discover(
         except (AttributeError, IndexError, TypeError):  # a subclass laid out differently: use the fallback
             family = None
     if stages is None and family is None:
-        (found, flat), source = _generic_stages(inspector), _GENERIC_SOURCE
+        (found, flat), source = generic_stages(inspector), _GENERIC_SOURCE
     if flat and found:
-        found = _group([b for s in found for b in s], num_stages, name)
+        found = group([b for s in found for b in s], num_stages, name)
     elif num_stages is not None:
         raise ValueError(
             f"cannot convert {name}: num_stages is for flat encoders (ViT-like: one run of identical layers), "
@@ -616,7 +244,7 @@ def convert(
             f"cannot convert {name}: its attribute(s) {', '.join(clashes)} clash with the adaptive-depth interface"
         )
 
-    inspector = _Inspector(model, _probe_size(model, input_size))
+    inspector = Inspector(model, probe_size(model, input_size))
     found, family, source = _discover(model, inspector, stages, num_stages)
     names = {id(m): n for n, m in model.named_modules()}
     for i, blocks in enumerate(found):
@@ -709,7 +337,7 @@ def load_pretrained(
     file (``torch.save`` or ``*.safetensors``) or a mapping. Each twin norm becomes a copy of its main norm.
     adn's own checkpoints of the converted model (twins included) load too. Returns ``model``.
     """
-    from .checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
+    from ..checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
 
     what = "the state dict" if isinstance(source, Mapping) else str(source)
     obj = source if isinstance(source, Mapping) else load_checkpoint(source, weights_only=weights_only)
