@@ -1,0 +1,101 @@
+"""benchmarks/gpu.py: the smoke run exercises every section on the CPU; the guard keeps one item's failure,
+overrun or lateness from stopping the run."""
+
+import importlib.util
+import sys
+import time
+
+import pytest
+
+from helpers import ROOT, run
+
+SCRIPT = ROOT / "benchmarks" / "gpu.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tables(text: str) -> list[list[str]]:
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_the_full_report(tmp_path):
+    out = tmp_path / "report" / "gpu.md"
+    proc = run([sys.executable, str(SCRIPT), "--smoke", "--output", str(out)], timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert proc.stdout == text  # the same report on stdout and in the file
+    assert "train resnet20 bf16 eager ..." in proc.stderr  # progress goes to stderr
+    for heading in ("## 1. Training throughput", "## 2. Inference latency", "### Batch 1", "## 3. Data pipeline"):
+        assert heading in text
+    assert "- Command: `python benchmarks/gpu.py --smoke --output" in text
+    assert "| failed:" not in text and "skipped: time budget" not in text
+    train, latency, switch, data = _tables(text)
+    for table in (train, latency, switch, data):
+        assert {line.count("|") for line in table} == {table[0].count("|")}  # every row has every column
+    assert "| ADN/plain | FLOPs ratio |" in train[0]
+    assert [row.split(" | ")[3:5] for row in train[2:]] == [
+        ["bf16", "eager"],
+        ["fp16", "eager"],
+        ["bf16", "torch.compile"],
+    ]
+    assert "| FLOPs ratio |" in latency[0] and "| latency ratio |" in latency[0] and len(latency) == 4
+    assert "| switching ms/call |" in switch[0]
+    assert [row.split(" | ")[1] for row in switch[2:]] == ["eager", "torch.compile", "CUDA graphs"]
+    assert switch[-1].endswith("| skipped: needs CUDA |")
+    workers = [int(row.split("|")[1]) for row in data[2:]]
+    assert workers[0] == 1 and workers == sorted(workers)  # 1, 2, 4 ... up to the core count
+    assert "Feeding resnet20" in text and "Finished in" in text
+
+
+def _report(gpu_bench, tmp_path, budget=60.0):
+    report = gpu_bench.Report(tmp_path / "r.md", budget)
+    report.add("t", *gpu_bench.table("name", "value", "note"))
+    return report
+
+
+def test_a_failing_item_becomes_a_row_and_the_run_goes_on(gpu_bench, tmp_path):
+    report = _report(gpu_bench, tmp_path)
+
+    def boom():
+        raise ValueError("no | good\nat all")
+
+    report.guarded("boom", boom, 0, 10, "t", "a")
+    report.guarded("fine", lambda: report.row("t", "b", 1, ""), 0, 10, "t", "b")
+    assert report.failed == 1
+    lines = (tmp_path / "r.md").read_text().splitlines()
+    assert lines[-2:] == ["| a | – | failed: ValueError: no / good at all |", "| b | 1 |  |"]
+
+
+def test_items_past_the_budget_are_skipped_and_overruns_stopped(gpu_bench, tmp_path):
+    report = _report(gpu_bench, tmp_path, budget=5.0)
+    start = time.perf_counter()
+    report.guarded("slow", lambda: time.sleep(30), 0, 1, "t", "slow")
+    assert time.perf_counter() - start < 10
+    report.guarded("late", lambda: None, 60, 10, "t", "late")
+    text = (tmp_path / "r.md").read_text()
+    assert "| slow | – | failed: TimeoutError: stopped after 1 s |" in text
+    assert "| late | – | skipped: time budget (" in text and report.skipped == 1
+
+
+def test_timeit(gpu_bench):
+    import torch
+
+    calls = []
+    warm, times = gpu_bench.timeit(lambda: calls.append(1), 4, 2, torch.device("cpu"), per_call=True)
+    assert len(calls) == 6 and len(times) == 4 and warm >= 0 and min(times) >= 0
+    _, mean = gpu_bench.timeit(lambda: time.sleep(0.01), 3, 0, torch.device("cpu"))
+    assert len(mean) == 1 and 0.009 < mean[0] < 0.1
