@@ -40,7 +40,8 @@ import torch.nn.functional as F
 import adn
 from adn import data as adn_data
 from adn.bench import switching_cost
-from adn.engine import self_distillation_loss
+from adn.engine import distillation_step
+from adn.losses import SelfDistillation
 
 KD_TOPK, ALPHA, TEMPERATURE = 500, 0.5, 1.0  # adn train's defaults
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -206,17 +207,11 @@ def make_steps(model, sup, base, opt, scaler, x, y, dtype, topk: int):
         backward(loss)
         update()
 
-    def adn_step():
+    distill, criterion = SelfDistillation(ALPHA, TEMPERATURE, topk), torch.nn.CrossEntropyLoss()
+
+    def adn_step():  # the trainer's own step (super-net backward, then base-net backward; no host sync)
         opt.zero_grad(set_to_none=True)
-        with autocast():
-            out = model(x, skip=sup)
-            loss = ALPHA * F.cross_entropy(out, y)
-        backward(loss)  # frees the super-net graph before the base-net forward
-        teacher = out.detach()
-        del out
-        with autocast():
-            loss = (1 - ALPHA) * self_distillation_loss(teacher, model(x, skip=base), TEMPERATURE, topk)
-        backward(loss)
+        distillation_step(model, distill, x, y, criterion, scaler, amp_dtype=dtype)
         update()
 
     return {"plain": plain, "ADN": adn_step}
