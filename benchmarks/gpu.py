@@ -234,9 +234,22 @@ def train_item(report, name, batch, precision, mode, args, device) -> None:
     graphs = f"{counter('stats', 'unique_graphs') - graphs}" if mode != "eager" else "–"
     (p_ips, p_t, p_warm, p_mem), (a_ips, a_t, a_warm, a_mem) = out["plain"], out["ADN"]
     report.row(
-        "train", name, batch, res, precision, mode, f"{p_ips:.0f}", f"{a_ips:.0f}", f"{a_t / p_t:.3f}",
-        f"{(g_sup + g_base) / g_sup:.3f}", p_mem, a_mem, f"{p_warm:.1f} / {a_warm:.1f}", graphs, "",
-    )  # fmt: skip
+        "train",
+        name,
+        batch,
+        res,
+        precision,
+        mode,
+        f"{p_ips:.0f}",
+        f"{a_ips:.0f}",
+        f"{a_t / p_t:.3f}",
+        f"{(g_sup + g_base) / g_sup:.3f}",
+        p_mem,
+        a_mem,
+        f"{p_warm:.1f} / {a_warm:.1f}",
+        graphs,
+        "",
+    )
     report.train_rates.setdefault(name, []).append((a_ips, p_ips, f"{precision}, {mode}"))
 
 
@@ -253,9 +266,21 @@ def latency_item(report, name, args, device) -> None:
                 cells.append((np.median(ms), np.percentile(ms, 90), peak_mib(device)))
             (s50, s90, s_mem), (b50, b90, b_mem) = cells
             report.row(
-                "infer", name, batch, f"{g_sup:.2f}", f"{g_base:.2f}", f"{g_base / g_sup:.3f}", f"{s50:.2f}",
-                f"{s90:.2f}", f"{b50:.2f}", f"{b90:.2f}", f"{b50 / s50:.3f}", s_mem, b_mem, "",
-            )  # fmt: skip
+                "infer",
+                name,
+                batch,
+                f"{g_sup:.2f}",
+                f"{g_base:.2f}",
+                f"{g_base / g_sup:.3f}",
+                f"{s50:.2f}",
+                f"{s90:.2f}",
+                f"{b50:.2f}",
+                f"{b90:.2f}",
+                f"{b50 / s50:.3f}",
+                s_mem,
+                b_mem,
+                "",
+            )
 
 
 def switch_item(report, name, mode, args, device) -> None:
@@ -277,10 +302,22 @@ def switch_item(report, name, mode, args, device) -> None:
     if mode == "CUDA graphs":
         note += f", {counter('inductor', 'cudagraph_skips') - skips} cudagraph skips"
     report.row(
-        "switch", name, mode, f"{warm:.1f}", f"{s50:.2f}", f"{s90:.2f}", f"{b50:.2f}", f"{b90:.2f}",
-        f"{b50 / s50:.3f}", f"{g_base / g_sup:.3f}", f"{sw['alternating_ms']:.3f}", f"{sw['grouped_ms']:.3f}",
-        f"{sw['switching_ms']:+.3f}", f"{sw['switching_ms'] / sw['grouped_ms']:+.1%}", note,
-    )  # fmt: skip
+        "switch",
+        name,
+        mode,
+        f"{warm:.1f}",
+        f"{s50:.2f}",
+        f"{s90:.2f}",
+        f"{b50:.2f}",
+        f"{b90:.2f}",
+        f"{b50 / s50:.3f}",
+        f"{g_base / g_sup:.3f}",
+        f"{sw['alternating_ms']:.3f}",
+        f"{sw['grouped_ms']:.3f}",
+        f"{sw['switching_ms']:+.3f}",
+        f"{sw['switching_ms'] / sw['grouped_ms']:+.1%}",
+        note,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -338,7 +375,7 @@ def data_item(report, args, device) -> None:
                 f"Feeding {name} ({how}): the ADN step ({adn_ips:.0f} img/s) needs ~{math.ceil(adn_ips / per_worker)} "
                 f"workers, the plain step ({plain_ips:.0f} img/s) ~{math.ceil(plain_ips / per_worker)}, at the "
                 f"{per_worker:.0f} img/s per worker measured with {counts[-1]} workers.",
-            )  # fmt: skip
+            )
 
 
 # --------------------------------------------------------------------------------------------- the report
@@ -381,9 +418,23 @@ def header(report, args, device, argv) -> None:
         f"({args.compile_dtype}): the model is compiled (a forward and an AOTAutograd backward graph per "
         "sub-network); losses, GradScaler and optimizer run eagerly. Warm-up time includes cuDNN autotuning and "
         "compilation; peak memory (`torch.cuda.max_memory_allocated`) covers warm-up and timed steps.",
-        *table("model", "batch", "px", "precision", "mode", "plain img/s", "ADN img/s", "ADN/plain", "FLOPs ratio",
-               "peak MiB plain", "peak MiB ADN", "warm-up s plain / ADN", "graphs", "note"),
-    )  # fmt: skip
+        *table(
+            "model",
+            "batch",
+            "px",
+            "precision",
+            "mode",
+            "plain img/s",
+            "ADN img/s",
+            "ADN/plain",
+            "FLOPs ratio",
+            "peak MiB plain",
+            "peak MiB ADN",
+            "warm-up s plain / ADN",
+            "graphs",
+            "note",
+        ),
+    )
     report.add(
         "infer",
         "## 2. Inference latency: base-net vs super-net",
@@ -392,21 +443,48 @@ def header(report, args, device, argv) -> None:
         f"calls ({args.iters} after {args.warmup} warm-up calls, `synchronize` after each), median and p90 in ms; "
         "**latency ratio** base/super (medians) beside the **FLOPs ratio** base/super; peak memory "
         "(`torch.cuda.max_memory_allocated`, weights included) during that sub-network's calls.",
-        *table("model", "batch", "GFLOPs super", "GFLOPs base", "FLOPs ratio", "super ms", "super p90", "base ms",
-               "base p90", "latency ratio", "peak MiB super", "peak MiB base", "note"),
-    )  # fmt: skip
+        *table(
+            "model",
+            "batch",
+            "GFLOPs super",
+            "GFLOPs base",
+            "FLOPs ratio",
+            "super ms",
+            "super p90",
+            "base ms",
+            "base p90",
+            "latency ratio",
+            "peak MiB super",
+            "peak MiB base",
+            "note",
+        ),
+    )
     report.add(
         "switch",
         "### Batch 1: eager, torch.compile, CUDA graphs; switching cost",
         "",
-        "**torch.compile**: one graph per sub-network; **CUDA graphs**: `mode=\"reduce-overhead\"` (Inductor and "
+        '**torch.compile**: one graph per sub-network; **CUDA graphs**: `mode="reduce-overhead"` (Inductor and '
         "CUDA graph trees; a *cudagraph skip* means a graph ran without them). Warm-up: 3 calls of each "
         f"sub-network. Switching cost (`adn.bench.switching_cost`, `torch.utils.benchmark`, {args.rounds} "
         f"interleaved rounds of {args.min_run_time} s): per-call time of the same calls alternating (S B S B) "
         "and grouped (S S B B); the difference is what switching costs.",
-        *table("model", "mode", "warm-up s", "super ms", "super p90", "base ms", "base p90", "latency ratio",
-               "FLOPs ratio", "alternating ms/call", "grouped ms/call", "switching ms/call", "relative", "note"),
-    )  # fmt: skip
+        *table(
+            "model",
+            "mode",
+            "warm-up s",
+            "super ms",
+            "super p90",
+            "base ms",
+            "base p90",
+            "latency ratio",
+            "FLOPs ratio",
+            "alternating ms/call",
+            "grouped ms/call",
+            "switching ms/call",
+            "relative",
+            "note",
+        ),
+    )
     report.add(
         "data",
         "## 3. Data pipeline",

@@ -120,6 +120,8 @@ def test_checkpoint_files_are_atomic_and_errors_are_one_line(tmp_path):
 
 
 TINY = [
+    "--calib-images",
+    "32",
     "--model",
     "resnet20",
     "--train-subset",

@@ -21,7 +21,20 @@ from adn.cli import main as cli_main
 from adn.cli.train import default_output_dir
 from helpers import ADN, ROOT, child_env, run
 
-TINY = ["--train-subset", "32", "--val-subset", "16", "-b", "16", "--epochs", "1", "--print-freq", "100"]
+TINY = [
+    "--train-subset",
+    "32",
+    "--val-subset",
+    "16",
+    "-b",
+    "16",
+    "--epochs",
+    "1",
+    "--print-freq",
+    "100",
+    "--calib-images",
+    "16",
+]
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -216,6 +229,8 @@ def test_safetensors_round_trip_and_eval(tmp_path, capsys):
 RUN = [
     *ADN,
     "train",
+    "--calib-images",
+    "16",
     "--train-subset",
     "96",
     "--val-subset",

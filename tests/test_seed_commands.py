@@ -42,7 +42,7 @@ EVAL = {
     "vit_b_16": "--model vit_b_16 --test-only --resume {ckpt} --batch-size 256 --skip-cfg True True True True "
     "--model-ema --data-path {data}",
 }
-TINY = "--epochs 1 --lr-warmup-epochs 0 --batch-size 2 --print-freq 1"
+TINY = "--epochs 1 --lr-warmup-epochs 0 --batch-size 2 --print-freq 1 --calib-images 4"
 
 
 @pytest.fixture(scope="module")

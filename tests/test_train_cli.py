@@ -8,7 +8,7 @@ import pytest
 from adn.checkpoint import load_checkpoint
 from helpers import ADN, run
 
-TINY = ["--train-subset", "64", "--val-subset", "48", "-b", "32", "--epochs", "1"]
+TINY = ["--train-subset", "64", "--val-subset", "48", "-b", "32", "--epochs", "1", "--calib-images", "32"]
 
 
 @pytest.fixture(scope="module")

@@ -233,7 +233,17 @@ def checkpoint_arg(obj: object, name: str) -> object:
 
 def peek_checkpoint(path: str | os.PathLike) -> object:
     """A checkpoint file read memory-mapped (tensor data is not loaded), never running code; None when it cannot
-    be read that way (not a zip checkpoint, corrupt, unsafe ...: the real load reports why)."""
+    be read that way (not a zip checkpoint, corrupt, unsafe ...: the real load reports why). A safetensors file
+    gives ``{"meta": ...}`` (its header's metadata) without loading any tensor."""
+    if str(path).endswith(SAFETENSORS_SUFFIX):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                header = f.metadata() or {}
+            return {"meta": json.loads(header["adn"])} if "adn" in header else {}
+        except Exception:
+            return None
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -252,8 +262,13 @@ def peek_checkpoint_args(path: str | os.PathLike) -> dict | None:
 
 
 def peek_checkpoint_arg(path: str | os.PathLike, name: str) -> object:
-    """One flag of :func:`peek_checkpoint_args`, or None."""
-    return (peek_checkpoint_args(path) or {}).get(name)
+    """One flag of :func:`peek_checkpoint_args` (or, for ``model``, the inference metadata's), or None."""
+    value = (peek_checkpoint_args(path) or {}).get(name)
+    if value is None and name == "model":
+        obj = peek_checkpoint(path)
+        meta = obj.get("meta") if isinstance(obj, Mapping) else None
+        value = meta.get("model") if isinstance(meta, Mapping) else None
+    return value
 
 
 def load_model_state(model: nn.Module, obj: object, path: str | os.PathLike, model_name: str | None = None) -> None:

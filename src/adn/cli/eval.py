@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..checkpoint import peek_checkpoint_args
+from ..checkpoint import peek_checkpoint_arg
 from ..errors import UsageError
 from ..registry import resolve_model_name
 from .options import (
@@ -44,7 +44,7 @@ def resolve_eval_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.all_subnets and args.skip_cfg is not None:
         raise UsageError("--all-subnets evaluates every sub-network; drop --skip-cfg")
     if args.model is None:
-        trained_as = (peek_checkpoint_args(args.resume or args.weights) or {}).get("model")
+        trained_as = peek_checkpoint_arg(args.resume or args.weights, "model")
         args.model = trained_as if isinstance(trained_as, str) else DEFAULT_MODEL
     args.model = resolve_model_name(args.model)
     preset = BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS

@@ -17,7 +17,9 @@ def get_args_parser() -> Parser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything PIL opens)")
     p.add_argument("--weights", required=True, help="checkpoint.pth or model.safetensors written by adn train")
     p.add_argument("--model", default=None, help="model name (default: the one the file records)")
-    p.add_argument("--skip-cfg", nargs="+", default=None, help="the sub-network, e.g. TTT (default: the super-net)")
+    p.add_argument(
+        "--skip-cfg", default=None, help="the sub-network, e.g. TTT or True,True,False (default: the super-net)"
+    )
     p.add_argument("--topk", type=int, default=3, help="labels to print per image")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return p
@@ -65,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, meta = build_model(name, args.weights, meta.get("num_classes"))
     device = check_device(args.device)
     model.to(device).eval()
-    skip = parse_skip(None if args.skip_cfg is None else " ".join(args.skip_cfg), model.num_stages)
+    skip = parse_skip(args.skip_cfg, model.num_stages)
     transform, classes = preprocess(meta), meta.get("classes") or []
     images = torch.stack([transform(load_image(path)) for path in args.images]).to(device)
     with torch.inference_mode():

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..checkpoint import peek_checkpoint_args
+from ..checkpoint import peek_checkpoint_arg, peek_checkpoint_args
 from ..errors import UsageError
 from ..optim import OPTIMIZERS, SCHEDULERS
 from ..registry import resolve_model_name
@@ -72,8 +72,23 @@ CHANGEABLE_ON_RESUME = {
     "resume",
     "max_steps",
 }
-#: never taken from a checkpoint (they describe this invocation, not the run)
-NOT_RESTORED = {"resume", "weights", "start_epoch", "test_only", "distributed", "rank", "world_size", "gpu"}
+#: never taken from a checkpoint: they describe this invocation or this machine, not the run
+NOT_RESTORED = {
+    "resume",
+    "weights",
+    "start_epoch",
+    "test_only",
+    "distributed",
+    "rank",
+    "world_size",
+    "gpu",
+    "restored",
+    "resumed_epochs",
+    "quiet",
+    "print_freq",
+    "device",
+    "workers",
+}
 
 
 def get_args_parser(prog: str = "adn train") -> Parser:
@@ -233,7 +248,7 @@ def resolve_args(args: argparse.Namespace, explicit: set[str]) -> argparse.Names
     if args.resume is not None and args.weights is not None:
         raise UsageError("--resume and --weights both load the model; give one of them")
     if args.model is None and args.resume not in (None, "auto"):
-        args.model = (peek_checkpoint_args(args.resume) or {}).get("model")
+        args.model = peek_checkpoint_arg(args.resume, "model")
     if args.resume == "auto":
         if args.test_only:
             raise UsageError("--resume auto continues training; to evaluate, give the checkpoint file: --resume PATH")
@@ -246,7 +261,7 @@ def resolve_args(args: argparse.Namespace, explicit: set[str]) -> argparse.Names
     if args.resume is not None and not args.test_only:
         _restore_run_args(args, explicit)
     if args.model is None:
-        trained_as = (peek_checkpoint_args(args.weights) or {}).get("model") if args.weights else None
+        trained_as = peek_checkpoint_arg(args.weights, "model") if args.weights else None
         args.model = trained_as if isinstance(trained_as, str) else DEFAULT_MODEL
     args.model = resolve_model_name(args.model)  # one line naming the known models if unknown
     preset = BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS
@@ -272,6 +287,7 @@ def _restore_run_args(args: argparse.Namespace, explicit: set[str]) -> None:
     stored = peek_checkpoint_args(args.resume)
     if stored is None:
         return  # not readable that way, or no args: the real load will tell
+    restored = []
     for key, value in stored.items():
         if key in NOT_RESTORED or not hasattr(args, key):
             continue
@@ -288,8 +304,8 @@ def _restore_run_args(args: argparse.Namespace, explicit: set[str]) -> None:
             value = str(Path(args.resume).parent)  # where the run lives now, even if it was moved
         if getattr(args, key) != value:
             setattr(args, key, value)
-            args.restored.append(key)
-    args.resumed_epochs = stored.get("epochs")
+            restored.append(key)
+    args.restored = restored
 
 
 def _check_train_args(args: argparse.Namespace) -> None:

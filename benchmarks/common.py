@@ -1,0 +1,162 @@
+"""What the comparison benchmarks share: train an ADN, the same network plainly, and a plain network of the
+base-net's depth, with the trainer's own data pipeline, optimiser and schedule (the flags of ``adn train``), then
+measure every sub-network as trained and with per-sub-network BatchNorm calibration.
+
+Plain training is cross-entropy on the super-net only; its sub-networks are *naive skipping* (the skipped net
+keeps the main norms, its twins being copies of them). The shallow net is a fresh copy of the base-net
+(``adn.export_subnet`` of an untrained model: the same layers, nothing skipped), trained plainly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+import adn
+from adn.cli.train import parse
+from adn.distributed import init_distributed_mode
+from adn.engine import StepOptions, evaluate, train_one_epoch
+from adn.evaluate import evaluate_subnets
+from adn.losses import SelfDistillation
+from adn.optim import build_optimizer, build_scheduler
+from adn.skip import init_skip_norms_from_main
+from adn.train import build_data, calibration_loader
+
+QUIET = 10**9
+
+
+def run_args(model: str, flags: list[str]) -> argparse.Namespace:
+    """The resolved arguments ``adn train --model MODEL FLAGS`` would run with (one process, CPU)."""
+    args = parse(
+        ["--model", model, "--device", "cpu", "--print-freq", str(QUIET), "--output-dir", "/nonexistent", *flags]
+    )
+    init_distributed_mode(args)
+    return args
+
+
+@dataclass
+class Trained:
+    name: str
+    model: nn.Module
+    seconds: float
+    step_ms: float
+    rows: list[dict] = field(default_factory=list)
+
+
+def _epochs(args, model, step, loader, sampler) -> tuple[float, float]:
+    optimizer, start, steps = build_optimizer(model, args), time.perf_counter(), 0
+    scheduler = build_scheduler(optimizer, args)
+    for epoch in range(args.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(args.seed + epoch)
+        model.train()
+        steps += step(model, optimizer, loader, epoch)
+        scheduler.step()
+    seconds = time.perf_counter() - start
+    return seconds, 1e3 * seconds / max(1, steps)
+
+
+def _plain_epoch(model, optimizer, loader, epoch) -> int:
+    criterion, n = nn.CrossEntropyLoss(), 0
+    for image, target in loader:
+        optimizer.zero_grad(set_to_none=True)
+        criterion(model(image), target).backward()
+        optimizer.step()
+        n += 1
+    return n
+
+
+def train_three(model_name: str, args: argparse.Namespace, image_size: int) -> dict[str, Trained]:
+    """ADN (self-distillation), plain (the same network, CE on the super-net) and shallow (the base-net's layers,
+    CE), same initial weights, data order, schedule and seed."""
+    device = torch.device("cpu")
+    loader, _, sampler, classes = build_data(args, image_size, device)
+    distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, min(500, len(classes)))
+    out = {}
+
+    def adn_epoch(model, optimizer, data, epoch):
+        options = StepOptions(print_freq=QUIET)
+        result = train_one_epoch(model, distill, nn.CrossEntropyLoss(), optimizer, data, device, epoch, options)
+        return result.steps
+
+    torch.manual_seed(args.seed)
+    net = adn.create_model(model_name, num_classes=len(classes))
+    shallow = adn.export_subnet(adn.create_model(model_name, num_classes=len(classes)), True).train()
+    plain = adn.create_model(model_name, num_classes=len(classes))
+    plain.load_state_dict(net.state_dict())  # the same initial weights as the ADN
+    for name, model, step in (
+        ("adn", net, adn_epoch),
+        ("plain", plain, _plain_epoch),
+        ("shallow", shallow, _plain_epoch),
+    ):
+        seconds, step_ms = _epochs(args, model, step, loader, sampler)
+        out[name] = Trained(name, model, seconds, step_ms)
+    init_skip_norms_from_main(out["plain"].model)  # naive skipping keeps the main norms
+    return out
+
+
+def recalibrate_plain(model: nn.Module, loader) -> None:
+    """A plain network's BatchNorm statistics re-estimated on ``loader`` (cumulative average, train mode, no
+    gradient): what :func:`adn.calibrate` does for each sub-network, for a network that has only one."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for image, _ in loader:
+            model(image)
+    model.eval()
+
+
+def measure(trained: dict[str, Trained], val_loader, args: argparse.Namespace, image_size: int) -> float:
+    """Every sub-network of the ADN and of the plain net (naive skipping), and the shallow net, as trained and
+    calibrated, into each ``Trained.rows``; returns the calibration time of all ADN sub-networks in seconds."""
+    device = torch.device("cpu")
+    calib = calibration_loader(args, image_size)
+    seconds = 0.0
+    for name in ("adn", "plain"):
+        t = trained[name]
+        t.rows = evaluate_subnets(t.model, val_loader, device, column="acc1_trained")
+        start = time.perf_counter()
+        adn.calibrate(t.model, calib, batches=len(calib))
+        if name == "adn":
+            seconds = time.perf_counter() - start
+        for row, new in zip(t.rows, evaluate_subnets(t.model, val_loader, device), strict=True):
+            row["acc1_calibrated"] = new["acc1"]
+    shallow = trained["shallow"]
+    row = {"skip": "T" * trained["adn"].model.num_stages}
+    row["acc1_trained"] = evaluate(shallow.model, val_loader, device, print_freq=QUIET)["acc1"]
+    recalibrate_plain(shallow.model, calib)
+    row["acc1_calibrated"] = evaluate(shallow.model, val_loader, device, print_freq=QUIET)["acc1"]
+    shallow.rows = [row]
+    return seconds
+
+
+def table(trained: dict[str, Trained]) -> list[str]:
+    """Markdown rows: every sub-network, ADN vs plain (naive skipping), as trained / calibrated."""
+    lines = [
+        "| sub-network | GFLOPs | ADN as trained | ADN calibrated | plain, naive skip, as trained | "
+        "plain, naive skip, calibrated |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a, p in zip(trained["adn"].rows, trained["plain"].rows, strict=True):
+        tag = " (super)" if "T" not in a["skip"] else " (base)" if "F" not in a["skip"] else ""
+        lines.append(
+            f"| {a['skip']}{tag} | {a['gflops']:.4f} | {a['acc1_trained']:.2f} | {a['acc1_calibrated']:.2f} "
+            f"| {p['acc1_trained']:.2f} | {p['acc1_calibrated']:.2f} |"
+        )
+    s = trained["shallow"].rows[0]
+    lines.append(
+        f"| shallow net (base-net's layers) trained alone | {trained['adn'].rows[-1]['gflops']:.4f} | – | – "
+        f"| {s['acc1_trained']:.2f} | {s['acc1_calibrated']:.2f} |"
+    )
+    return lines
+
+
+__all__ = ["Trained", "measure", "recalibrate_plain", "run_args", "table", "train_three"]
