@@ -315,6 +315,27 @@ class AdaptiveDepthNet(nn.Module):
         """Run sub-network ``skip`` (default: :attr:`skip`, the super-net unless set)."""
         return self.subnet(skip).forward_plain(x)
 
+    # ---- timm-style conveniences
+    def classifier_name(self) -> str:
+        """Name of the classifier layer (``model.info.classifier``, else the last ``nn.Linear``)."""
+        info = getattr(self, "info", None)
+        if info is not None and info.classifier:
+            return info.classifier
+        return [n for n, m in self.named_modules() if isinstance(m, nn.Linear)][-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one for ``num_classes`` classes (e.g. before fine-tuning)."""
+        name = self.classifier_name()
+        old = self.get_submodule(name)
+        parent, _, leaf = name.rpartition(".")
+        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        setattr(self.get_submodule(parent) if parent else self, leaf, new)
+
+    def forward_features(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
+        """What the classifier of sub-network ``skip`` sees: the pooled pre-logits features."""
+        path, _ = substitute(self.subnet(skip), {self.classifier_name(): nn.Identity()})
+        return path.forward_plain(x)
+
     def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map a reference-implementation state dict (twins already renamed ``<norm>.skip_norm``) to this
         model's names; identity unless the architecture's layout differs from the reference's."""

@@ -141,6 +141,11 @@ def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
     )
     source = args.data_path or adn_data.BUILTIN_DATASETS[args.dataset]
     _log(f"data: {source}: {len(train_set)} train / {len(val_set)} val images, {num_classes} classes")
+    if args.data_path is not None and image_size <= 64 and args.train_crop_size is None:
+        _warn(
+            f"{args.model} takes {image_size}x{image_size} px images: your photos are shrunk to that; for full-size "
+            "images use e.g. --model resnet50 (224 px), or set --train-crop-size/--val-crop-size"
+        )
     if args.distributed and len(val_set) % args.world_size:
         # DistributedSampler pads every process to the same number of images (as torchvision's reference does)
         _warn(
@@ -171,6 +176,10 @@ def build_run(args: argparse.Namespace, device: torch.device, classes: list[str]
     model = create_model(args.model, num_classes=len(classes))
     if args.weights:
         load_weights(model, args.weights, weights_only=not args.unsafe_pickle, model_name=args.model)
+    if getattr(args, "pretrained", None):
+        from .conversion import load_pretrained
+
+        load_pretrained(model, args.pretrained, weights_only=not args.unsafe_pickle)
     if args.distributed and args.sync_bn:
         model = convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)

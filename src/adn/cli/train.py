@@ -55,6 +55,9 @@ BUILTIN_PRESET = dict(
     lr_gamma=0.1,
     print_freq=10,
 )
+#: with --pretrained (fine-tuning a trained plain model into an ADN), unset flags: a short schedule at a tenth of
+#: the learning rate the preset would use
+FINETUNE_PRESET = dict(epochs=5, lr_scale=0.1, lr_scheduler="cosineannealinglr")
 #: flags a resumed run may change; every other flag given again must equal the run's own value
 CHANGEABLE_ON_RESUME = {
     "epochs",
@@ -245,8 +248,8 @@ def resolve_args(args: argparse.Namespace, explicit: set[str]) -> argparse.Names
             "--resume continues at the checkpoint's epoch; drop --start-epoch (or drop --resume and "
             "start from --weights at --start-epoch)"
         )
-    if args.resume is not None and args.weights is not None:
-        raise UsageError("--resume and --weights both load the model; give one of them")
+    if sum(x is not None for x in (args.resume, args.weights, args.pretrained)) > 1:
+        raise UsageError("--resume, --weights and --pretrained all load the model; give one of them")
     if args.model is None and args.resume not in (None, "auto"):
         args.model = peek_checkpoint_arg(args.resume, "model")
     if args.resume == "auto":
@@ -264,7 +267,13 @@ def resolve_args(args: argparse.Namespace, explicit: set[str]) -> argparse.Names
         trained_as = peek_checkpoint_arg(args.weights, "model") if args.weights else None
         args.model = trained_as if isinstance(trained_as, str) else DEFAULT_MODEL
     args.model = resolve_model_name(args.model)  # one line naming the known models if unknown
-    preset = BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS
+    preset = dict(BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS)
+    if args.pretrained is not None:
+        preset.update(
+            epochs=FINETUNE_PRESET["epochs"],
+            lr=preset["lr"] * FINETUNE_PRESET["lr_scale"],
+            lr_scheduler=FINETUNE_PRESET["lr_scheduler"],
+        )
     for key, value in preset.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
