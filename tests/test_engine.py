@@ -260,3 +260,42 @@ def test_torchrun_two_process_training(tmp_path):
     assert ckpt["args"]["world_size"] == 2 and ckpt["epoch"] == 0
     assert not any(k.startswith("module.") for k in ckpt["model"])
     assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_engine_without_host_syncs_equals_a_per_step_loop():
+    """The engine reads losses back only at reports; a plain loop that syncs every step (the old engine) must
+    reach the same weights and the same mean losses."""
+    torch.manual_seed(0)
+    model = adn.create_model("resnet20", num_classes=10)
+    twin = adn.create_model("resnet20", num_classes=10)
+    twin.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(5)]
+    distill = SelfDistillation(alpha=0.4, temperature=2.0, topk=5)
+    result = train_one_epoch(
+        model,
+        distill,
+        CE,
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        batches,
+        "cpu",
+        0,
+        StepOptions(print_freq=2),
+    )
+    opt = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    twin.train()
+    for x, y in batches:
+        opt.zero_grad()
+        out = twin(x, skip="FFF")
+        loss_s = 0.4 * CE(out, y)
+        loss_s.backward()
+        loss_b = 0.6 * distillation_loss(out.detach(), twin(x, skip="TTT"), 2.0, 5)
+        loss_b.backward()
+        losses.append((loss_s.item(), loss_b.item()))
+        opt.step()
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert result.loss_super == pytest.approx(sum(s for s, _ in losses) / 5, rel=1e-6)
+    assert result.loss_base == pytest.approx(sum(b for _, b in losses) / 5, rel=1e-6)
+    assert result.steps == 5 and result.images == 40

@@ -199,6 +199,14 @@ def get_args_parser(prog: str = "adn train") -> Parser:
         "checkpoint to continue (its run's arguments and output dir are restored; 'auto': the "
         "output dir's checkpoint.pth if there is one, as after a torchrun elastic restart)",
     )
+    p._action_groups[-1].add_argument(
+        "--pretrained",
+        default=None,
+        metavar="FILE",
+        help="fine-tune: start from the weights of the plain (unconverted) model -- torchvision, timm or your own "
+        "state dict -- with the twins copied from the main norms, and default to a fine-tuning schedule (5 "
+        "epochs, cosine, a tenth of the learning rate)",
+    )
     g = p.add_argument_group("output")
     g.add_argument(
         "--output-dir",
