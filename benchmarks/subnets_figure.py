@@ -1,0 +1,38 @@
+"""The README's picture: Acc@1 against GFLOPs of every sub-network of a trained run, as trained and calibrated.
+
+    python benchmarks/subnets_figure.py output/resnet20/model.safetensors docs/images/subnets.png
+"""
+
+from __future__ import annotations
+
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from adn.checkpoint import load_checkpoint  # noqa: E402
+
+
+def main(source: str, target: str) -> None:
+    meta = load_checkpoint(source)["meta"]
+    rows = meta["subnets"]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    g = [r["gflops"] * 1e3 for r in rows]
+    ax.scatter(g, [r["acc1_trained"] for r in rows], c="0.6", label="as trained (only the extremes are trained)")
+    ax.scatter(g, [r["acc1"] for r in rows], c="tab:red", label="BatchNorm-calibrated per sub-network")
+    for r, x in zip(rows, g, strict=True):
+        ax.annotate(r["skip"], (x, r["acc1"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("MFLOPs (multiply-accumulates) per image")
+    ax.set_ylabel("validation Acc@1 (%)")
+    ax.set_title(f"{meta['model']}: every sub-network of one trained network", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(target)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
