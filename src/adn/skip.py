@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
-from .stats import FrozenStatsNorm, NormStats, SubnetStatistics
+from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
 
 #: Norm layer types that get twins inside mandatory blocks (subclasses included: SyncBatchNorm, LayerNorm2d ...).
@@ -351,21 +351,11 @@ class AdaptiveDepthNet(nn.Module):
     ) -> None:
         # Calibrated statistics belong to the weights they were estimated for: a state dict brings its own set
         # (holders are made to fit it) or none (the model's is dropped).
-        head = prefix + "calibration."
-        incoming = {k[len(head) :]: v for k, v in state_dict.items() if k.startswith(head)}
         self._modules.pop("calibration", None)
         self.__dict__["_paths_valid"] = False
-        if incoming:
-            holder, device = SubnetStatistics(), next(iter(self.parameters()), torch.empty(0)).device
-            for key, value in incoming.items():
-                config, _, rest = key.partition(".")
-                position, _, buffer = rest.rpartition(".")
-                if buffer == "running_mean":
-                    holder.put(
-                        tuple(c == "T" for c in config),
-                        position,
-                        NormStats(value.shape[0], device=device, dtype=value.dtype),
-                    )
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        holder = SubnetStatistics.fitting(state_dict, prefix + "calibration.", device)
+        if holder is not None:
             self._modules["calibration"] = holder
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
@@ -410,21 +400,17 @@ def used_parameters(model: nn.Module, skip: SkipLike = None) -> list[nn.Paramete
 __all__ = [
     "AdaptiveDepthNet",
     "BATCH_NORM_TYPES",
-    "FrozenStatsNorm",
     "NORM_TYPES",
-    "NormStats",
-    "REMOVED",
     "SkipAwareNorm",
     "SkipLayout",
     "SkipLike",
     "Stage",
-    "SubnetStatistics",
+    "TWIN",
     "add_twin",
     "convert_sync_batchnorm",
     "format_skip",
     "init_skip_norms_from_main",
     "parse_skip",
-    "substitute",
     "subnets",
     "used_parameters",
 ]

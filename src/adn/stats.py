@@ -3,7 +3,7 @@ uses them in a calibrated sub-network's path."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +39,19 @@ class SubnetStatistics(nn.Module):
         """``{position in the path: NormStats}`` of sub-network ``skip`` (empty if not calibrated)."""
         root = self._modules.get(format_skip(skip))
         return {} if root is None else {n: m for n, m in root.named_modules() if isinstance(m, NormStats)}
+
+    @classmethod
+    def fitting(cls, state_dict: Mapping[str, torch.Tensor], prefix: str, device) -> SubnetStatistics | None:
+        """Empty holders shaped for the ``prefix``-ed calibration entries of ``state_dict`` (None if it has none),
+        so that loading it fills them."""
+        holder = None
+        for key, value in state_dict.items():
+            if key.startswith(prefix) and key.endswith(".running_mean"):
+                config, _, rest = key[len(prefix) :].partition(".")
+                holder = holder or cls()
+                stats = NormStats(value.shape[0], device=device, dtype=value.dtype)
+                holder.put(tuple(c == "T" for c in config), rest.rpartition(".")[0], stats)
+        return holder
 
     def put(self, skip: Sequence[bool], position: str, stats: NormStats) -> None:
         node: nn.Module = self

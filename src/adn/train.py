@@ -10,46 +10,26 @@ import datetime
 import json
 import random
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from . import data as adn_data
-from .calibrate import calibrate, clear_calibration
-from .checkpoint import checkpoint_arg, load_checkpoint, load_model_state, load_weights, save_checkpoint, save_weights
+from .calibrate import calibrate
+from .checkpoint import save_checkpoint, save_weights
 from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import StepOptions, evaluate, train_one_epoch
 from .errors import UsageError
 from .evaluate import adn_data_kwargs, default_input_size, evaluate_subnets, format_rows
 from .interrupt import StopRequest, ignore_stop_signals
 from .losses import DEFAULT_TOPK, SelfDistillation
-from .optim import build_ema, build_optimizer, build_scheduler, load_ema_state
-from .registry import create_model
-from .skip import BATCH_NORM_TYPES, convert_sync_batchnorm
+from .run import Run, build_run, make_checkpoint, prune_checkpoints, resume, seed_epoch, set_rng_state
+from .skip import BATCH_NORM_TYPES
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 QUIET = 10**9  # print_freq that silences progress reports
-
-
-@dataclass
-class Run:
-    """Everything a training run holds."""
-
-    args: argparse.Namespace
-    device: torch.device
-    model: nn.Module  # the DDP wrapper in a distributed run, else ``net``
-    net: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    ema: Any
-    scaler: Any
-    meta: dict
-    best: dict
 
 
 def run_training(args: argparse.Namespace) -> int:
@@ -163,171 +143,6 @@ def _warn(message: str) -> None:
         print(f"adn: warning: {message}", file=sys.stderr, flush=True)
 
 
-def _normalization(args: argparse.Namespace) -> tuple[list[float], list[float]]:
-    if args.data_path is not None:
-        return list(adn_data.IMAGENET_MEAN), list(adn_data.IMAGENET_STD)
-    if getattr(args, "dataset", "digits") == "fashion-mnist":
-        return list(adn_data.FASHION_MNIST_MEAN), list(adn_data.FASHION_MNIST_STD)
-    return list(adn_data.DIGITS_MEAN), list(adn_data.DIGITS_STD)
-
-
-# ------------------------------------------------------------------------------------------------- model
-def build_run(args: argparse.Namespace, device: torch.device, classes: list[str], image_size: int) -> Run:
-    model = create_model(args.model, num_classes=len(classes))
-    if args.weights:
-        load_weights(model, args.weights, weights_only=not args.unsafe_pickle, model_name=args.model)
-    if getattr(args, "pretrained", None):
-        from .conversion import load_pretrained
-
-        load_pretrained(model, args.pretrained, weights_only=not args.unsafe_pickle)
-    if args.distributed and args.sync_bn:
-        model = convert_sync_batchnorm(model)
-    model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
-    optimizer = build_optimizer(model, args)
-    fp16 = args.amp and device.type == "cuda" and args.amp_dtype != "bf16"
-    mean, std = _normalization(args)
-    meta = {
-        "model": args.model,
-        "num_classes": len(classes),
-        "classes": classes,
-        "input_size": image_size,
-        "mean": mean,
-        "std": std,
-        "interpolation": args.interpolation,
-        "val_resize_size": args.val_resize_size,
-        "val_crop_size": args.val_crop_size or image_size,
-        "square_resize": args.data_path is None,
-    }
-    return Run(
-        args,
-        device,
-        model,
-        model,
-        optimizer,
-        build_scheduler(optimizer, args),
-        build_ema(model, args, device) if args.model_ema else None,
-        torch.amp.GradScaler("cuda") if fp16 else None,
-        meta,
-        {"epoch": None, "acc1": None},
-    )
-
-
-def _require(checkpoint, keys, path: str) -> None:
-    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in keys):
-        raise ValueError(
-            f"{path} is not a training checkpoint (needs {', '.join(keys)}); use --weights to start from a weights file"
-        )
-
-
-def resume(run: Run) -> tuple[int, dict | None]:
-    """Load ``--resume``: weights, optimiser, schedule (extended explicitly if ``--epochs`` grew), EMA, scaler;
-    returns the step to start the first epoch at and the RNG state to restore (mid-epoch resumes)."""
-    args = run.args
-    checkpoint = load_checkpoint(args.resume, weights_only=not args.unsafe_pickle)
-    _require(checkpoint, ("model", "optimizer", "lr_scheduler", "epoch"), args.resume)
-    load_model_state(run.net, checkpoint, args.resume, args.model)
-    clear_calibration(run.net)  # training goes on: statistics calibrated for the old weights would go stale
-    opt = checkpoint_arg(checkpoint, "opt")
-    if isinstance(opt, str) and opt != args.opt:  # another optimizer's state would fail at the first step
-        raise ValueError(f"{args.resume} was trained with --opt {opt}; resume it with --opt {opt}")
-    try:
-        run.optimizer.load_state_dict(checkpoint["optimizer"])
-    except (ValueError, KeyError) as exc:
-        raise ValueError(f"{args.resume}: the optimizer state does not fit ({exc})") from None
-    run.scheduler.load_state_dict(checkpoint["lr_scheduler"])
-    args.start_epoch = checkpoint["epoch"] + 1
-    _extend_schedule(run, checkpoint_arg(checkpoint, "epochs"))
-    if run.ema is not None and checkpoint.get("model_ema") is not None:
-        load_ema_state(run.ema, checkpoint["model_ema"])
-    if run.scaler is not None and checkpoint.get("scaler") is not None:
-        run.scaler.load_state_dict(checkpoint["scaler"])
-    run.best = dict(checkpoint.get("best") or run.best)
-    start_step, rng = 0, None
-    position = checkpoint.get("position")  # saved on SIGTERM/SIGINT: mid-epoch
-    if position is not None and position["epoch"] == args.start_epoch:
-        start_step = int(position["step"])
-        # rank 0's RNG states are saved; other ranks reseed (their data augmentation is seeded per sample)
-        rng = checkpoint.get("rng") if not args.distributed else None
-    where = f"epoch {args.start_epoch}" + (f" step {start_step}" if start_step else "")
-    restored = ", ".join(f"--{k.replace('_', '-')}" for k in getattr(args, "restored", [])) or "none"
-    _log(f"resumed from {args.resume} at {where}; the run's own arguments restored: {restored}")
-    return start_step, rng
-
-
-def _extend_schedule(run: Run, trained_epochs: Any) -> None:
-    """``--epochs`` larger than the run's: a schedule that spans the run (cosine) is recomputed for the new length
-    and fast-forwarded to the resumed epoch; step schedules do not depend on it."""
-    args = run.args
-    if not isinstance(trained_epochs, int) or trained_epochs == args.epochs:
-        return
-    if args.lr_scheduler != "cosineannealinglr":
-        _log(f"--epochs {trained_epochs} -> {args.epochs}: the {args.lr_scheduler} schedule continues unchanged")
-        return
-    for group in run.optimizer.param_groups:
-        group["lr"] = group.get("initial_lr", group["lr"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "lr_scheduler.step() before optimizer.step()"
-        run.scheduler = build_scheduler(run.optimizer, args)
-        for _ in range(args.start_epoch):
-            run.scheduler.step()
-    _log(
-        f"--epochs {trained_epochs} -> {args.epochs}: the cosine schedule now spans {args.epochs} epochs "
-        f"(lr at epoch {args.start_epoch}: {run.optimizer.param_groups[0]['lr']:.4g})"
-    )
-
-
-# --------------------------------------------------------------------------------------------- checkpoints
-def make_checkpoint(run: Run, epoch: int, position: dict | None = None) -> dict:
-    return {
-        "model": run.net.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "lr_scheduler": run.scheduler.state_dict(),
-        "epoch": epoch,
-        "args": vars(run.args).copy(),
-        "model_ema": run.ema.state_dict() if run.ema is not None else None,
-        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
-        "rng": _rng_state(),
-        "position": position,
-        "best": run.best,
-        "meta": run.meta,
-    }
-
-
-def prune_checkpoints(output_dir: Path, keep: str, best_epoch: int | None) -> None:
-    """Keep the last ``keep`` ``model_<epoch>.pth`` files and the best epoch's ('all': keep every one)."""
-    if keep == "all":
-        return
-    files = sorted(
-        (p for p in output_dir.glob("model_*.pth") if p.stem[len("model_") :].isdigit()),
-        key=lambda p: int(p.stem[len("model_") :]),
-    )
-    for path in files[: -int(keep)]:
-        if path.stem != f"model_{best_epoch}":
-            path.unlink(missing_ok=True)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Seed every RNG from (seed, epoch, rank) at the start of an epoch: an epoch that is re-run after a crash
-    draws the same random numbers as in an uninterrupted run, whatever happened before."""
-    epoch_seed = adn_data.sample_seed(seed, epoch, rank, -1 % 2**32)
-    torch.manual_seed(epoch_seed)
-    random.seed(epoch_seed)
-
-
 # -------------------------------------------------------------------------------------------------- loop
 def _step_options(args: argparse.Namespace) -> StepOptions:
     return StepOptions(
@@ -399,12 +214,12 @@ def _train(args: argparse.Namespace) -> int:
     with stop.installed():
         for epoch in range(args.start_epoch, args.epochs):
             train_sampler.set_epoch(epoch)
-            _seed_epoch(args.seed, epoch, get_rank())
+            seed_epoch(args.seed, epoch, get_rank())
             first = epoch == args.start_epoch and start_step
             if first:
                 train_sampler.skip(start_step * args.batch_size)  # consumed samples: not loaded again
                 if resume_rng is not None:
-                    _set_rng_state(resume_rng)
+                    set_rng_state(resume_rng)
             try:
                 result = train_one_epoch(
                     run.model,

@@ -137,6 +137,105 @@ def add_augment_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ra-reps", type=int, default=3, help="repetitions of the repeated-augmentation sampler")
 
 
+def add_optim_args(p: argparse.ArgumentParser) -> None:
+    """Optimisation and self-distillation flags (``adn train``): the torchvision reference's and the reference ADN
+    code's."""
+    from ..optim import OPTIMIZERS, SCHEDULERS
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None, help="total epochs (default: 15 built-in, 90 with --data-path)")
+    g.add_argument("--opt", default="sgd", choices=OPTIMIZERS, help="optimiser")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.2 built-in, 0.1 with --data-path)")
+    g.add_argument("--momentum", type=float, default=0.9, help="momentum of SGD/RMSprop")
+    g.add_argument(
+        "--wd",
+        "--weight-decay",
+        dest="weight_decay",
+        type=float,
+        default=None,
+        help="weight decay (default: 5e-4 built-in, 1e-4 with --data-path)",
+    )
+    g.add_argument("--norm-weight-decay", type=float, default=None, help="weight decay of norm layers (default: --wd)")
+    g.add_argument("--bias-weight-decay", type=float, default=None, help="weight decay of biases (default: --wd)")
+    g.add_argument(
+        "--transformer-embedding-decay",
+        type=float,
+        default=None,
+        help="weight decay of position embeddings, class tokens and relative position biases (default: --wd)",
+    )
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the super-net's CE")
+    g.add_argument(
+        "--lr-scheduler",
+        default=None,
+        choices=SCHEDULERS,
+        help="per-epoch schedule (default: cosineannealinglr built-in, steplr with --data-path)",
+    )
+    g.add_argument("--lr-warmup-epochs", type=int, default=0, help="warm-up epochs")
+    g.add_argument("--lr-warmup-method", default="constant", choices=("constant", "linear"), help="warm-up shape")
+    g.add_argument("--lr-warmup-decay", type=float, default=0.01, help="warm-up starting factor of --lr")
+    g.add_argument(
+        "--lr-step-size", type=int, default=None, help="steplr: epochs between decays (default: 30; 5 built-in)"
+    )
+    g.add_argument("--lr-multi-steps", type=int, nargs="+", default=None, help="multisteplr: milestone epochs")
+    g.add_argument(
+        "--lr-gamma", type=float, default=None, help="decay factor of steplr/multisteplr/exponentiallr (default: 0.1)"
+    )
+    g.add_argument("--lr-min", type=float, default=0.0, help="cosineannealinglr's final learning rate")
+    g.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradient norm to this value")
+    g.add_argument("--amp", action="store_true", help="mixed precision (autocast; fp16 + GradScaler on CUDA)")
+    g.add_argument(
+        "--amp-dtype",
+        default=None,
+        choices=("bf16", "fp16"),
+        help="autocast dtype with --amp (default: fp16 on CUDA, bf16 on the CPU)",
+    )
+    g.add_argument("--sync-bn", action="store_true", help="synchronised BatchNorm across processes (CUDA)")
+    g.add_argument(
+        "--model-ema",
+        action="store_true",
+        help="keep an exponential moving average of the weights "
+        "(evaluated after each epoch; with --test-only, evaluate the EMA weights)",
+    )
+    g.add_argument("--model-ema-steps", type=int, default=32, help="steps between EMA updates")
+    g.add_argument("--model-ema-decay", type=float, default=0.99998, help="EMA decay per image-epoch (torchvision)")
+    g.add_argument(
+        "--use-deterministic-algorithms",
+        action="store_true",
+        help="bit-identical runs on the same machine and software (slower)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="random seed (model init, data order, augmentation)")
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop each epoch after N steps (smoke runs, benchmarks)",
+    )
+
+    g = p.add_argument_group("self-distillation")
+    g.add_argument(
+        "--subpath-alpha",
+        type=float,
+        default=0.5,
+        help="alpha: weight of the super-net's CE; the base-net's distillation loss gets 1 - alpha",
+    )
+    g.add_argument("--subpath-temp", type=float, default=1.0, help="distillation temperature T")
+    g.add_argument(
+        "--kd-topk",
+        type=int,
+        default=None,
+        help="distil over the super-net's top-k classes of each "
+        "image (default: min(500, classes): the reference's top-500, all classes below 500)",
+    )
+    g.add_argument(
+        "--calib-images",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="after training, calibrate every sub-network's BatchNorm statistics on N training images (0: don't)",
+    )
+
+
 def add_weights_args(p: argparse.ArgumentParser, resume_help: str) -> None:
     g = p.add_argument_group("weights")
     g.add_argument("--resume", default=None, metavar="CHECKPOINT", help=resume_help)
@@ -216,6 +315,7 @@ __all__ = [
     "add_data_args",
     "add_eval_args",
     "add_model_args",
+    "add_optim_args",
     "add_run_args",
     "add_weights_args",
     "check_device",
