@@ -28,15 +28,18 @@ from .skip import init_skip_norms_from_main
 _PUBLISHED_TWIN = re.compile(r"(^|\.)([A-Za-z0-9_]+?)_skip\.")
 
 
-def convert_published_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def convert_published_state_dict(
+    state_dict: Mapping[str, torch.Tensor], keep: set[str] | frozenset[str] = frozenset()
+) -> dict[str, torch.Tensor]:
     """Rename published ``<norm>_skip.<tensor>`` keys to ``<norm>.skip_norm.<tensor>``; strip DDP's
-    ``module.`` prefix and torch.compile's ``_orig_mod.`` prefix. Other keys pass unchanged."""
+    ``module.`` prefix and torch.compile's ``_orig_mod.`` prefix. Other keys, and keys in ``keep`` (a model's own
+    names: timm has norms called ``*_skip``), pass unchanged."""
     out = {}
     for key, value in state_dict.items():
         for prefix in ("module.", "_orig_mod."):
             if key.startswith(prefix):
                 key = key[len(prefix) :]
-        out[_PUBLISHED_TWIN.sub(r"\1\2.skip_norm.", key)] = value
+        out[key if key in keep else _PUBLISHED_TWIN.sub(r"\1\2.skip_norm.", key)] = value
     return out
 
 
@@ -49,7 +52,7 @@ def load_state_dict_compat(model: nn.Module, state_dict: Mapping[str, torch.Tens
     not (they belong to the weights they were estimated for). Any other missing or unexpected key is an error
     that names the keys.
     """
-    state_dict = convert_published_state_dict(state_dict)
+    state_dict = convert_published_state_dict(state_dict, keep=set(model.state_dict()))
     if hasattr(model, "from_reference"):
         state_dict = model.from_reference(state_dict)
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith("calibration.")}

@@ -214,10 +214,17 @@ class AdaptiveDepthNet(nn.Module):
         return len(self.layout.stages)
 
     @property
-    def stages(self) -> list[Stage]:
+    def adaptive_stages(self) -> list[Stage]:
         """The blocks of each stage (looked up by name, so they are current after module replacement)."""
         get = self.get_submodule
         return [Stage([get(n) for n in m], [get(n) for n in s]) for m, s in self.layout.stages]
+
+    @property
+    def stages(self) -> list[Stage] | nn.Module:
+        """:attr:`adaptive_stages` -- unless the model has a submodule of its own called ``stages`` (timm's
+        ConvNeXt runs ``self.stages(x)``), which then keeps the name."""
+        own = self.__dict__.get("_modules", {}).get("stages")
+        return own if own is not None else self.adaptive_stages
 
     @property
     def skip(self) -> tuple[bool, ...]:
@@ -237,7 +244,7 @@ class AdaptiveDepthNet(nn.Module):
         return parse_skip(skip, self.num_stages)
 
     def skippable_blocks(self) -> list[nn.Module]:
-        return [b for s in self.stages for b in s.skippable]
+        return [self.get_submodule(n) for _, skippable in self.layout.stages for n in skippable]
 
     # ---- paths
     def path_replacements(self, skip: tuple[bool, ...]) -> dict[str, nn.Module | _Removed]:

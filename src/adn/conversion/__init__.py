@@ -79,17 +79,6 @@ _GENERIC_SHARED = ("downsample", "shortcut", "proj")
 _CLASSES: dict[type, type] = {}
 
 
-class _OwnStages:
-    """``model.stages``: the original model's own ``stages`` submodule if it has one (timm's ConvNeXt runs
-    ``self.stages(x)``), else the adaptive-depth stage list (:attr:`AdaptiveDepthNet.stages`)."""
-
-    def __get__(self, obj, owner=None):
-        if obj is None:
-            return self
-        own = obj.__dict__.get("_modules", {}).get("stages")
-        return own if own is not None else AdaptiveDepthNet.stages.fget(obj)
-
-
 def _reduce_ex(self: nn.Module, protocol: int):
     return _restore, (type(self).__adn_original__,), self.__getstate__()
 
@@ -99,18 +88,21 @@ def _restore(original: type) -> nn.Module:
     return object.__new__(adaptive_class(original))
 
 
+# timm-style methods: a model that has its own keeps them (timm's forward_features/reset_classifier)
+_ORIGINAL_WINS = ("forward_features", "reset_classifier")
 # AdaptiveDepthNet's names a model class must not define itself (forward, train, extra_repr, _load_from_state_dict,
 # __getstate__ and __setstate__ are overridden cooperatively: they call the original's through super()).
 _OVERRIDDEN = {"forward", "train", "extra_repr", "_load_from_state_dict", "__getstate__", "__setstate__"}
-# ``stages`` may be an instance attribute or submodule (see _OwnStages), not a class attribute.
+# ``stages`` may be a submodule of the model (see AdaptiveDepthNet.stages), not a class attribute.
 _RESERVED = (
     (
         {k for k in vars(AdaptiveDepthNet) if not k.startswith("__")}
-        | {"layout", "calibration", "adaptive_stages"}
+        | {"layout", "calibration"}
         | {"_skip", "_fixed", "_paths", "_calibrated_paths", "_path_pairs", "_paths_valid"}
     )
     - _OVERRIDDEN
     - {"stages"}
+    - set(_ORIGINAL_WINS)
 )
 
 
@@ -124,10 +116,8 @@ def adaptive_class(original: type) -> type:
             "__doc__": f"{original.__name__} converted to an adaptive-depth model by adn.convert.",
             "__adn_original__": original,
             "__reduce_ex__": _reduce_ex,
-            "stages": _OwnStages(),
-            "adaptive_stages": AdaptiveDepthNet.stages,
-            "skippable_blocks": lambda self: [self.get_submodule(n) for _, s in self.layout.stages for n in s],
         }
+        namespace.update({name: getattr(original, name) for name in _ORIGINAL_WINS if hasattr(original, name)})
         cls = type(f"Adaptive{original.__name__}", (AdaptiveDepthNet, original), namespace)
         _CLASSES[original] = cls
     return cls
