@@ -1,6 +1,6 @@
 """The README's picture: Acc@1 against GFLOPs of every sub-network of a trained run, as trained and calibrated.
 
-    python benchmarks/subnets_figure.py output/resnet20/model.safetensors docs/images/subnets.png
+python benchmarks/subnets_figure.py output/resnet20/model.safetensors docs/images/subnets.png
 """
 
 from __future__ import annotations

@@ -52,14 +52,16 @@ def test_every_command_runs_as_pasted(tmp_path):
     for page in PAGES:
         for kind, block in _blocks(page):
             if kind == "python":
-                proc = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True,
-                                      text=True, timeout=600)
+                proc = subprocess.run(
+                    [sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+                )
                 assert proc.returncode == 0, f"{page}: python block failed:\n{block}\n{proc.stderr[-2000:]}"
                 ran += 1
                 continue
             for command in _commands(block):
-                proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
-                                      text=True, timeout=600)
+                proc = subprocess.run(
+                    ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+                )
                 assert proc.returncode == 0, f"{page}: `{command}` failed:\n{proc.stderr[-2000:]}"
                 assert "Traceback" not in proc.stderr, f"{page}: `{command}`:\n{proc.stderr[-2000:]}"
                 ran += 1

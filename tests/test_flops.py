@@ -33,13 +33,12 @@ def test_resnet50_table_is_registered():
     assert set(adn.model_info("resnet50").published) == {"FFFF", "TFFF", "TTFF", "TTTT"}
 
 
-def test_published_tables_cover_every_imagenet_architecture():
-    tables = {name: set(adn.model_info(name).published) for name in ("mobilenet_v2", "swin_t", "vit_b_16")}
-    assert tables == {
-        "mobilenet_v2": {"FFFFF", "TTTTT"},
-        "swin_t": {"FFFF", "TFFF", "TTFF", "TTTT"},
-        "vit_b_16": {"FFFF", "FFFT", "TTFF", "TTFT", "TTTT"},
-    }
+def test_every_imagenet_architecture_has_its_published_extremes():
+    for name in ("resnet50", "mobilenet_v2", "swin_t", "vit_b_16"):
+        model = _full_size(name)
+        published = adn.model_info(name).published
+        assert {"F" * model.num_stages, "T" * model.num_stages} <= set(published), name
+        assert all(acc is not None and 60 < acc < 90 for _, acc in published.values()), name
 
 
 def test_meta_device_count_equals_real_count():

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .flops import count_flops, count_params
+from .flops import count_flops, count_params, input_size
 from .skip import SkipLike, format_skip, parse_skip, subnets
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def bench_subnets(
     from tqdm import tqdm
 
     device = torch.device(device)
-    resolution = resolution or getattr(model, "image_size", None) or 224
+    resolution = resolution or input_size(model)[0]
     configs = [parse_skip(c, model.num_stages) for c in (configs or subnets(model))]
     model = model.to(device).eval()
     x1 = torch.randn(1, 3, resolution, resolution, device=device)
