@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .flops import count_flops, count_params, input_size
+from .flops import count_flops_table, count_params, input_size
 from .skip import SkipLike, format_skip, parse_skip, subnets
 
 if TYPE_CHECKING:
@@ -104,13 +104,10 @@ def bench_subnets(
     model = model.to(device).eval()
     x1 = torch.randn(1, 3, resolution, resolution, device=device)
     xb = torch.randn(batch_size, 3, resolution, resolution, device=device)
+    flops = count_flops_table(model, configs, resolution)
     rows = [
-        {
-            "skip": format_skip(s),
-            "params_m": count_params(model, s) / 1e6,
-            "gflops": count_flops(model, s, resolution) / 1e9,
-        }
-        for s in configs
+        {"skip": format_skip(s), "params_m": count_params(model, s) / 1e6, "gflops": f / 1e9}
+        for s, f in zip(configs, flops, strict=True)
     ]
     times: list[tuple[list[float], list[float]]] = [([], []) for _ in configs]
     steps = tqdm(total=rounds * len(configs), desc="timing sub-networks", unit="net", disable=not progress)

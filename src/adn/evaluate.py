@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from . import data as adn_data
 from .distributed import cleanup_distributed, init_distributed_mode, is_main_process
 from .engine import evaluate
-from .flops import count_flops, count_params
+from .flops import count_flops_table, count_params
 from .loading import build_model
 from .registry import is_converted_name, model_info
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
@@ -43,13 +43,14 @@ def evaluate_subnets(
     """Acc@1/Acc@5, GFLOPs (MACs at ``resolution``) and parameters of every sub-network (or of ``configs``).
     ``column``: the key the Acc@1 goes to (e.g. ``acc1_trained`` for a table of before and after calibration)."""
     net = getattr(model, "module", model)
+    configs = [parse_skip(c, net.num_stages) for c in configs] if configs else subnets(net)
     rows = []
-    for skip in [parse_skip(c, net.num_stages) for c in configs] if configs else subnets(net):
+    for skip, flops in zip(configs, count_flops_table(net, configs, resolution), strict=True):
         metrics = evaluate(model, loader, device, skip=skip, print_freq=NO_PROGRESS, channels_last=channels_last)
         rows.append(
             {
                 "skip": format_skip(skip),
-                "gflops": count_flops(net, skip, resolution) / 1e9,
+                "gflops": flops / 1e9,
                 "params_m": count_params(net, skip) / 1e6,
                 column: metrics["acc1"],
                 "acc5": metrics["acc5"],

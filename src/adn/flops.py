@@ -8,6 +8,8 @@ not counted. ``FlopCounterMode`` counts 2 FLOPs per MAC, so its total is halved.
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -41,6 +43,29 @@ def input_size(model: nn.Module, resolution: int | tuple[int, int] | None = None
 
 
 @torch.no_grad()
+def count_flops_table(
+    model: nn.Module, configs: Sequence[SkipLike], resolution: int | tuple[int, int] | None = None
+) -> list[int]:
+    """:func:`count_flops` of several sub-networks, run with meta-device stand-ins for the weights (shapes only:
+    no arithmetic, nothing copied), so a full-size model's whole table takes well under a second."""
+    tensors = itertools.chain(
+        model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
+    )
+    meta = {name: torch.empty_like(t, device="meta") for name, t in tensors}
+    x = torch.zeros(1, 3, *input_size(model, resolution), device="meta")
+    was_training, counts = model.training, []
+    model.eval()
+    try:
+        for skip in configs:
+            with _countable_attention(), FlopCounterMode(display=False) as counter:
+                torch.func.functional_call(model, meta, (x,), {"skip": parse_skip(skip, model.num_stages)})
+            counts.append(counter.get_total_flops() // 2)
+    finally:
+        model.train(was_training)
+    return counts
+
+
+@torch.no_grad()
 def count_flops(model: nn.Module, skip: SkipLike = None, resolution: int | tuple[int, int] | None = None) -> int:
     """Multiply-accumulates of one forward pass of sub-network ``skip`` on one ``resolution`` image."""
     skip = parse_skip(skip, model.num_stages)
@@ -61,4 +86,4 @@ def count_params(model: nn.Module, skip: SkipLike = None) -> int:
     return sum(p.numel() for p in used_parameters(model, parse_skip(skip, model.num_stages)))
 
 
-__all__ = ["count_flops", "count_params", "input_size"]
+__all__ = ["count_flops", "count_flops_table", "count_params", "input_size"]
