@@ -165,19 +165,16 @@ def test_eval_help_lists_evaluation_flags_only(capsys):
         assert training_flag not in text, training_flag
 
 
-def test_pretrained_true_says_what_to_do():
+def test_pretrained_true_says_what_to_do(tmp_path):
     import adn
 
     with pytest.raises(ValueError, match="downloads no weights: pass weights=PATH"):
         adn.create_model("resnet20", pretrained=True)
     model = adn.create_model("resnet20", num_classes=10)
     assert model.info.input_size == 32 and model.info.classifier == "fc"
-    torch.save(model.state_dict(), ROOT / "tests" / ".w.pth")
-    try:
-        again = adn.create_model("resnet20", num_classes=10, pretrained_cfg_overlay={"file": ROOT / "tests" / ".w.pth"})
-        assert torch.equal(again.fc.weight, model.fc.weight)
-    finally:
-        (ROOT / "tests" / ".w.pth").unlink()
+    torch.save(model.state_dict(), tmp_path / "w.pth")
+    again = adn.create_model("resnet20", num_classes=10, pretrained_cfg_overlay={"file": tmp_path / "w.pth"})
+    assert torch.equal(again.fc.weight, model.fc.weight)
 
 
 def test_export_format_follows_the_suffix_and_carries_metadata(first, tmp_path, capsys):
