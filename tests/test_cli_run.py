@@ -206,3 +206,18 @@ def test_export_format_follows_the_suffix_and_carries_metadata(first, tmp_path, 
         == 2
     )
     assert "names an ONNX file" in capsys.readouterr().err
+
+
+def test_fashion_mnist_end_to_end_and_eval_takes_the_dataset_it_was_trained_on(tmp_path, capsys):
+    from adn.data import fashion_mnist
+
+    if not (fashion_mnist.DEBIAN_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    out = tmp_path / "f"
+    result = run([*ADN, "train", "--dataset", "fashion-mnist", *TINY, "--epochs", "1", "--output-dir", str(out)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Fashion-MNIST" in result.stdout and "TTT " in result.stdout
+    assert cli_main(["eval", "--resume", str(out / "checkpoint.pth"), "--val-subset", "64"]) == 0
+    assert "sub-network FFF" in capsys.readouterr().out
+    meta = load_checkpoint(out / "model.safetensors")["meta"]
+    assert meta["dataset"] == "fashion-mnist" and meta["classes"][0] == "T-shirt/top"

@@ -77,6 +77,7 @@ def build_run(args: argparse.Namespace, device: torch.device, classes: list[str]
         "val_resize_size": args.val_resize_size,
         "val_crop_size": args.val_crop_size or image_size,
         "square_resize": args.data_path is None,
+        "dataset": getattr(args, "dataset", "digits") if args.data_path is None else None,
     }
     return Run(
         args,

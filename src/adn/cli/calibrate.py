@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .eval import resolve_eval_args
-from .options import Parser, add_data_args, add_model_args, add_run_args, add_weights_args
+from .options import Parser, add_data_args, add_model_args, add_run_args, add_weights_args, explicit_dests
 
 
 def get_args_parser(prog: str = "adn calibrate") -> Parser:
@@ -38,9 +38,10 @@ def get_args_parser(prog: str = "adn calibrate") -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(list(argv or []))
+    parser, argv = get_args_parser(), list(argv or [])
+    args = parser.parse_args(argv)
     args.skip_cfg, args.all_subnets, args.no_calibration = None, True, True
-    resolve_eval_args(args)
+    resolve_eval_args(args, explicit_dests(parser, argv))
     if args.calib_images < 1:
         raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     import torch

@@ -10,6 +10,7 @@ from ..checkpoint import peek_checkpoint_arg
 from ..errors import UsageError
 from ..registry import resolve_model_name
 from .options import (
+    DATASETS,
     DEFAULT_MODEL,
     Parser,
     add_data_args,
@@ -19,6 +20,7 @@ from .options import (
     add_weights_args,
     check_device,
     check_positive,
+    explicit_dests,
 )
 from .train import BUILTIN_PRESET, REFERENCE_DEFAULTS
 
@@ -33,8 +35,9 @@ def get_args_parser(prog: str = "adn eval") -> Parser:
     return p
 
 
-def resolve_eval_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The model a checkpoint was trained as (when --model is not given), data-dependent defaults, checks."""
+def resolve_eval_args(args: argparse.Namespace, explicit: set[str] = frozenset()) -> argparse.Namespace:
+    """The model and built-in dataset a checkpoint was trained on (when not given), data-dependent defaults,
+    checks. ``explicit``: the flags given on the command line."""
     if args.resume == "auto":
         raise UsageError("--resume auto continues training; to evaluate, give the checkpoint file: --resume PATH")
     if args.resume is not None and args.weights is not None:
@@ -47,6 +50,10 @@ def resolve_eval_args(args: argparse.Namespace) -> argparse.Namespace:
         trained_as = peek_checkpoint_arg(args.resume or args.weights, "model")
         args.model = trained_as if isinstance(trained_as, str) else DEFAULT_MODEL
     args.model = resolve_model_name(args.model)
+    if args.data_path is None and "dataset" not in explicit:  # evaluate on what it was trained on
+        trained_on = peek_checkpoint_arg(args.resume or args.weights, "dataset")
+        if isinstance(trained_on, str) and trained_on in DATASETS:
+            args.dataset = trained_on
     preset = BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS
     for key in ("batch_size", "workers", "print_freq"):
         if getattr(args, key) is None:
@@ -65,7 +72,8 @@ def _cuda() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = resolve_eval_args(get_args_parser().parse_args(list(argv or [])))
+    parser, argv = get_args_parser(), list(argv or [])
+    args = resolve_eval_args(parser.parse_args(argv), explicit_dests(parser, argv))
     from ..evaluate import run_evaluation
 
     return run_evaluation(args)
