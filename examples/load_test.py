@@ -276,9 +276,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-classes", type=int, default=10, help="classes (default: 10, the built-in digits)")
     p.add_argument("--resolution", type=int, help="input size (default: the model's)")
     p.add_argument("--bench", help="JSON written by 'adn bench' (default: measure a table at start-up)")
-    p.add_argument("--budget-ms", type=float, help="latency budget (default: 3x the super-net's table latency)")
-    p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8, 12, 16], help="load levels")
-    p.add_argument("--duration", type=float, default=8.0, help="seconds per level and server (default: 8)")
+    p.add_argument("--budget-ms", type=float, help="latency budget (default: 4x the super-net's table latency)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10], help="load levels")
+    p.add_argument("--duration", type=float, default=7.0, help="seconds per level and server (default: 7)")
     p.add_argument("--workers", type=int, default=cores, help=f"inference threads per server (default: {cores})")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default: 1)")
     p.add_argument("--min-run-time", type=float, default=0.1, help="seconds of timing per table entry and round")
@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         del model
     policy = serve.DepthPolicy(rows)
-    budget = args.budget_ms if args.budget_ms is not None else round(3 * policy.best.latency_ms, 1)
+    budget = args.budget_ms if args.budget_ms is not None else round(4 * policy.best.latency_ms, 1)
     fixed = "F" * len(policy.best.skip)
     _, val, _ = build_datasets(None, image_size=resolution)
     images = [(x.numpy().astype(np.float32).tobytes(), int(y)) for x, y in (val[i] for i in range(len(val)))]

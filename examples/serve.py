@@ -5,7 +5,7 @@ import it). The server holds ONE model and, for every request, picks the skip co
 answer within the request's latency budget given the work already queued, using the per-sub-network latency
 table that ``adn bench`` writes (or a quick one measured at start-up with :func:`adn.bench_subnets`)::
 
-    adn bench --model resnet56 --weights ckpt.pth --builtin-data --threads 1 --output-dir .  # optional
+    adn bench --model resnet56 --weights ckpt.pth --builtin-data --threads 1 --batch-size 1  # optional
     python examples/serve.py --model resnet56 --weights ckpt.pth --bench resnet56-bench.json --budget-ms 25
     curl -s localhost:8000/info
     curl -s -X POST 'localhost:8000/predict?budget_ms=10' -H 'content-type: application/octet-stream' \\
@@ -30,13 +30,13 @@ queued request at the same config this is the rule ``(queued + 1) * latency(c) <
 counts the shallower configs given to the requests ahead, and several workers.
 
 **Feedback** (``--no-adapt``: off). A table measured on an idle machine, or with another thread count, does
-not hold under load: the server multiplies the table's latencies by a running (geometric) average of measured
-to tabled inference time (``latency_scale``), which corrects the predicted service times. What the queue model still
-misses (workers slowing each other down, the HTTP work on the event loop, bursts of load from other
-processes) is corrected by ``headroom``: the ``--quantile`` (0.95) of the ratio of actual to predicted
-server time over the last 100 requests. The policy is given the budget divided by the headroom, so that
-about that share of requests finishes within the budget -- when predictions run late, the server serves
-shallower; when they run early, deeper.
+not hold under load: the server multiplies the table's latencies by a running (geometric) average of
+measured to tabled inference time (``latency_scale``), which corrects the predicted service times. What the
+queue model still misses (workers slowing each other down, the HTTP work on the event loop, bursts of load
+from other processes) is corrected by ``headroom``: the ``--quantile`` (0.95) of the ratio of actual to
+predicted server time over the last 100 requests. The policy is given the budget divided by the headroom,
+so that about that share of requests finishes within the budget -- when predictions run late, the server
+serves shallower; when they run early, deeper.
 
 **Concurrency**: inference runs in a thread pool on the one shared model -- several requests at different
 depths at once. That is safe because ``model(x, skip=c)`` is a pure function of the weights, ``x`` and
@@ -219,7 +219,8 @@ class AdaptiveServer:
         self.input_shape = (3, input_size, input_size)
         self.budget_ms = budget_ms
         self.workers, self.threads = workers, threads
-        self.fixed = policy.get(fixed).skip if fixed is not None else None
+        stages = len(policy.best.skip)
+        self.fixed = policy.get(format_skip(parse_skip(fixed, stages))).skip if fixed is not None else None
         self.adapt = adapt
         self.name = name
         self.quantile = quantile
@@ -228,7 +229,9 @@ class AdaptiveServer:
         self._misses: deque[float] = deque(maxlen=100)
         self._finished, self._log_scale = 0, 0.0
         self.stats = ServerStats()
-        self._skips = {s: parse_skip(s, len(s)) for s in policy.rows}
+        self._skips = {s: parse_skip(s, stages) for s in policy.rows}
+        for skip in self._skips.values():  # every path built now, before threads call the model
+            self.model.subnet(skip)
         self._inflight: dict[_Job, None] = {}  # admission order
         self._pool: ThreadPoolExecutor | None = None
 

@@ -227,10 +227,29 @@ def test_server_end_to_end(tmp_path):
         assert stats["errors"] == 3 and sum(stats["served"].values()) == 9
 
     # Fixed to the super-net: the depth no longer follows the budget.
-    fixed = serve.AdaptiveServer(model, serve.DepthPolicy(rows()), input_size=32, budget_ms=1.0, fixed="FFF")
+    fixed = serve.AdaptiveServer(model, serve.DepthPolicy(rows()), input_size=32, budget_ms=1.0, fixed="F F F")
     with serve.serve_in_thread(fixed) as url:
         a = _post(url, {"image": image.tolist(), "budget_ms": 1})
         assert a["skip"] == "FFF" and a["policy"] == "fixed"
+
+
+def test_concurrent_requests_at_different_depths_match_sequential_calls():
+    """Two workers run different sub-networks of the one model at once; every answer is its own config's."""
+    torch.manual_seed(1)
+    model = adn.create_model("resnet20", num_classes=10).eval()
+    images = torch.randn(16, 3, 32, 32)
+    configs = list(LATENCY)
+    with torch.inference_mode():
+        expected = [model(images[i : i + 1], skip=configs[i % 8])[0] for i in range(16)]
+    server = serve.AdaptiveServer(model, serve.DepthPolicy(rows()), input_size=32, budget_ms=None, workers=2)
+    with serve.serve_in_thread(server) as url, ThreadPoolExecutor(8) as clients:
+        bodies = [{"image": images[i].tolist(), "skip": configs[i % 8]} for i in range(16)]
+        answers = list(clients.map(lambda body: _post(url, body), bodies))
+    for i, (a, logits) in enumerate(zip(answers, expected, strict=True)):
+        assert a["skip"] == configs[i % 8] and a["policy"] == "requested"
+        assert a["class"] == int(logits.argmax())
+        assert a["logits"]["max"] == pytest.approx(float(logits.max()), abs=1e-4)
+        assert a["logits"]["min"] == pytest.approx(float(logits.min()), abs=1e-4)
 
 
 @pytest.mark.slow
