@@ -3,13 +3,14 @@
 Measures one latency table of the model (batch 1, as a server worker runs it), starts two servers from it as
 child processes on 127.0.0.1 (free ports): (a) adaptive, (b) fixed to the super-net. Then offers increasing
 load -- ``N`` closed-loop clients, each sending its next request as soon as the last is answered, for
-``--duration`` seconds per level, alternating between the two servers at each level so that a change in the
-machine's load hits both alike -- and reports, per level and server: the served depth mix (share of requests
-per skip config), client-side p50/p95 latency, the share within the budget, throughput and, with trained
-``--weights``, the accuracy of the answers (requests are the built-in digits' validation images). Every level
-stops by itself; the servers are always shut down. Prints a Markdown report and writes it to ``--output``::
+``--duration`` seconds per level and server, in ``--rounds`` turns alternating between the two servers so
+that a change in the machine's load hits both alike -- and reports, per level and server: the served depth
+mix (share of requests per skip config), client-side p50/p95 and server-side p95 latency, the share within
+the budget, throughput and, with trained ``--weights``, the accuracy of the answers (requests are the
+built-in digits' validation images). Every level stops by itself; the servers are always shut down. Prints a
+Markdown report and writes it to ``--output``::
 
-    python examples/load_test.py --model resnet56 --output benchmarks/results/serve-load-test.md
+    python examples/load_test.py --output benchmarks/results/serve-load-test.md   # resnet56 at 64x64
 """
 
 from __future__ import annotations
@@ -157,24 +158,31 @@ async def offer(
             level.correct += answer["class"] == label
 
     await asyncio.gather(*(client(i) for i in range(level.clients)))
-    level.elapsed_s = time.perf_counter() - start
+    level.elapsed_s += time.perf_counter() - start
 
 
 async def run_levels(
-    urls: dict[str, str], clients: Sequence[int], duration: float, images: Sequence[tuple[bytes, int]]
+    urls: dict[str, str],
+    clients: Sequence[int],
+    duration: float,
+    images: Sequence[tuple[bytes, int]],
+    rounds: int = 2,
 ) -> list[Level]:
+    """Each level: ``rounds`` turns of ``duration / rounds`` seconds per server, the servers alternating."""
     timeout = aiohttp.ClientTimeout(total=60)
     results = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         for mode, url in urls.items():  # warm-up: connections, allocator, the paths' first calls
             await offer(session, url, Level(2, mode), images, min(1.0, duration))
         for n in clients:
-            for mode, url in urls.items():
-                level = Level(n, mode)
-                await offer(session, url, level, images, duration)
-                results.append(level)
+            levels = {mode: Level(n, mode) for mode in urls}
+            for _ in range(rounds):
+                for mode, url in urls.items():
+                    await offer(session, url, levels[mode], images, duration / rounds)
+                    await asyncio.sleep(0.2)
+            for level in levels.values():
                 print(summary_line(level), flush=True)
-                await asyncio.sleep(0.3)
+            results += levels.values()
     return results
 
 
@@ -182,7 +190,8 @@ async def run_levels(
 def depth_mix(skips: Counter, order: Sequence[str]) -> str:
     total = sum(skips.values()) or 1
     ranked = sorted(skips, key=lambda s: order.index(s) if s in order else len(order))
-    return " · ".join(f"{s} {100 * skips[s] / total:.0f}%" for s in ranked)
+    shares = {s: 100 * skips[s] / total for s in ranked}
+    return " · ".join(f"{s} {p:.0f}%" if p >= 0.5 else f"{s} <1%" for s, p in shares.items())
 
 
 def stats(level: Level, budget_ms: float) -> dict[str, float]:
@@ -233,7 +242,8 @@ def report(
         f"images), one request = one image. Each server: {args.workers} inference worker thread(s) x "
         f"{args.threads} torch thread(s), the clients in another process on the same CPU.",
         f"Budget: {budget_ms:g} ms per request (admission to answer). Offered load: N closed-loop clients, "
-        f"{args.duration:g} s per level, the two servers alternating at each level. Latencies are measured by "
+        f"{args.duration:g} s per level and server, in {args.rounds} turns alternating between the servers. "
+        "Latencies are measured by "
         "the clients (HTTP and the client process included); 'server p95': admission to answer, as the server "
         "sees it (what the budget bounds); 'within budget': share of requests the clients saw answered within it.",
         f"Command: `python examples/load_test.py {' '.join(sys.argv[1:])}` ({wall_s:.0f} s in all).",
@@ -274,18 +284,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="resnet56", help="registered model name (default: resnet56)")
     p.add_argument("--weights", help="trained checkpoint (default: random weights; then no accuracy)")
     p.add_argument("--num-classes", type=int, default=10, help="classes (default: 10, the built-in digits)")
-    p.add_argument("--resolution", type=int, help="input size (default: the model's)")
+    p.add_argument(
+        "--resolution", type=int, default=64, help="input size (default: 64, where compute outweighs the HTTP work)"
+    )
     p.add_argument("--bench", help="JSON written by 'adn bench' (default: measure a table at start-up)")
     p.add_argument("--budget-ms", type=float, help="latency budget (default: 4x the super-net's table latency)")
-    p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10], help="load levels")
-    p.add_argument("--duration", type=float, default=7.0, help="seconds per level and server (default: 7)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6, 8, 10], help="load levels")
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per level and server (default: 6)")
+    p.add_argument("--rounds", type=int, default=2, help="turns per level and server, alternating (default: 2)")
     p.add_argument("--workers", type=int, default=cores, help=f"inference threads per server (default: {cores})")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default: 1)")
     p.add_argument("--min-run-time", type=float, default=0.1, help="seconds of timing per table entry and round")
     p.add_argument("--output", help="write the Markdown report here")
     args = p.parse_args(argv)
-    if args.duration <= 0 or min(args.clients) < 1 or args.workers < 1 or args.threads < 1:
-        p.error("--duration, --clients, --workers and --threads must be positive")
+    if args.duration <= 0 or min(args.clients) < 1 or min(args.workers, args.threads, args.rounds) < 1:
+        p.error("--duration, --clients, --rounds, --workers and --threads must be positive")
     return args
 
 
@@ -293,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     load_start = os.getloadavg()
-    resolution = args.resolution or adn.model_info(args.model).input_size
+    resolution = args.resolution
 
     if args.bench:
         rows = load_results(args.bench)
@@ -324,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         common += ["--weights", args.weights] if args.weights else []
         print(f"budget {budget:g} ms; candidates {', '.join(c.skip for c in policy.front)}; starting servers ...")
         with servers({"adaptive": common, "fixed": [*common, "--fixed", fixed]}) as urls:
-            levels = asyncio.run(run_levels(urls, args.clients, args.duration, images))
+            levels = asyncio.run(run_levels(urls, args.clients, args.duration, images, args.rounds))
     text = report(
         levels,
         policy,

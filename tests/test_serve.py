@@ -257,7 +257,8 @@ def test_load_test_smoke(tmp_path):
     """examples/load_test.py runs both servers as child processes, offers its load levels and reports."""
     bench, out = tmp_path / "bench.json", tmp_path / "load.md"
     bench.write_text(json.dumps({"model": "resnet20", "results": rows()}))
-    argv = ["--model", "resnet20", "--bench", str(bench), "--clients", "1", "3", "--duration", "0.5", "--workers", "1"]
+    argv = ["--model", "resnet20", "--bench", str(bench), "--resolution", "32", "--clients", "1", "3"]
+    argv += ["--duration", "0.5", "--workers", "1"]
     result = run([sys.executable, str(ROOT / "examples" / "load_test.py"), *argv, "--output", str(out)], timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     lines = out.read_text().splitlines()
