@@ -229,7 +229,10 @@ def report(
     accuracy = args.weights is not None
     cpu = platform.processor() or platform.machine()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    measured = f"batch 1, {args.threads} thread(s), measured at start-up with `adn.bench_subnets`"
+    measured = (
+        f"batch 1, {args.threads} thread(s), measured at start-up with `adn.bench_subnets`: the lowest median "
+        f"of {args.table_rounds} sweeps"
+    )
     source = f"from `{args.bench}`" if args.bench else measured
     weights = f"trained weights `{Path(args.weights).name}`" if args.weights else "random weights"
     out = [
@@ -294,11 +297,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="turns per level and server, alternating (default: 2)")
     p.add_argument("--workers", type=int, default=cores, help=f"inference threads per server (default: {cores})")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default: 1)")
-    p.add_argument("--min-run-time", type=float, default=0.1, help="seconds of timing per table entry and round")
+    p.add_argument("--min-run-time", type=float, default=0.1, help="seconds of timing per table entry and sweep")
+    p.add_argument("--table-rounds", type=int, default=5, help="sweeps of the table; the lowest median counts (5)")
     p.add_argument("--output", help="write the Markdown report here")
     args = p.parse_args(argv)
-    if args.duration <= 0 or min(args.clients) < 1 or min(args.workers, args.threads, args.rounds) < 1:
-        p.error("--duration, --clients, --rounds, --workers and --threads must be positive")
+    if (
+        args.duration <= 0
+        or min(args.clients) < 1
+        or min(args.workers, args.threads, args.rounds, args.table_rounds) < 1
+    ):
+        p.error("--duration, --clients, --rounds, --table-rounds, --workers and --threads must be positive")
     return args
 
 
@@ -318,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolution,
             args.threads,
             min_run_time=args.min_run_time,
+            rounds=args.table_rounds,
             eval_data="builtin" if args.weights else None,
         )
         del model
