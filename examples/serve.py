@@ -23,9 +23,10 @@ candidates, ``GET /stats`` the depth mix served so far.
 table -- cheapest first, each strictly better than every cheaper one, "better" meaning higher accuracy (ties:
 more GFLOPs, as :func:`adn.select_subnet` does) when the table has accuracy, else more GFLOPs. A request
 with budget ``B`` that would have to wait ``W`` ms before a worker is free gets the best candidate ``c`` with
-``W + latency(c) <= B``; if none fits, the base-net (the cheapest answer there is). ``W`` comes from
-:func:`expected_wait_ms`, a FIFO simulation of the worker pool over the requests already admitted (each at
-the table latency of the config it was given, minus the time it has already run). With one worker and every
+``W + latency(c) <= B``; if none fits, the base-net (the cheapest sub-network by design; the cheapest
+candidate if the table has no base-net). ``W`` comes from :func:`expected_wait_ms`, a FIFO simulation of
+the worker pool over the requests already admitted (each at the table latency of the config it was given,
+minus the time it has already run). With one worker and every
 queued request at the same config this is the rule ``(queued + 1) * latency(c) <= B``; the simulation also
 counts the shallower configs given to the requests ahead, and several workers.
 
@@ -93,7 +94,9 @@ class Candidate:
 
 def _candidate(row: Mapping[str, Any], metric: str) -> Candidate:
     acc = row.get(metric)
-    return Candidate(str(row["skip"]), float(row["latency_ms"]), float(row["gflops"]), None if acc is None else acc)
+    return Candidate(
+        str(row["skip"]), float(row["latency_ms"]), float(row["gflops"]), None if acc is None else float(acc)
+    )
 
 
 class DepthPolicy:
