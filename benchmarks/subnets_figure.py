@@ -22,8 +22,13 @@ def main(source: str, target: str) -> None:
     g = [r["gflops"] * 1e3 for r in rows]
     ax.scatter(g, [r["acc1_trained"] for r in rows], c="0.6", label="as trained (only the extremes are trained)")
     ax.scatter(g, [r["acc1"] for r in rows], c="tab:red", label="BatchNorm-calibrated per sub-network")
+    by_cost: dict[float, list] = {}
     for r, x in zip(rows, g, strict=True):
-        ax.annotate(r["skip"], (x, r["acc1"]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        by_cost.setdefault(x, []).append(r)
+    for x, group in by_cost.items():  # one label per cost, best first: sub-networks of equal cost overlap
+        group.sort(key=lambda r: -r["acc1"])
+        label = "\n".join(f"{r['skip']} {r['acc1']:.1f}" for r in group)
+        ax.annotate(label, (x, group[-1]["acc1"]), textcoords="offset points", xytext=(5, -4), fontsize=7, va="top")
     ax.set_xlabel("MFLOPs (multiply-accumulates) per image")
     ax.set_ylabel("validation Acc@1 (%)")
     ax.set_title(f"{meta['model']}: every sub-network of one trained network", fontsize=10)

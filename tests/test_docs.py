@@ -15,7 +15,7 @@ import pytest
 from helpers import ROOT, child_env
 
 #: reading order: the README, then the pages in the order the README lists them
-PAGES = ["README.md", *re.findall(r"\]\((docs/[\w-]+\.md)\)", (ROOT / "README.md").read_text())]
+PAGES = list(dict.fromkeys(["README.md", *re.findall(r"\]\((docs/[\w-]+\.md)\)", (ROOT / "README.md").read_text())]))
 FENCE = re.compile(r"^```(bash|python)\n(.*?)^```", re.S | re.M)
 
 

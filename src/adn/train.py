@@ -85,6 +85,7 @@ def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
         **adn_data_kwargs(args),
     )
     classes = _classes(train_set) or [str(i) for i in range(num_classes)]
+    photo_size = _first_image_size(train_set) if args.data_path is not None else None
     train_set, val_set = _subset(train_set, args.train_subset), _subset(val_set, args.val_subset)
     train_sampler, val_sampler = adn_data.build_samplers(
         train_set,
@@ -121,7 +122,7 @@ def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
     )
     source = args.data_path or adn_data.BUILTIN_DATASETS[args.dataset]
     _log(f"data: {source}: {len(train_set)} train / {len(val_set)} val images, {num_classes} classes")
-    if args.data_path is not None and image_size <= 64 and args.train_crop_size is None:
+    if photo_size is not None and min(photo_size) > 2 * image_size and args.train_crop_size is None:
         _warn(
             f"{args.model} takes {image_size}x{image_size} px images: your photos are shrunk to that; for full-size "
             "images use e.g. --model resnet50 (224 px), or set --train-crop-size/--val-crop-size"
@@ -134,6 +135,20 @@ def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
             "exact numbers"
         )
     return train_loader, val_loader, train_sampler, classes
+
+
+def _first_image_size(dataset) -> tuple[int, int] | None:
+    """(width, height) of the dataset's first image, read from its header only; None when unknown or unreadable."""
+    samples = getattr(dataset, "samples", None)
+    if not samples:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(samples[0][0]) as image:
+            return image.size
+    except Exception:  # an unreadable image is reported by the loader, with its fix
+        return None
 
 
 def _warn(message: str) -> None:
