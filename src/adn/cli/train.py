@@ -87,6 +87,7 @@ NOT_RESTORED = {
     "gpu",
     "restored",
     "resumed_epochs",
+    "pretrained",
     "quiet",
     "print_freq",
     "device",
@@ -198,6 +199,15 @@ def get_args_parser(prog: str = "adn train") -> Parser:
         p,
         "checkpoint to continue (its run's arguments and output dir are restored; 'auto': the "
         "output dir's checkpoint.pth if there is one, as after a torchrun elastic restart)",
+    )
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="FILE",
+        help="start from the weights of the trained *plain* model (torchvision/timm names, no twins; "
+        "each twin norm starts as a copy of its main norm) and fine-tune it into an ADN; unset flags: "
+        f"{FINETUNE_PRESET['epochs']} epochs, {FINETUNE_PRESET['lr_scheduler']}, a tenth of the learning rate",
     )
     g = p.add_argument_group("output")
     g.add_argument(
