@@ -47,7 +47,10 @@ class Trained:
     rows: list[dict] = field(default_factory=list)
 
 
-def _epochs(args, model, step, loader, sampler) -> tuple[float, float]:
+def train_epochs(args, model, step, loader, sampler) -> tuple[float, float]:
+    """``args.epochs`` epochs of ``step(model, optimizer, loader, epoch) -> steps`` with the optimiser and schedule
+    of ``args``, the same data order for every model (the sampler's epoch and a per-epoch seed); returns the
+    training seconds and milliseconds per step (data loading included)."""
     optimizer, start, steps = build_optimizer(model, args), time.perf_counter(), 0
     scheduler = build_scheduler(optimizer, args)
     for epoch in range(args.epochs):
@@ -60,7 +63,8 @@ def _epochs(args, model, step, loader, sampler) -> tuple[float, float]:
     return seconds, 1e3 * seconds / max(1, steps)
 
 
-def _plain_epoch(model, optimizer, loader, epoch) -> int:
+def plain_epoch(model, optimizer, loader, epoch) -> int:
+    """One epoch of plain training: cross-entropy on ``model(image)`` (an ADN's super-net, or any classifier)."""
     criterion, n = nn.CrossEntropyLoss(), 0
     for image, target in loader:
         optimizer.zero_grad(set_to_none=True)
@@ -70,6 +74,16 @@ def _plain_epoch(model, optimizer, loader, epoch) -> int:
     return n
 
 
+def adn_epoch(distill: SelfDistillation, device: torch.device | str = "cpu"):
+    """A ``step`` for :func:`train_epochs`: one epoch of the trainer's self-distillation (``train_one_epoch``)."""
+
+    def step(model, optimizer, data, epoch) -> int:
+        options = StepOptions(print_freq=QUIET)
+        return train_one_epoch(model, distill, nn.CrossEntropyLoss(), optimizer, data, device, epoch, options).steps
+
+    return step
+
+
 def train_three(model_name: str, args: argparse.Namespace, image_size: int) -> dict[str, Trained]:
     """ADN (self-distillation), plain (the same network, CE on the super-net) and shallow (the base-net's layers,
     CE), same initial weights, data order, schedule and seed."""
@@ -77,23 +91,17 @@ def train_three(model_name: str, args: argparse.Namespace, image_size: int) -> d
     loader, _, sampler, classes = build_data(args, image_size, device)
     distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, min(500, len(classes)))
     out = {}
-
-    def adn_epoch(model, optimizer, data, epoch):
-        options = StepOptions(print_freq=QUIET)
-        result = train_one_epoch(model, distill, nn.CrossEntropyLoss(), optimizer, data, device, epoch, options)
-        return result.steps
-
     torch.manual_seed(args.seed)
     net = adn.create_model(model_name, num_classes=len(classes))
     shallow = adn.export_subnet(adn.create_model(model_name, num_classes=len(classes)), True).train()
     plain = adn.create_model(model_name, num_classes=len(classes))
     plain.load_state_dict(net.state_dict())  # the same initial weights as the ADN
     for name, model, step in (
-        ("adn", net, adn_epoch),
-        ("plain", plain, _plain_epoch),
-        ("shallow", shallow, _plain_epoch),
+        ("adn", net, adn_epoch(distill, device)),
+        ("plain", plain, plain_epoch),
+        ("shallow", shallow, plain_epoch),
     ):
-        seconds, step_ms = _epochs(args, model, step, loader, sampler)
+        seconds, step_ms = train_epochs(args, model, step, loader, sampler)
         out[name] = Trained(name, model, seconds, step_ms)
     init_skip_norms_from_main(out["plain"].model)  # naive skipping keeps the main norms
     return out
@@ -122,13 +130,9 @@ def measure(trained: dict[str, Trained], val_loader, args: argparse.Namespace, i
     seconds = 0.0
     for name in ("adn", "plain"):
         t = trained[name]
-        t.rows = evaluate_subnets(t.model, val_loader, device, column="acc1_trained")
-        start = time.perf_counter()
-        adn.calibrate(t.model, calib, batches=len(calib))
+        t.rows, calib_s = subnet_rows(t.model, val_loader, calib)
         if name == "adn":
-            seconds = time.perf_counter() - start
-        for row, new in zip(t.rows, evaluate_subnets(t.model, val_loader, device), strict=True):
-            row["acc1_calibrated"] = new["acc1"]
+            seconds = calib_s
     shallow = trained["shallow"]
     row = {"skip": "T" * trained["adn"].model.num_stages}
     row["acc1_trained"] = evaluate(shallow.model, val_loader, device, print_freq=QUIET)["acc1"]
@@ -136,6 +140,20 @@ def measure(trained: dict[str, Trained], val_loader, args: argparse.Namespace, i
     row["acc1_calibrated"] = evaluate(shallow.model, val_loader, device, print_freq=QUIET)["acc1"]
     shallow.rows = [row]
     return seconds
+
+
+def subnet_rows(model: nn.Module, val_loader, calib_loader, resolution: int | None = None) -> tuple[list[dict], float]:
+    """Every sub-network of ``model`` as trained (``acc1_trained``), then calibrated on ``calib_loader``
+    (``acc1_calibrated``; the model keeps the calibration), GFLOPs at ``resolution`` (default: the model's input
+    size); returns the rows and the calibration seconds."""
+    device = torch.device("cpu")
+    rows = evaluate_subnets(model, val_loader, device, resolution, column="acc1_trained")
+    start = time.perf_counter()
+    adn.calibrate(model, calib_loader, batches=len(calib_loader))
+    seconds = time.perf_counter() - start
+    for row, new in zip(rows, evaluate_subnets(model, val_loader, device, resolution), strict=True):
+        row["acc1_calibrated"] = new["acc1"]
+    return rows, seconds
 
 
 def table(trained: dict[str, Trained]) -> list[str]:
@@ -159,4 +177,15 @@ def table(trained: dict[str, Trained]) -> list[str]:
     return lines
 
 
-__all__ = ["Trained", "measure", "recalibrate_plain", "run_args", "table", "train_three"]
+__all__ = [
+    "Trained",
+    "adn_epoch",
+    "measure",
+    "plain_epoch",
+    "recalibrate_plain",
+    "run_args",
+    "subnet_rows",
+    "table",
+    "train_epochs",
+    "train_three",
+]

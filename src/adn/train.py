@@ -217,8 +217,10 @@ def _train(args: argparse.Namespace) -> int:
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
     params = sum(p.numel() for p in run.net.parameters()) / 1e6
+    pretrained = getattr(args, "pretrained", None)
+    what = f"fine-tuning {pretrained} into {args.model}-ADN" if pretrained else f"training {args.model}-ADN"
     _log(
-        f"training {args.model}-ADN ({run.net.num_stages} stages, {params:.2f}M params) at {image_size}x{image_size} "
+        f"{what} ({run.net.num_stages} stages, {params:.2f}M params) at {image_size}x{image_size} "
         f"px for {args.epochs} epochs on {args.world_size} x {device.type}; checkpoints, metrics.jsonl and "
         f"metrics.png -> {output_dir}/"
     )

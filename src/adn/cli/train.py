@@ -87,6 +87,7 @@ NOT_RESTORED = {
     "gpu",
     "restored",
     "resumed_epochs",
+    "pretrained",
     "quiet",
     "print_freq",
     "device",
@@ -112,8 +113,8 @@ def get_args_parser(prog: str = "adn train") -> Parser:
         default=None,
         metavar="FILE",
         help="fine-tune: start from the weights of the plain (unconverted) model -- torchvision, timm or your own "
-        "state dict -- with the twins copied from the main norms, and default to a fine-tuning schedule (5 "
-        "epochs, cosine, a tenth of the learning rate)",
+        "state dict -- with each twin norm a copy of its main norm; unset flags take the fine-tuning preset "
+        f"({FINETUNE_PRESET['epochs']} epochs, {FINETUNE_PRESET['lr_scheduler']}, a tenth of the learning rate)",
     )
     g = p.add_argument_group("output")
     g.add_argument(
