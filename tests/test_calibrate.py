@@ -60,6 +60,21 @@ def test_calibrated_output_equals_a_copy_recalibrated_by_hand(calibrated):
             assert not torch.allclose(model(x, skip=skip), before(x, skip=skip))
 
 
+def test_calibrating_again_replaces_the_statistics(calibrated):
+    """A calibrated model (e.g. adn train's model.safetensors) calibrated on other data gets the new statistics:
+    the same as calibrating the uncalibrated model on that data."""
+    model, before = calibrated
+    again, fresh = copy.deepcopy(model), copy.deepcopy(before)
+    other = _batches(seed=1)
+    adn.calibrate(again, other, subnets=["FFF", "TTT"], batches=3)
+    adn.calibrate(fresh, other, subnets=["FFF", "TTT"], batches=3)
+    x = torch.randn(4, 3, 32, 32)
+    for skip in ("FFF", "TTT"):
+        torch.testing.assert_close(again(x, skip=skip), fresh(x, skip=skip), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(again(x, skip=skip), model(x, skip=skip))
+    torch.testing.assert_close(again(x, skip="TFT"), model(x, skip="TFT"))  # the others keep theirs
+
+
 def test_round_trips_state_dict_safetensors_deepcopy_and_export(calibrated, tmp_path):
     model, _ = calibrated
     x = torch.randn(2, 3, 32, 32)

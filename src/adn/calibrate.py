@@ -21,7 +21,7 @@ from torch import nn
 from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
 from .skipconfig import SkipLike, format_skip, parse_skip
 from .skipconfig import subnets as all_subnets
-from .stats import NormStats, SubnetStatistics
+from .stats import FrozenStatsNorm, NormStats, SubnetStatistics
 from .tree import shallow_copy, substitute
 
 __all__ = ["calibrate", "clear_calibration", "is_calibrated"]
@@ -49,7 +49,8 @@ def _batch_norm_positions(path: nn.Module) -> list[str]:
     return [
         n
         for n, m in path.named_modules()
-        if isinstance(m, BATCH_NORM_TYPES)
+        # a path already calibrated holds FrozenStatsNorm wrappers: recalibrating replaces their statistics
+        if isinstance(m, (*BATCH_NORM_TYPES, FrozenStatsNorm))
         and TWIN not in n.split(".")
         and not n.startswith("calibration.")
         and getattr(m, "running_mean", None) is not None

@@ -1,0 +1,55 @@
+"""How long per-sub-network BatchNorm calibration takes on this machine: every sub-network of a small model at its
+own size, and one sub-network of ResNet-50 at 224 px, extrapolated to all 16 and to ``adn train``'s default
+1,024 calibration images. Calibration is forward passes only, so the time does not depend on the images' content:
+random tensors stand in for data.
+
+    python benchmarks/calibration_time.py [--images 1024] [--resnet50-images 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+import adn
+
+
+def seconds(model, size: int, images: int, batch: int, subnets) -> float:
+    batch = min(batch, images)
+    data = [torch.randn(batch, 3, size, size) for _ in range(max(1, images // batch))]
+    start = time.perf_counter()
+    adn.calibrate(model, data, subnets=subnets, batches=len(data))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=1024, help="calibration images per sub-network")
+    parser.add_argument("--resnet50-images", type=int, default=64, help="images actually run for ResNet-50")
+    opts = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print("| model | px | sub-networks | images each | measured s | s per sub-network | all sub-networks, s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in ("resnet20", "resnet56", "mobilenet_v2_cifar"):
+        model = adn.create_model(name, num_classes=10)
+        size, n = adn.model_info(name).input_size, len(adn.subnets(model))
+        s = seconds(model, size, opts.images, 64, "all")
+        print(f"| {name} | {size} | {n} | {opts.images} | {s:.1f} | {s / n:.2f} | {s:.1f} |", flush=True)
+    model = adn.create_model("resnet50", num_classes=1000)
+    seconds(model, 224, 8, 8, ["TTTT"])  # warm-up: allocator, oneDNN kernels
+    for skip in ("FFFF", "TTTT"):
+        s = seconds(model, 224, opts.resnet50_images, 32, [skip])
+        per = s * opts.images / opts.resnet50_images
+        print(
+            f"| resnet50 ({skip}) | 224 | 16 | {opts.images} (measured on {opts.resnet50_images}) | {s:.1f} | "
+            f"{per:.0f} | ~{16 * per / 60:.0f} min if every one cost this |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
