@@ -309,3 +309,17 @@ def test_mixup_with_plain_samples_draws_from_the_global_rng():
     b = collate(keyed)[1]
     assert torch.equal(collate(keyed)[1], b)
     assert batch_seed([10, 11, 12, 13]) != batch_seed([13, 12, 11, 10])  # the order of the batch counts
+
+
+def test_first_image_size_reads_the_header_and_never_raises(tmp_path):
+    """What decides the "your photos are shrunk" note: the first image's size, or None when it cannot be read."""
+    from torchvision.datasets import ImageFolder
+
+    from adn.train import _first_image_size
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (120, 90)).save(tmp_path / "a" / "0.png")
+    assert _first_image_size(ImageFolder(str(tmp_path))) == (120, 90)
+    (tmp_path / "a" / "0.png").write_bytes(b"not an image")
+    assert _first_image_size(ImageFolder(str(tmp_path))) is None
+    assert _first_image_size(list(range(3))) is None  # no samples list: unknown
