@@ -31,7 +31,8 @@ def main() -> None:
     parser.add_argument("--resnet50-images", type=int, default=64, help="images actually run for ResNet-50")
     opts = parser.parse_args()
     torch.manual_seed(0)
-    print(f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print("# Time to calibrate per-sub-network BatchNorm statistics (`python benchmarks/calibration_time.py`)\n")
+    print(f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
     print("| model | px | sub-networks | images each | measured s | s per sub-network | all sub-networks, s |")
     print("|---|---|---|---|---|---|---|")
     for name in ("resnet20", "resnet56", "mobilenet_v2_cifar"):
