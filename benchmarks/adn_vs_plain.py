@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from common import measure, run_args, table, train_three
+from common import measure, recipe, run_args, table, train_three
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
         "",
         f"`python benchmarks/adn_vs_plain.py --model {opts.model} --epochs {opts.epochs} --seed {opts.seed}` on "
         f"{platform.machine()} CPU ({torch.get_num_threads()} torch threads): 1,438 train / 359 val images (one "
-        "image is 0.28 pt), the built-in preset of `adn train`. Step time: ADN "
+        f"image is 0.28 pt), the built-in preset of `adn train` ({recipe(args)}). Step time: ADN "
         f"{a.step_ms:.0f} ms, plain {p.step_ms:.0f} ms (ratio {a.step_ms / p.step_ms:.2f}); calibrating all "
         f"{len(a.rows)} ADN sub-networks: {calib_s:.1f} s.",
         "",

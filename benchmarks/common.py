@@ -38,6 +38,15 @@ def run_args(model: str, flags: list[str]) -> argparse.Namespace:
     return args
 
 
+def recipe(args: argparse.Namespace) -> str:
+    """The optimisation recipe a run used, in words, for the results files."""
+    warm = f", {args.lr_warmup_method} warm-up {args.lr_warmup_epochs} ep." if args.lr_warmup_epochs else ""
+    return (
+        f"{args.opt.upper()} lr {args.lr:g}, {args.lr_scheduler}{warm}, wd {args.weight_decay:g}, batch "
+        f"{args.batch_size}, {args.epochs} epochs, seed {args.seed}"
+    )
+
+
 @dataclass
 class Trained:
     name: str

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from common import measure, run_args, table, train_three
+from common import measure, recipe, run_args, table, train_three
 
 NOISE = 0.3  # points: 1.96 * sqrt(p (1 - p) / 10,000) at p = 0.9 is 0.59; differences below 0.3 are noise here
 OUT = Path(__file__).parent / "results" / "paper-claims-fashion-mnist.md"
@@ -72,13 +72,14 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=None, help="fewer training images (smoke runs)")
     parser.add_argument("--output", default=str(OUT))
     opts = parser.parse_args()
+    used = recipe(run_args(opts.models[0], ["--epochs", str(opts.epochs), "--seed", str(opts.seed)]))
     header = [
         f"# The paper's claims on Fashion-MNIST ({datetime.now(timezone.utc):%Y-%m-%d}, `python "
         f"benchmarks/paper_claims.py --models {' '.join(opts.models)} --epochs {opts.epochs}`)",
         "",
         f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}. Recipe: the "
-        f"built-in preset of `adn train` (SGD lr 0.2, cosine, wd 5e-4, batch 64, random crop + flip), {opts.epochs} "
-        f"epochs, seed {opts.seed}; all 10,000 test images; differences within ±{NOISE} pt are noise. Calibration: "
+        f"built-in preset of `adn train` ({used}, "
+        f"random crop + flip); all 10,000 test images; differences within ±{NOISE} pt are noise. Calibration: "
         "per-sub-network BatchNorm statistics on 1,024 training images (evaluation transform).",
     ]
     sections: list[str] = []

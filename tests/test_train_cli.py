@@ -155,3 +155,19 @@ def test_help_lists_the_seed_flags():
         "--lr-warmup-decay",
     ):
         assert flag in text, flag
+
+
+def test_built_in_preset_warms_up_and_short_or_other_runs_do_not(tmp_path):
+    """Two linear warm-up epochs in the built-in preset (deeper models diverge at lr 0.2 without), shrunk for
+    short runs; none with --data-path (the torchvision reference's default) or when fine-tuning; flags win."""
+    from adn.cli.train import parse
+
+    def warm(argv):
+        args = parse([*argv, "--output-dir", str(tmp_path / "run"), "--device", "cpu"])
+        return args.lr_warmup_epochs, args.lr_warmup_method
+
+    assert warm([]) == (2, "linear")
+    assert warm(["--epochs", "7"]) == (1, "linear") and warm(["--epochs", "4"])[0] == 0
+    assert warm(["--data-path", str(tmp_path)]) == (0, "constant")
+    assert warm(["--pretrained", "plain.pth"])[0] == 0
+    assert warm(["--lr-warmup-epochs", "3", "--lr-warmup-method", "constant"]) == (3, "constant")

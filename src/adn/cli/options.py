@@ -170,8 +170,18 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
         choices=SCHEDULERS,
         help="per-epoch schedule (default: cosineannealinglr built-in, steplr with --data-path)",
     )
-    g.add_argument("--lr-warmup-epochs", type=int, default=0, help="warm-up epochs")
-    g.add_argument("--lr-warmup-method", default="constant", choices=("constant", "linear"), help="warm-up shape")
+    g.add_argument(
+        "--lr-warmup-epochs",
+        type=int,
+        default=None,
+        help="warm-up epochs (default: 2 built-in, at most --epochs/5; 0 with --data-path)",
+    )
+    g.add_argument(
+        "--lr-warmup-method",
+        default=None,
+        choices=("constant", "linear"),
+        help="warm-up shape (default: linear built-in, constant with --data-path)",
+    )
     g.add_argument("--lr-warmup-decay", type=float, default=0.01, help="warm-up starting factor of --lr")
     g.add_argument(
         "--lr-step-size", type=int, default=None, help="steplr: epochs between decays (default: 30; 5 built-in)"
