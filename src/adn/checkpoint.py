@@ -265,12 +265,13 @@ def peek_checkpoint_args(path: str | os.PathLike) -> dict | None:
 
 
 def peek_checkpoint_arg(path: str | os.PathLike, name: str) -> object:
-    """One flag of :func:`peek_checkpoint_args` (or, for ``model``, the inference metadata's), or None."""
+    """One flag of :func:`peek_checkpoint_args` (or, for ``model`` and ``dataset``, the inference metadata's),
+    or None."""
     value = (peek_checkpoint_args(path) or {}).get(name)
     if value is None and name in ("model", "dataset"):
         obj = peek_checkpoint(path)
         meta = obj.get("meta") if isinstance(obj, Mapping) else None
-        value = meta.get("model") if isinstance(meta, Mapping) else None
+        value = meta.get(name) if isinstance(meta, Mapping) else None
     return value
 
 
