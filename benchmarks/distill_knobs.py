@@ -1,0 +1,124 @@
+"""Which of the method's knobs close the gap between the ADN's sub-networks and networks trained alone?
+
+On Fashion-MNIST, the same model trained as an ADN once per *variant* (extra ``adn train`` flags: the distillation
+weight ``--subpath-alpha``, temperature ``--subpath-temp``, ``--kd-topk``, ``--epochs`` ...), next to the plain
+network and a plain network of the base-net's depth trained alone with the variant's epochs; same initial weights,
+data order and seed. Calibration size is a knob of its own (``--calib-sizes``: the first variant's ADN
+re-calibrated with each). Writes ``benchmarks/results/distill-knobs-<model>.md``: per variant, super-net and
+base-net as trained and calibrated, the mixed sub-networks' calibrated range, and the two gaps.
+
+    python benchmarks/distill_knobs.py --model resnet20 --train-subset 12000 --epochs 5 \\
+        --variants "" "--subpath-alpha 0.7" "--subpath-alpha 0.3" "--subpath-temp 2" "--epochs 10"
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+import adn
+from adn.engine import evaluate
+from adn.losses import SelfDistillation
+from adn.train import build_data, calibration_loader
+from common import QUIET, adn_epoch, plain_epoch, recalibrate_plain, recipe, run_args, subnet_rows, train_epochs
+
+NOISE = 0.3  # points, with 10,000 test images (see paper_claims.py)
+
+
+def alone(name: str, args, size: int, val, depth: str) -> dict:
+    """A plain network trained alone with ``args`` (``depth``: "super" = the full network, "base" = the base-net's
+    layers), as trained and BatchNorm-recalibrated on the calibration images."""
+    loader, _, sampler, classes = build_data(args, size, torch.device("cpu"))
+    torch.manual_seed(args.seed)
+    model = adn.create_model(name, num_classes=len(classes))
+    if depth == "base":
+        model = adn.export_subnet(model, True).train()
+    seconds, _ = train_epochs(args, model, plain_epoch, loader, sampler)
+    row = {"trained": evaluate(model, val, "cpu", print_freq=QUIET)["acc1"], "minutes": seconds / 60}
+    recalibrate_plain(model, calibration_loader(args, size))
+    row["calibrated"] = evaluate(model, val, "cpu", print_freq=QUIET)["acc1"]
+    return row
+
+
+def train_adn(name: str, args, size: int):
+    loader, _, sampler, classes = build_data(args, size, torch.device("cpu"))
+    distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, min(args.kd_topk or 500, len(classes)))
+    torch.manual_seed(args.seed)
+    model = adn.create_model(name, num_classes=len(classes))
+    seconds, step_ms = train_epochs(args, model, adn_epoch(distill), loader, sampler)
+    return model, seconds / 60, step_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--variants", nargs="+", default=["", "--subpath-alpha 0.7", "--subpath-temp 2"])
+    parser.add_argument("--calib-sizes", type=int, nargs="*", default=[256, 1024, 4096])
+    parser.add_argument("--output", default=None)
+    opts = parser.parse_args()
+    base = ["--dataset", "fashion-mnist", "--epochs", str(opts.epochs), "--seed", str(opts.seed)]
+    if opts.train_subset:
+        base += ["--train-subset", str(opts.train_subset)]
+    size = adn.model_info(opts.model).input_size
+    _, val_set, _ = adn.data.build_datasets(None, image_size=size, dataset="fashion-mnist")
+    val = DataLoader(val_set, batch_size=256)
+    out = Path(opts.output or Path(__file__).parent / "results" / f"distill-knobs-{opts.model}.md")
+    start = time.perf_counter()
+    references: dict[int, dict] = {}  # epochs -> plain and shallow rows
+    lines = [
+        f"# Distillation knobs vs networks trained alone: {opts.model}, Fashion-MNIST",
+        "",
+        f"`python benchmarks/distill_knobs.py {shlex.join(['--model', opts.model, *base[2:]])} --variants "
+        f"{' '.join(shlex.quote(v) for v in opts.variants)}`; {torch.get_num_threads()} torch thread(s). Base "
+        f"recipe: {recipe(run_args(opts.model, base))}. All 10,000 test images (±{NOISE} pt is noise); "
+        "calibrated = per-sub-network BatchNorm statistics on 1,024 training images, for the nets trained alone "
+        "too. Gaps: calibrated, ADN minus the network of the same depth trained alone.",
+        "",
+        "| variant | super as trained / calibrated | base as trained / calibrated | mixed calibrated | plain alone "
+        "(cal.) | shallow alone (cal.) | super − plain | base − shallow | ADN train min |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    first = None
+    for variant in opts.variants:
+        args = run_args(opts.model, base + shlex.split(variant))
+        if args.epochs not in references:
+            references[args.epochs] = {d: alone(opts.model, args, size, val, d) for d in ("super", "base")}
+        ref = references[args.epochs]
+        model, minutes, _ = train_adn(opts.model, args, size)
+        rows, _ = subnet_rows(model, val, calibration_loader(args, size))
+        first = first or (model, args)
+        sup, bas, mixed = rows[0], rows[-1], [r["acc1_calibrated"] for r in rows[1:-1]]
+        lines.append(
+            f"| {variant or 'reference recipe'} | {sup['acc1_trained']:.2f} / {sup['acc1_calibrated']:.2f} | "
+            f"{bas['acc1_trained']:.2f} / {bas['acc1_calibrated']:.2f} | {min(mixed):.2f}–{max(mixed):.2f} | "
+            f"{ref['super']['calibrated']:.2f} | {ref['base']['calibrated']:.2f} | "
+            f"{sup['acc1_calibrated'] - ref['super']['calibrated']:+.2f} | "
+            f"{bas['acc1_calibrated'] - ref['base']['calibrated']:+.2f} | {minutes:.1f} |"
+        )
+        out.write_text("\n".join(lines) + "\n")
+        print(lines[-1], flush=True)
+    if opts.calib_sizes and first is not None:
+        model, args = first
+        lines += ["", f"Calibration size ({opts.variants[0] or 'reference recipe'}'s ADN re-calibrated):", ""]
+        lines += ["| calibration images | super | base | mixed (min–max) |", "|---|---|---|---|"]
+        for n in opts.calib_sizes:
+            args.calib_images = n
+            rows, _ = subnet_rows(model, val, calibration_loader(args, size))
+            cal = [r["acc1_calibrated"] for r in rows]
+            lines.append(f"| {n} | {cal[0]:.2f} | {cal[-1]:.2f} | {min(cal[1:-1]):.2f}–{max(cal[1:-1]):.2f} |")
+            print(lines[-1], flush=True)
+    lines += ["", f"{(time.perf_counter() - start) / 60:.0f} min in all."]
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
