@@ -5,7 +5,7 @@ python benchmarks/subnets_figure.py output/resnet20/model.safetensors docs/image
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import matplotlib
 
@@ -15,7 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from adn.checkpoint import load_checkpoint  # noqa: E402
 
 
-def main(source: str, target: str) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="a trained run's model.safetensors or checkpoint (its meta has the table)")
+    parser.add_argument("target", help="the image to write (.png, .svg, ...)")
+    opts = parser.parse_args()
+    source, target = opts.source, opts.target
     meta = load_checkpoint(source)["meta"]
     rows = meta["subnets"]
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
@@ -40,4 +45,4 @@ def main(source: str, target: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main()
