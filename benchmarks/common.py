@@ -24,7 +24,7 @@ from adn.evaluate import evaluate_subnets
 from adn.losses import SelfDistillation
 from adn.optim import build_optimizer, build_scheduler
 from adn.skip import init_skip_norms_from_main
-from adn.train import build_data, calibration_loader
+from adn.train import build_data, build_distillation, calibration_loader
 
 QUIET = 10**9
 
@@ -98,7 +98,7 @@ def train_three(model_name: str, args: argparse.Namespace, image_size: int) -> d
     CE), same initial weights, data order, schedule and seed."""
     device = torch.device("cpu")
     loader, _, sampler, classes = build_data(args, image_size, device)
-    distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, min(500, len(classes)))
+    distill = build_distillation(args, len(classes))
     out = {}
     torch.manual_seed(args.seed)
     net = adn.create_model(model_name, num_classes=len(classes))
@@ -131,10 +131,18 @@ def recalibrate_plain(model: nn.Module, loader) -> None:
     model.eval()
 
 
+def plain_row(model: nn.Module, val_loader, calib_loader) -> dict:
+    """A plain network's Acc@1 as trained (``acc1_trained``), then with its BatchNorm statistics re-estimated on
+    ``calib_loader`` (``acc1_calibrated``; the model keeps them)."""
+    row = {"acc1_trained": evaluate(model, val_loader, "cpu", print_freq=QUIET)["acc1"]}
+    recalibrate_plain(model, calib_loader)
+    row["acc1_calibrated"] = evaluate(model, val_loader, "cpu", print_freq=QUIET)["acc1"]
+    return row
+
+
 def measure(trained: dict[str, Trained], val_loader, args: argparse.Namespace, image_size: int) -> float:
     """Every sub-network of the ADN and of the plain net (naive skipping), and the shallow net, as trained and
     calibrated, into each ``Trained.rows``; returns the calibration time of all ADN sub-networks in seconds."""
-    device = torch.device("cpu")
     calib = calibration_loader(args, image_size)
     seconds = 0.0
     for name in ("adn", "plain"):
@@ -143,11 +151,7 @@ def measure(trained: dict[str, Trained], val_loader, args: argparse.Namespace, i
         if name == "adn":
             seconds = calib_s
     shallow = trained["shallow"]
-    row = {"skip": "T" * trained["adn"].model.num_stages}
-    row["acc1_trained"] = evaluate(shallow.model, val_loader, device, print_freq=QUIET)["acc1"]
-    recalibrate_plain(shallow.model, calib)
-    row["acc1_calibrated"] = evaluate(shallow.model, val_loader, device, print_freq=QUIET)["acc1"]
-    shallow.rows = [row]
+    shallow.rows = [{"skip": "T" * trained["adn"].model.num_stages, **plain_row(shallow.model, val_loader, calib)}]
     return seconds
 
 
@@ -191,6 +195,7 @@ __all__ = [
     "adn_epoch",
     "measure",
     "plain_epoch",
+    "plain_row",
     "recalibrate_plain",
     "run_args",
     "subnet_rows",

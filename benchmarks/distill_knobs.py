@@ -22,12 +22,9 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from adn.engine import evaluate
-from adn.losses import SelfDistillation
-from adn.train import build_data, calibration_loader
-from common import QUIET, adn_epoch, plain_epoch, recalibrate_plain, recipe, run_args, subnet_rows, train_epochs
-
-NOISE = 0.3  # points, with 10,000 test images (see paper_claims.py)
+from adn.train import build_data, build_distillation, calibration_loader
+from common import adn_epoch, plain_epoch, plain_row, recipe, run_args, subnet_rows, train_epochs
+from paper_claims import NOISE
 
 
 def alone(name: str, args, size: int, val, depth: str) -> dict:
@@ -38,20 +35,17 @@ def alone(name: str, args, size: int, val, depth: str) -> dict:
     model = adn.create_model(name, num_classes=len(classes))
     if depth == "base":
         model = adn.export_subnet(model, True).train()
-    seconds, _ = train_epochs(args, model, plain_epoch, loader, sampler)
-    row = {"trained": evaluate(model, val, "cpu", print_freq=QUIET)["acc1"], "minutes": seconds / 60}
-    recalibrate_plain(model, calibration_loader(args, size))
-    row["calibrated"] = evaluate(model, val, "cpu", print_freq=QUIET)["acc1"]
-    return row
+    train_epochs(args, model, plain_epoch, loader, sampler)
+    return plain_row(model, val, calibration_loader(args, size))
 
 
 def train_adn(name: str, args, size: int):
+    """The ADN of ``args`` and its training minutes."""
     loader, _, sampler, classes = build_data(args, size, torch.device("cpu"))
-    distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, min(args.kd_topk or 500, len(classes)))
     torch.manual_seed(args.seed)
     model = adn.create_model(name, num_classes=len(classes))
-    seconds, step_ms = train_epochs(args, model, adn_epoch(distill), loader, sampler)
-    return model, seconds / 60, step_ms
+    seconds, _ = train_epochs(args, model, adn_epoch(build_distillation(args, len(classes))), loader, sampler)
+    return model, seconds / 60
 
 
 def main() -> None:
@@ -92,16 +86,16 @@ def main() -> None:
         if args.epochs not in references:
             references[args.epochs] = {d: alone(opts.model, args, size, val, d) for d in ("super", "base")}
         ref = references[args.epochs]
-        model, minutes, _ = train_adn(opts.model, args, size)
+        model, minutes = train_adn(opts.model, args, size)
         rows, _ = subnet_rows(model, val, calibration_loader(args, size))
         first = first or (model, args)
         sup, bas, mixed = rows[0], rows[-1], [r["acc1_calibrated"] for r in rows[1:-1]]
         lines.append(
             f"| {variant or 'reference recipe'} | {sup['acc1_trained']:.2f} / {sup['acc1_calibrated']:.2f} | "
             f"{bas['acc1_trained']:.2f} / {bas['acc1_calibrated']:.2f} | {min(mixed):.2f}–{max(mixed):.2f} | "
-            f"{ref['super']['calibrated']:.2f} | {ref['base']['calibrated']:.2f} | "
-            f"{sup['acc1_calibrated'] - ref['super']['calibrated']:+.2f} | "
-            f"{bas['acc1_calibrated'] - ref['base']['calibrated']:+.2f} | {minutes:.1f} |"
+            f"{ref['super']['acc1_calibrated']:.2f} | {ref['base']['acc1_calibrated']:.2f} | "
+            f"{sup['acc1_calibrated'] - ref['super']['acc1_calibrated']:+.2f} | "
+            f"{bas['acc1_calibrated'] - ref['base']['acc1_calibrated']:+.2f} | {minutes:.1f} |"
         )
         out.write_text("\n".join(lines) + "\n")
         print(lines[-1], flush=True)

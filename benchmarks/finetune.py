@@ -32,8 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from adn.losses import SelfDistillation
-from adn.train import build_data, calibration_loader
+from adn.train import build_data, build_distillation, calibration_loader
 from common import adn_epoch, plain_epoch, run_args, subnet_rows, train_epochs
 
 FT_EPOCHS = (1, 2, 3, 5)
@@ -73,7 +72,7 @@ def run_family(name: str, opts: argparse.Namespace, workdir: Path) -> dict:
     loader, _, sampler, classes = build_data(args, SIZE, cpu)
     _, val_set, _ = adn.data.build_datasets(None, image_size=SIZE)
     val_loader, calib = DataLoader(val_set, batch_size=256), calibration_loader(args, SIZE)
-    distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, min(500, len(classes)))
+    distill = build_distillation(args, len(classes))
     step, n = adn_epoch(distill, cpu), len(classes)
 
     torch.manual_seed(args.seed)

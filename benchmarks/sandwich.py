@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader
 import adn
 from adn.engine import StepOptions, train_one_epoch
 from adn.evaluate import evaluate_subnets
-from adn.losses import SelfDistillation
 from adn.optim import build_optimizer, build_scheduler
-from adn.train import build_data, calibration_loader
+from adn.train import build_data, build_distillation, calibration_loader
 from common import QUIET, run_args
 
 
@@ -48,7 +47,7 @@ def train(name: str, args, size: int, sandwich: bool):
     loader, _, sampler, classes = build_data(args, size, torch.device("cpu"))
     torch.manual_seed(args.seed)
     model = adn.create_model(name, num_classes=len(classes))
-    distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, min(500, len(classes)))
+    distill = build_distillation(args, len(classes))
     optimizer = build_optimizer(model, args)
     scheduler, rng = build_scheduler(optimizer, args), random.Random(args.seed)
     mixed = [s for s in adn.subnets(model) if any(s) and not all(s)]

@@ -68,6 +68,12 @@ def _classes(dataset) -> list[str]:
     return list(getattr(dataset, "classes", []))
 
 
+def build_distillation(args: argparse.Namespace, num_classes: int) -> SelfDistillation:
+    """The self-distillation of ``--subpath-alpha``, ``--subpath-temp`` and ``--kd-topk`` (default: the
+    reference's top-500, at most ``num_classes``)."""
+    return SelfDistillation(args.subpath_alpha, args.subpath_temp, args.kd_topk or min(DEFAULT_TOPK, num_classes))
+
+
 def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
     """Train and val loaders (seeded per sample, resumable), the train sampler and the class names."""
     train_set, val_set, num_classes = adn_data.build_datasets(
@@ -203,7 +209,7 @@ def _train(args: argparse.Namespace) -> int:
             f"--kd-topk {args.kd_topk} is more than the {len(classes)} classes of the data; use at most "
             f"{len(classes)} (or omit it: min({DEFAULT_TOPK}, classes))"
         )
-    distill = SelfDistillation(args.subpath_alpha, args.subpath_temp, args.kd_topk or min(DEFAULT_TOPK, len(classes)))
+    distill = build_distillation(args, len(classes))
     run = build_run(args, device, classes, image_size)
     start_step, resume_rng = resume(run) if args.resume else (0, None)
     if args.start_epoch >= args.epochs:
@@ -357,6 +363,7 @@ def finish(run: Run, val_loader, output_dir: Path) -> int:
 __all__ = [
     "Run",
     "build_data",
+    "build_distillation",
     "build_run",
     "calibration_loader",
     "finish",
