@@ -20,7 +20,7 @@ import adn
 from adn.cli.train import parse
 from adn.distributed import init_distributed_mode
 from adn.engine import StepOptions, evaluate, train_one_epoch
-from adn.evaluate import evaluate_subnets
+from adn.evaluation import evaluate_subnets
 from adn.losses import SelfDistillation
 from adn.optim import build_optimizer, build_scheduler
 from adn.skip import init_skip_norms_from_main

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 import adn
 from adn import data as adn_data
 from adn.bench import switching_cost
-from adn.engine import distillation_step
+from adn.engine import StepOptions, train_step
 from adn.losses import SelfDistillation
 
 KD_TOPK, ALPHA, TEMPERATURE = 500, 0.5, 1.0  # adn train's defaults
@@ -187,7 +187,7 @@ def compile_model(model, mode: str | None, args):
 
 # ----------------------------------------------------------------------------------------------- training
 def make_steps(model, sup, base, opt, scaler, x, y, dtype, topk: int):
-    """The plain step and the ADN self-distillation step (engine.train_one_epoch's, minus its host syncs)."""
+    """The plain step and the ADN self-distillation step (``adn.engine.train_step``: the trainer's own)."""
     autocast = partial(torch.autocast, x.device.type, dtype=dtype)
 
     def backward(loss):
@@ -209,10 +209,10 @@ def make_steps(model, sup, base, opt, scaler, x, y, dtype, topk: int):
 
     distill, criterion = SelfDistillation(ALPHA, TEMPERATURE, topk), torch.nn.CrossEntropyLoss()
 
+    options = StepOptions(amp=True, amp_dtype=dtype)
+
     def adn_step():  # the trainer's own step (super-net backward, then base-net backward; no host sync)
-        opt.zero_grad(set_to_none=True)
-        distillation_step(model, distill, x, y, criterion, scaler, amp_dtype=dtype)
-        update()
+        train_step(model, distill, x, y, criterion, opt, options, scaler)
 
     return {"plain": plain, "ADN": adn_step}
 
@@ -412,7 +412,7 @@ def header(report, args, device, argv) -> None:
         "`perf_counter` around the timed steps. **plain**: super-net forward, cross-entropy, backward, step. "
         f"**ADN**: super-net forward, {ALPHA} * CE, backward; base-net forward, {1 - ALPHA} * T^2 * KL to the "
         f"detached super-net logits (T {TEMPERATURE}, top-{KD_TOPK} classes), backward; one step: "
-        "`engine.train_one_epoch`'s step without its per-step `.item()` checks (fp16: GradScaler.step still "
+        "`adn.engine.train_step`, the one the trainer runs (no host sync; fp16: GradScaler.step still "
         "syncs once to check for inf). 1000 classes at 224 px, 100 at 32 px (smoke: 10). **ADN/plain**: step-time "
         "ratio; **FLOPs ratio**: (super + base) / super forward MACs (`adn.count_flops`). **torch.compile** rows "
         f"({args.compile_dtype}): the model is compiled (a forward and an AOTAutograd backward graph per "

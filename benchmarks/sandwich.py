@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 import adn
 from adn.engine import StepOptions, train_one_epoch
-from adn.evaluate import evaluate_subnets
+from adn.evaluation import evaluate_subnets
 from adn.optim import build_optimizer, build_scheduler
 from adn.train import build_data, build_distillation, calibration_loader
 from common import QUIET, run_args

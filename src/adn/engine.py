@@ -41,6 +41,7 @@ __all__ = [
     "self_distillation_loss",
     "super_net_only_parameters",
     "train_one_epoch",
+    "train_step",
 ]
 
 
@@ -160,7 +161,6 @@ def train_one_epoch(
     distributed = isinstance(model, DistributedDataParallel)
     tie_params = super_net_only_parameters(net) if distributed else []
     device = torch.device(device)
-    amp_dtype = options.amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
     if options.max_steps:
         left = options.max_steps - start_step
@@ -180,18 +180,15 @@ def train_one_epoch(
             if options.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             target = target.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=options.amp):
-                loss_super, loss_base, teacher = distillation_step(
-                    model, distill, image, target, criterion, scaler, tie_params=tie_params
-                )
+            loss_super, loss_base, teacher = train_step(
+                model, distill, image, target, criterion, optimizer, options, scaler, tie_params
+            )
             n = image.shape[0]
             with torch.no_grad():
-                ls, lb = loss_super.detach().double(), loss_base.detach().double()
+                ls, lb = loss_super.double(), loss_base.double()
                 sums += torch.stack([ls * n, lb * n, _correct(teacher, target, (1,))[0], ls.new_tensor(float(n))])
                 finite = torch.isfinite(ls) & torch.isfinite(lb)
                 first_bad = torch.where(finite, first_bad, first_bad.clamp(max=float(step)))
-            _optimizer_step(model, optimizer, scaler, options.clip_grad_norm)
             if model_ema is not None and step % options.ema_every == 0:
                 model_ema.update_parameters(net)
                 if epoch < options.ema_warmup_epochs:  # as the torchvision reference: no averaging during warm-up
@@ -225,6 +222,30 @@ def train_one_epoch(
         next_step=step,
         interrupted=interrupted,
     )
+
+
+def train_step(
+    model: nn.Module,
+    distill: SelfDistillation,
+    images: torch.Tensor,
+    target: torch.Tensor,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    options: StepOptions = StepOptions(),
+    scaler: torch.amp.GradScaler | None = None,
+    tie_params: list[nn.Parameter] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step, the one :func:`train_one_epoch` runs (and ``benchmarks/gpu.py`` times): zero the
+    gradients, :func:`distillation_step` (forwards under autocast with ``options.amp``, backwards outside it),
+    gradient clipping, optimiser (and scaler) step. No host synchronisation (a GradScaler's step aside). Returns
+    :func:`distillation_step`'s detached losses and super-net logits."""
+    optimizer.zero_grad(set_to_none=True)
+    amp_dtype = None
+    if options.amp:
+        amp_dtype = options.amp_dtype or (torch.float16 if images.device.type == "cuda" else torch.bfloat16)
+    out = distillation_step(model, distill, images, target, criterion, scaler, amp_dtype, tie_params)
+    _optimizer_step(model, optimizer, scaler, options.clip_grad_norm)
+    return out
 
 
 def distillation_step(

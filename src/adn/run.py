@@ -53,6 +53,8 @@ def _normalization(args: argparse.Namespace) -> tuple[list[float], list[float]]:
 
 
 def build_run(args: argparse.Namespace, device: torch.device, classes: list[str], image_size: int) -> Run:
+    """The run's model, optimiser, schedule, EMA and scaler; ``image_size``: the evaluation resolution (what
+    inference preprocesses at, recorded in the metadata)."""
     model = create_model(args.model, num_classes=len(classes))
     if args.weights:
         load_weights(model, args.weights, weights_only=not args.unsafe_pickle, model_name=args.model)
@@ -75,7 +77,7 @@ def build_run(args: argparse.Namespace, device: torch.device, classes: list[str]
         "std": std,
         "interpolation": args.interpolation,
         "val_resize_size": args.val_resize_size,
-        "val_crop_size": args.val_crop_size or image_size,
+        "val_crop_size": image_size,
         "square_resize": args.data_path is None,
         "dataset": getattr(args, "dataset", "digits") if args.data_path is None else None,
     }
@@ -120,6 +122,7 @@ def resume(run: Run) -> tuple[int, dict | None]:
     _extend_schedule(run, checkpoint_arg(checkpoint, "epochs"))
     if run.ema is not None and checkpoint.get("model_ema") is not None:
         load_ema_state(run.ema, checkpoint["model_ema"])
+        clear_calibration(run.ema.module)  # the final checkpoint's EMA is calibrated: stale once averaging resumes
     if run.scaler is not None and checkpoint.get("scaler") is not None:
         run.scaler.load_state_dict(checkpoint["scaler"])
     run.best = dict(checkpoint.get("best") or run.best)

@@ -22,7 +22,7 @@ from .checkpoint import save_checkpoint, save_weights
 from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import StepOptions, evaluate, train_one_epoch
 from .errors import UsageError
-from .evaluate import adn_data_kwargs, default_input_size, evaluate_subnets, format_rows
+from .evaluation import adn_data_kwargs, default_input_size, evaluate_subnets, format_rows
 from .interrupt import StopRequest, ignore_stop_signals
 from .losses import DEFAULT_TOPK, SelfDistillation
 from .run import Run, build_run, make_checkpoint, prune_checkpoints, resume, seed_epoch, set_rng_state
@@ -210,7 +210,8 @@ def _train(args: argparse.Namespace) -> int:
             f"{len(classes)} (or omit it: min({DEFAULT_TOPK}, classes))"
         )
     distill = build_distillation(args, len(classes))
-    run = build_run(args, device, classes, image_size)
+    # what inference should preprocess at: the size validation ran at (the v2 recipe trains at 176, evaluates at 224)
+    run = build_run(args, device, classes, args.val_crop_size or default_input_size(args.model))
     start_step, resume_rng = resume(run) if args.resume else (0, None)
     if args.start_epoch >= args.epochs:
         _log(f"the run has finished its {args.epochs} epochs; extend it with --epochs N")

@@ -2,7 +2,7 @@
 
 Each command lives in its own module of this package and exposes ``main(argv) -> int``; this file only
 dispatches, and turns every user error -- of every command -- into one line on stderr (``--debug`` shows the
-traceback instead). Commands call down into the library (``adn.train``, ``adn.evaluate`` ...), never the reverse.
+traceback instead). Commands call down into the library (``adn.train``, ``adn.evaluation`` ...), never the reverse.
 """
 
 from __future__ import annotations

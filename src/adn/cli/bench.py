@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ..bench import COLUMNS, bench_subnets, device_name, mark_pareto, save_results, timing_warnings
     from ..checkpoint import peek_checkpoint_arg
-    from ..evaluate import default_input_size
+    from ..evaluation import default_input_size
     from ..loading import build_model
     from ..skipconfig import parse_skip
     from ..summary import format_table

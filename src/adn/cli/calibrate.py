@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ..calibrate import calibrate
-    from ..evaluate import default_input_size, eval_loader, evaluate_subnets, format_rows
+    from ..evaluation import default_input_size, eval_loader, evaluate_subnets, format_rows
     from ..loading import build_model
     from ..train import calibration_loader
 
@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.to(device)
     args.seed, args.train_subset = 0, None
     loader = calibration_loader(args, default_input_size(args.model))
+    from ..calibrate import clear_calibration
+
+    clear_calibration(model)  # "as trained": without the statistics of an earlier calibration
     rows = [] if args.no_eval else evaluate_subnets(model, val, device, column="acc1_trained")
     start = time.time()
     calibrate(model, loader, batches=len(loader), progress=not args.quiet)

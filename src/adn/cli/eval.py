@@ -74,7 +74,7 @@ def _cuda() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, argv = get_args_parser(), list(argv or [])
     args = resolve_eval_args(parser.parse_args(argv), explicit_dests(parser, argv))
-    from ..evaluate import run_evaluation
+    from ..evaluation import run_evaluation
 
     return run_evaluation(args)
 

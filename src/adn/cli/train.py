@@ -302,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``adn train`` / ``python train_adn.py``: train, or evaluate with ``--test-only``."""
     args = parse(argv)
     if args.test_only:
-        from ..evaluate import run_evaluation
+        from ..evaluation import run_evaluation
 
         return run_evaluation(args)
     from ..train import run_training
