@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from common import measure, recipe, run_args, table, train_three
+from common import measure, recipe, run_config, table, train_three
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="default: benchmarks/results/adn-vs-plain-<model>.md")
     opts = parser.parse_args()
-    args = run_args(opts.model, ["--epochs", str(opts.epochs), "--seed", str(opts.seed)])
+    args = run_config(opts.model, epochs=opts.epochs, seed=opts.seed)
     size = adn.model_info(opts.model).input_size
     trained = train_three(opts.model, args, size)
     _, val_set, _ = adn.data.build_datasets(None, image_size=size)

@@ -9,7 +9,6 @@ keeps the main norms, its twins being copies of them). The shallow net is a fres
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass, field
 
@@ -17,33 +16,46 @@ import torch
 from torch import nn
 
 import adn
-from adn.cli.train import parse
-from adn.distributed import init_distributed_mode
+from adn.config import TrainConfig
+from adn.data import build_data, calibration_loader
 from adn.engine import StepOptions, evaluate, train_one_epoch
 from adn.evaluation import evaluate_subnets
 from adn.losses import SelfDistillation
 from adn.optim import build_optimizer, build_scheduler
 from adn.skip import init_skip_norms_from_main
-from adn.train import build_data, build_distillation, calibration_loader
+from adn.train import build_distillation
 
 QUIET = 10**9
 
 
-def run_args(model: str, flags: list[str]) -> argparse.Namespace:
-    """The resolved arguments ``adn train --model MODEL FLAGS`` would run with (one process, CPU)."""
-    args = parse(
-        ["--model", model, "--device", "cpu", "--print-freq", str(QUIET), "--output-dir", "/nonexistent", *flags]
-    )
-    init_distributed_mode(args)
-    return args
+def run_config(model: str, **flags) -> TrainConfig:
+    """The config ``adn train --model MODEL --flag value ...`` would run with (one process, CPU), flags by name
+    (``epochs=5``, ``subpath_alpha=0.7``)."""
+    return adn.train_config(model, device="cpu", print_freq=QUIET, output_dir="/nonexistent", **flags)
 
 
-def recipe(args: argparse.Namespace) -> str:
+def flags_of(text: str) -> dict:
+    """``"--subpath-alpha 0.7 --epochs 10"`` -> ``{"subpath_alpha": 0.7, "epochs": 10}`` (a benchmark's variants,
+    written as the flags of ``adn train``)."""
+    import ast
+    import shlex
+
+    words, out = shlex.split(text), {}
+    for flag, value in zip(words[::2], words[1::2], strict=True):
+        try:
+            out[flag.lstrip("-").replace("-", "_")] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[flag.lstrip("-").replace("-", "_")] = value
+    return out
+
+
+def recipe(config: TrainConfig) -> str:
     """The optimisation recipe a run used, in words, for the results files."""
-    warm = f", {args.lr_warmup_method} warm-up {args.lr_warmup_epochs} ep." if args.lr_warmup_epochs else ""
+    o = config.optim
+    warm = f", {o.lr_warmup_method} warm-up {o.lr_warmup_epochs} ep." if o.lr_warmup_epochs else ""
     return (
-        f"{args.opt.upper()} lr {args.lr:g}, {args.lr_scheduler}{warm}, wd {args.weight_decay:g}, batch "
-        f"{args.batch_size}, {args.epochs} epochs, seed {args.seed}"
+        f"{o.opt.upper()} lr {o.lr:g}, {o.lr_scheduler}{warm}, wd {o.weight_decay:g}, batch "
+        f"{config.data.batch_size}, {o.epochs} epochs, seed {config.run.seed}"
     )
 
 
@@ -56,15 +68,15 @@ class Trained:
     rows: list[dict] = field(default_factory=list)
 
 
-def train_epochs(args, model, step, loader, sampler) -> tuple[float, float]:
-    """``args.epochs`` epochs of ``step(model, optimizer, loader, epoch) -> steps`` with the optimiser and schedule
-    of ``args``, the same data order for every model (the sampler's epoch and a per-epoch seed); returns the
-    training seconds and milliseconds per step (data loading included)."""
-    optimizer, start, steps = build_optimizer(model, args), time.perf_counter(), 0
-    scheduler = build_scheduler(optimizer, args)
-    for epoch in range(args.epochs):
+def train_epochs(config: TrainConfig, model, step, loader, sampler) -> tuple[float, float]:
+    """The config's epochs of ``step(model, optimizer, loader, epoch) -> steps`` with its optimiser and schedule,
+    the same data order for every model (the sampler's epoch and a per-epoch seed); returns the training seconds
+    and milliseconds per step (data loading included)."""
+    optimizer, start, steps = build_optimizer(model, config.optim), time.perf_counter(), 0
+    scheduler = build_scheduler(optimizer, config.optim)
+    for epoch in range(config.optim.epochs):
         sampler.set_epoch(epoch)
-        torch.manual_seed(args.seed + epoch)
+        torch.manual_seed(config.run.seed + epoch)
         model.train()
         steps += step(model, optimizer, loader, epoch)
         scheduler.step()
@@ -93,14 +105,24 @@ def adn_epoch(distill: SelfDistillation, device: torch.device | str = "cpu"):
     return step
 
 
-def train_three(model_name: str, args: argparse.Namespace, image_size: int) -> dict[str, Trained]:
+def loaders(config: TrainConfig, image_size: int):
+    """The trainer's training data of ``config`` (one process, CPU): train loader, val loader, sampler, classes."""
+    return build_data(config.data, image_size, torch.device("cpu"), config.run.seed, model=config.model)
+
+
+def calib_loader(config: TrainConfig, image_size: int, images: int | None = None):
+    """The trainer's calibration images (``images``, default the config's ``calib_images``)."""
+    return calibration_loader(config.data, image_size, images or config.run.calib_images, config.run.seed)
+
+
+def train_three(model_name: str, args: TrainConfig, image_size: int) -> dict[str, Trained]:
     """ADN (self-distillation), plain (the same network, CE on the super-net) and shallow (the base-net's layers,
     CE), same initial weights, data order, schedule and seed."""
     device = torch.device("cpu")
-    loader, _, sampler, classes = build_data(args, image_size, device)
-    distill = build_distillation(args, len(classes))
+    loader, _, sampler, classes = loaders(args, image_size)
+    distill = build_distillation(args.distill, len(classes))
     out = {}
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.run.seed)
     net = adn.create_model(model_name, num_classes=len(classes))
     shallow = adn.export_subnet(adn.create_model(model_name, num_classes=len(classes)), True).train()
     plain = adn.create_model(model_name, num_classes=len(classes))
@@ -140,10 +162,10 @@ def plain_row(model: nn.Module, val_loader, calib_loader) -> dict:
     return row
 
 
-def measure(trained: dict[str, Trained], val_loader, args: argparse.Namespace, image_size: int) -> float:
+def measure(trained: dict[str, Trained], val_loader, args: TrainConfig, image_size: int) -> float:
     """Every sub-network of the ADN and of the plain net (naive skipping), and the shallow net, as trained and
     calibrated, into each ``Trained.rows``; returns the calibration time of all ADN sub-networks in seconds."""
-    calib = calibration_loader(args, image_size)
+    calib = calib_loader(args, image_size)
     seconds = 0.0
     for name in ("adn", "plain"):
         t = trained[name]
@@ -197,7 +219,11 @@ __all__ = [
     "plain_epoch",
     "plain_row",
     "recalibrate_plain",
-    "run_args",
+    "calib_loader",
+    "flags_of",
+    "loaders",
+    "recipe",
+    "run_config",
     "subnet_rows",
     "table",
     "train_epochs",

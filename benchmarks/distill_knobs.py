@@ -22,29 +22,40 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from adn.train import build_data, build_distillation, calibration_loader
-from common import adn_epoch, plain_epoch, plain_row, recipe, run_args, subnet_rows, train_epochs
+from adn.train import build_distillation
+from common import (
+    adn_epoch,
+    calib_loader,
+    flags_of,
+    loaders,
+    plain_epoch,
+    plain_row,
+    recipe,
+    run_config,
+    subnet_rows,
+    train_epochs,
+)
 from paper_claims import NOISE
 
 
 def alone(name: str, args, size: int, val, depth: str) -> dict:
     """A plain network trained alone with ``args`` (``depth``: "super" = the full network, "base" = the base-net's
     layers), as trained and BatchNorm-recalibrated on the calibration images."""
-    loader, _, sampler, classes = build_data(args, size, torch.device("cpu"))
-    torch.manual_seed(args.seed)
+    loader, _, sampler, classes = loaders(args, size)
+    torch.manual_seed(args.run.seed)
     model = adn.create_model(name, num_classes=len(classes))
     if depth == "base":
         model = adn.export_subnet(model, True).train()
     train_epochs(args, model, plain_epoch, loader, sampler)
-    return plain_row(model, val, calibration_loader(args, size))
+    return plain_row(model, val, calib_loader(args, size))
 
 
 def train_adn(name: str, args, size: int):
     """The ADN of ``args`` and its training minutes."""
-    loader, _, sampler, classes = build_data(args, size, torch.device("cpu"))
-    torch.manual_seed(args.seed)
+    loader, _, sampler, classes = loaders(args, size)
+    torch.manual_seed(args.run.seed)
     model = adn.create_model(name, num_classes=len(classes))
-    seconds, _ = train_epochs(args, model, adn_epoch(build_distillation(args, len(classes))), loader, sampler)
+    seconds, _ = train_epochs(args, model, adn_epoch(build_distillation(args.distill, len(classes))), loader, sampler)
     return model, seconds / 60
 
 
@@ -72,7 +83,8 @@ def main() -> None:
         "",
         f"`python benchmarks/distill_knobs.py {shlex.join(['--model', opts.model, *base[2:]])} --variants "
         f"{' '.join(shlex.quote(v) for v in opts.variants)}`; {torch.get_num_threads()} torch thread(s). Base "
-        f"recipe: {recipe(run_args(opts.model, base))}. All 10,000 test images (±{NOISE} pt is noise); "
+        f"recipe: {recipe(run_config(opts.model, **flags_of(shlex.join(base))))}. All 10,000 test images "
+        f"(±{NOISE} pt is noise); "
         "calibrated = per-sub-network BatchNorm statistics on 1,024 training images, for the nets trained alone "
         "too. Gaps: calibrated, ADN minus the network of the same depth trained alone.",
         "",
@@ -82,12 +94,12 @@ def main() -> None:
     ]
     first = None
     for variant in opts.variants:
-        args = run_args(opts.model, base + shlex.split(variant))
-        if args.epochs not in references:
-            references[args.epochs] = {d: alone(opts.model, args, size, val, d) for d in ("super", "base")}
-        ref = references[args.epochs]
+        args = run_config(opts.model, **flags_of(shlex.join(base)), **flags_of(variant))
+        if args.optim.epochs not in references:
+            references[args.optim.epochs] = {d: alone(opts.model, args, size, val, d) for d in ("super", "base")}
+        ref = references[args.optim.epochs]
         model, minutes = train_adn(opts.model, args, size)
-        rows, _ = subnet_rows(model, val, calibration_loader(args, size))
+        rows, _ = subnet_rows(model, val, calib_loader(args, size))
         first = first or (model, args)
         sup, bas, mixed = rows[0], rows[-1], [r["acc1_calibrated"] for r in rows[1:-1]]
         lines.append(
@@ -104,8 +116,7 @@ def main() -> None:
         lines += ["", f"Calibration size ({opts.variants[0] or 'reference recipe'}'s ADN re-calibrated):", ""]
         lines += ["| calibration images | super | base | mixed (min–max) |", "|---|---|---|---|"]
         for n in opts.calib_sizes:
-            args.calib_images = n
-            rows, _ = subnet_rows(model, val, calibration_loader(args, size))
+            rows, _ = subnet_rows(model, val, calib_loader(args, size, n))
             cal = [r["acc1_calibrated"] for r in rows]
             lines.append(f"| {n} | {cal[0]:.2f} | {cal[-1]:.2f} | {min(cal[1:-1]):.2f}–{max(cal[1:-1]):.2f} |")
             print(lines[-1], flush=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -32,8 +33,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from adn.train import build_data, build_distillation, calibration_loader
-from common import adn_epoch, plain_epoch, run_args, subnet_rows, train_epochs
+from adn.train import build_distillation
+from common import adn_epoch, calib_loader, flags_of, loaders, plain_epoch, run_config, subnet_rows, train_epochs
 
 FT_EPOCHS = (1, 2, 3, 5)
 SIZE = 32  # every model here runs on 32x32 digits; torchvision models via --train-crop-size/--val-crop-size
@@ -67,23 +68,23 @@ def run_family(name: str, opts: argparse.Namespace, workdir: Path) -> dict:
         flags += ["--train-crop-size", str(SIZE), "--val-crop-size", str(SIZE)]
     if opts.train_subset:
         flags += ["--train-subset", str(opts.train_subset)]
-    args = run_args(name, [*flags, "--epochs", str(opts.epochs)])
-    cpu = torch.device("cpu")
-    loader, _, sampler, classes = build_data(args, SIZE, cpu)
+    args = run_config(name, **flags_of(shlex.join(flags)), epochs=opts.epochs)
+    loader, _, sampler, classes = loaders(args, SIZE)
     _, val_set, _ = adn.data.build_datasets(None, image_size=SIZE)
-    val_loader, calib = DataLoader(val_set, batch_size=256), calibration_loader(args, SIZE)
-    distill = build_distillation(args, len(classes))
-    step, n = adn_epoch(distill, cpu), len(classes)
+    val_loader, calib = DataLoader(val_set, batch_size=256), calib_loader(args, SIZE)
+    distill = build_distillation(args.distill, len(classes))
+    step, n = adn_epoch(distill, "cpu"), len(classes)
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.run.seed)
     plain = plain_model(name, n)
     scratch = adn.load_pretrained(adaptive_model(name, n), plain_state(plain))  # the same initial weights
     plain_s, plain_ms = train_epochs(args, plain, plain_epoch, loader, sampler)
-    print(f"{name}: plain, {args.epochs} epochs: {plain_s:.0f} s ({plain_ms:.0f} ms/step)", flush=True)
+    print(f"{name}: plain, {args.optim.epochs} epochs: {plain_s:.0f} s ({plain_ms:.0f} ms/step)", flush=True)
     scratch_s, scratch_ms = train_epochs(args, scratch, step, loader, sampler)
-    print(f"{name}: ADN from scratch, {args.epochs} epochs: {scratch_s:.0f} s ({scratch_ms:.0f} ms/step)", flush=True)
+    epochs = args.optim.epochs
+    print(f"{name}: ADN from scratch, {epochs} epochs: {scratch_s:.0f} s ({scratch_ms:.0f} ms/step)", flush=True)
     ratio = scratch_ms / plain_ms  # what an ADN step costs in plain steps, measured on these two runs
-    equal = max(1, round(args.epochs * (ratio - 1) / ratio))  # plain E + k * ratio = E * ratio
+    equal = max(1, round(args.optim.epochs * (ratio - 1) / ratio))  # plain E + k * ratio = E * ratio
 
     weights = workdir / f"{name.replace(':', '-')}-plain.pth"
     torch.save(plain_state(plain), weights)
@@ -91,19 +92,20 @@ def run_family(name: str, opts: argparse.Namespace, workdir: Path) -> dict:
     runs = [dict(label="scratch ADN", ft=None, model=scratch, seconds=scratch_s)]
     runs.append(dict(label="plain (FT 0)", ft=0, model=start, seconds=0.0))
     for k in sorted(set(FT_EPOCHS) | {equal}):
-        ft_args = run_args(name, [*flags, "--pretrained", str(weights), "--epochs", str(k)])
-        assert ft_args.lr_scheduler == "cosineannealinglr" and abs(ft_args.lr - args.lr / 10) < 1e-12
+        ft_args = run_config(name, **flags_of(shlex.join(flags)), pretrained=str(weights), epochs=k)
+        assert ft_args.optim.lr_scheduler == "cosineannealinglr" and abs(ft_args.optim.lr - args.optim.lr / 10) < 1e-12
         model = adn.load_pretrained(adaptive_model(name, n), weights)
         seconds, _ = train_epochs(ft_args, model, step, loader, sampler)
-        print(f"{name}: fine-tuned {k} epoch(s) at lr {ft_args.lr:g}: {seconds:.0f} s", flush=True)
+        print(f"{name}: fine-tuned {k} epoch(s) at lr {ft_args.optim.lr:g}: {seconds:.0f} s", flush=True)
         runs.append(dict(label=f"FT {k}" + (" (=)" if k == equal else ""), ft=k, model=model, seconds=seconds))
     for run in runs:
         run["rows"], _ = subnet_rows(run["model"], val_loader, calib, SIZE)
         k = run["ft"]
-        run["compute"] = args.epochs * ratio if k is None else args.epochs + k * ratio
+        epochs = args.optim.epochs
+        run["compute"] = epochs * ratio if k is None else epochs + k * ratio
         run["wall"] = run["seconds"] + (plain_s if k is not None else 0.0)
     result = dict(name=name, args=args, runs=runs, ratio=ratio, equal=equal)
-    result.update(plain_s=plain_s, images=len(loader.dataset), val_images=len(val_set), steps=len(loader) * args.epochs)
+    result.update(plain_s=plain_s, images=len(loader.dataset), val_images=len(val_set), steps=len(loader) * epochs)
     result["momentum"] = min(m.momentum or 0.1 for m in plain.modules() if isinstance(m, torch.nn.BatchNorm2d))
     return result
 
@@ -206,6 +208,7 @@ def main() -> None:
             sections += report(result)
             print("\n".join(report(result)), flush=True)
     minutes, args, n_val = (time.perf_counter() - begin) / 60, result["args"], result["val_images"]
+    lr, wd, batch = args.optim.lr, args.optim.weight_decay, args.data.batch_size
     header = [
         "# Fine-tuning a trained plain network into an ADN vs training the ADN from scratch",
         "",
@@ -214,10 +217,10 @@ def main() -> None:
         f"{torch.__version__}, {torch.get_num_threads()} torch thread(s); {minutes:.1f} min in all (load average "
         f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end). Built-in digits at {SIZE} px: "
         f"{result['images']} train / {n_val} val images (one val image is {100 / n_val:.2f} pt). The built-in "
-        f"preset of `adn train` (SGD lr {args.lr:g}, cosine, wd {args.weight_decay:g}, batch {args.batch_size}) "
-        f"for the plain net and the ADN from scratch, its fine-tuning preset (`--pretrained`: lr {args.lr / 10:g}, "
+        f"preset of `adn train` (SGD lr {lr:g}, cosine, wd {wd:g}, batch {batch}) "
+        f"for the plain net and the ADN from scratch, its fine-tuning preset (`--pretrained`: lr {lr / 10:g}, "
         "cosine) for the fine-tunes; seed, initial weights and data order shared. Calibration: per-sub-network "
-        f"BatchNorm statistics on {args.calib_images} training images.",
+        f"BatchNorm statistics on {args.run.calib_images} training images.",
         "",
         "Runs: *scratch ADN* = self-distillation from the same initial weights; *plain (FT 0)* = the plain "
         "net converted, before fine-tuning (its sub-networks are naive skipping); *FT k* = the plain net "

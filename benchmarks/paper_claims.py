@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from common import measure, recipe, run_args, table, train_three
+from common import measure, recipe, run_config, table, train_three
 
 NOISE = 0.3  # points: 1.96 * sqrt(p (1 - p) / 10,000) at p = 0.9 is 0.59; differences below 0.3 are noise here
 OUT = Path(__file__).parent / "results" / "paper-claims-fashion-mnist.md"
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=None, help="fewer training images (smoke runs)")
     parser.add_argument("--output", default=str(OUT))
     opts = parser.parse_args()
-    used = recipe(run_args(opts.models[0], ["--epochs", str(opts.epochs), "--seed", str(opts.seed)]))
+    used = recipe(run_config(opts.models[0], epochs=opts.epochs, seed=opts.seed))
     header = [
         f"# The paper's claims on Fashion-MNIST ({datetime.now(timezone.utc):%Y-%m-%d}, `python "
         f"benchmarks/paper_claims.py --models {' '.join(opts.models)} --epochs {opts.epochs}`)",
@@ -84,10 +84,9 @@ def main() -> None:
     ]
     sections: list[str] = []
     for name in opts.models:
-        flags = ["--dataset", "fashion-mnist", "--epochs", str(opts.epochs), "--seed", str(opts.seed)]
-        if opts.train_subset:
-            flags += ["--train-subset", str(opts.train_subset)]
-        args = run_args(name, flags)
+        args = run_config(
+            name, dataset="fashion-mnist", epochs=opts.epochs, seed=opts.seed, train_subset=opts.train_subset
+        )
         size = adn.model_info(name).input_size
         start = time.perf_counter()
         trained = train_three(name, args, size)

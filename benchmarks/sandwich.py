@@ -23,8 +23,8 @@ import adn
 from adn.engine import StepOptions, train_one_epoch
 from adn.evaluation import evaluate_subnets
 from adn.optim import build_optimizer, build_scheduler
-from adn.train import build_data, build_distillation, calibration_loader
-from common import QUIET, run_args
+from adn.train import build_distillation
+from common import QUIET, calib_loader, loaders, run_config
 
 
 def sandwich_epoch(model, distill, optimizer, loader, configs, rng) -> int:
@@ -44,17 +44,17 @@ def sandwich_epoch(model, distill, optimizer, loader, configs, rng) -> int:
 
 
 def train(name: str, args, size: int, sandwich: bool):
-    loader, _, sampler, classes = build_data(args, size, torch.device("cpu"))
-    torch.manual_seed(args.seed)
+    loader, _, sampler, classes = loaders(args, size)
+    torch.manual_seed(args.run.seed)
     model = adn.create_model(name, num_classes=len(classes))
-    distill = build_distillation(args, len(classes))
-    optimizer = build_optimizer(model, args)
-    scheduler, rng = build_scheduler(optimizer, args), random.Random(args.seed)
+    distill = build_distillation(args.distill, len(classes))
+    optimizer = build_optimizer(model, args.optim)
+    scheduler, rng = build_scheduler(optimizer, args.optim), random.Random(args.run.seed)
     mixed = [s for s in adn.subnets(model) if any(s) and not all(s)]
     start, steps = time.perf_counter(), 0
-    for epoch in range(args.epochs):
+    for epoch in range(args.optim.epochs):
         sampler.set_epoch(epoch)
-        torch.manual_seed(args.seed + epoch)
+        torch.manual_seed(args.run.seed + epoch)
         if sandwich:
             steps += sandwich_epoch(model, distill, optimizer, loader, mixed, rng)
         else:
@@ -72,11 +72,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args()
-    args = run_args(opts.model, ["--epochs", str(opts.epochs), "--seed", str(opts.seed)])
+    args = run_config(opts.model, epochs=opts.epochs, seed=opts.seed)
     size = adn.model_info(opts.model).input_size
     _, val_set, _ = adn.data.build_datasets(None, image_size=size)
     val = DataLoader(val_set, batch_size=256)
-    calib = calibration_loader(args, size)
+    calib = calib_loader(args, size)
     results = {}
     for sandwich in (False, True):
         model, step_ms = train(opts.model, args, size, sandwich)

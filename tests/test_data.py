@@ -315,7 +315,7 @@ def test_first_image_size_reads_the_header_and_never_raises(tmp_path):
     """What decides the "your photos are shrunk" note: the first image's size, or None when it cannot be read."""
     from torchvision.datasets import ImageFolder
 
-    from adn.train import _first_image_size
+    from adn.data.build import _first_image_size
 
     (tmp_path / "a").mkdir()
     Image.new("RGB", (120, 90)).save(tmp_path / "a" / "0.png")

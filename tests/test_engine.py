@@ -82,13 +82,12 @@ def test_one_step_trains_main_norms_twins_and_skippable_blocks():
 
 
 def test_amp_ema_and_top_k_step_runs_on_cpu():
+    from adn.config import OptimConfig
     from adn.optim import build_ema
 
     torch.manual_seed(0)
     model = adn.create_model("resnet20", num_classes=10)
-    ema = build_ema(
-        model, argparse.Namespace(world_size=1, batch_size=4, model_ema_steps=1, epochs=1, model_ema_decay=0.9), "cpu"
-    )
+    ema = build_ema(model, OptimConfig(epochs=1, model_ema_steps=1, model_ema_decay=0.9), 4, 1, "cpu")
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batch = [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))] * 2
     options = StepOptions(amp=True, ema_every=1)

@@ -11,6 +11,16 @@ from . import models  # noqa: F401  (registers the architectures)
 from .bench import bench_subnets, select_subnet
 from .calibrate import calibrate, clear_calibration, is_calibrated
 from .checkpoint import load_weights, save_weights
+from .config import (
+    CheckpointConfig,
+    DataConfig,
+    DistillConfig,
+    EvalConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    train_config,
+)
 from .conversion import convert, create_converted, load_pretrained
 from .engine import distillation_step, evaluate, train_one_epoch
 from .export import export_subnet
@@ -29,8 +39,25 @@ from .skip import (
 
 __version__ = "0.1.0"
 
+
+def fit(config: TrainConfig) -> int:
+    """Run a :class:`TrainConfig` -- what ``adn train`` runs (see :func:`adn.train.fit`)."""
+    from .train import fit as _fit
+
+    return _fit(config)
+
+
 __all__ = [
     "AdaptiveDepthNet",
+    "CheckpointConfig",
+    "DataConfig",
+    "DistillConfig",
+    "EvalConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "fit",
+    "train_config",
     "SelfDistillation",
     "ModelInfo",
     "SkipAwareNorm",

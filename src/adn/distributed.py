@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -25,26 +25,35 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def init_distributed_mode(args: argparse.Namespace) -> None:
-    """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+@dataclass(frozen=True)
+class DistState:
+    """The process group this process belongs to (one process: ``distributed`` False, rank 0 of 1)."""
 
-    Sets ``args.distributed``, ``args.rank``, ``args.world_size`` and ``args.gpu``; NCCL on CUDA, gloo on CPU.
-    Without those variables this is a single-process run.
-    """
-    args.rank, args.world_size, args.gpu = 0, 1, None
-    args.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    if not args.distributed:
-        return
-    args.rank = int(os.environ["RANK"])
-    args.world_size = int(os.environ["WORLD_SIZE"])
-    cuda = str(args.device).startswith("cuda")
+    distributed: bool = False
+    rank: int = 0
+    world_size: int = 1
+    gpu: int | None = None  #: the local CUDA device index, under torchrun
+    device: str = "cpu"  #: the device this process runs on (``cuda:<local rank>`` under torchrun)
+
+    def flat(self) -> dict:
+        """The fields a checkpoint's ``args`` records (the reference layout)."""
+        return {"distributed": self.distributed, "rank": self.rank, "world_size": self.world_size, "gpu": self.gpu}
+
+
+def init_distributed(device: str) -> DistState:
+    """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
+    NCCL on CUDA, gloo on CPU. Without those variables this is a single-process run on ``device``."""
+    if not ("RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1):
+        return DistState(device=str(device))
+    rank, world_size, gpu = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), None
+    cuda = str(device).startswith("cuda")
     if cuda:
-        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(args.gpu)
-        args.device = f"cuda:{args.gpu}"
-    backend = "nccl" if cuda else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", world_size=args.world_size, rank=args.rank)
+        gpu = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(gpu)
+        device = f"cuda:{gpu}"
+    dist.init_process_group(backend="nccl" if cuda else "gloo", init_method="env://", world_size=world_size, rank=rank)
     dist.barrier()
+    return DistState(True, rank, world_size, gpu, str(device))
 
 
 def cleanup_distributed() -> None:

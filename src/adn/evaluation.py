@@ -1,9 +1,8 @@
 """Evaluating sub-networks: the table of every sub-network, and the evaluation run behind ``adn eval`` /
-``train_adn.py --test-only``."""
+``train_adn.py --test-only`` (from an :class:`~adn.config.EvalConfig`)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -12,10 +11,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 
-from . import data as adn_data
-from .distributed import cleanup_distributed, init_distributed_mode, is_main_process
+from .config import EvalConfig
+from .data import eval_loader
+from .distributed import DistState, cleanup_distributed, init_distributed, is_main_process
 from .engine import evaluate
 from .flops import count_flops_table, count_params
 from .loading import build_model
@@ -89,81 +88,50 @@ def _log(*values) -> None:
         print(*values, flush=True)
 
 
-def eval_loader(args: argparse.Namespace, image_size: int) -> tuple[DataLoader, int]:
-    """The validation loader of ``args`` (``--val-subset``, distributed sampler) and the class count."""
-    loader, num_classes = adn_data.build_eval_loader(
-        args.data_path,
-        image_size=image_size,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        val_resize_size=args.val_resize_size,
-        val_crop_size=args.val_crop_size,
-        interpolation=args.interpolation,
-        bad_images=args.bad_images,
-        **adn_data_kwargs(args),
-    )
-    if args.val_subset is not None or getattr(args, "distributed", False):
-        dataset = loader.dataset
-        if args.val_subset is not None and args.val_subset < len(dataset):
-            dataset = Subset(dataset, range(args.val_subset))
-        sampler = None
-        if getattr(args, "distributed", False):
-            sampler = torch.utils.data.distributed.DistributedSampler(dataset, shuffle=False)
-        loader = DataLoader(
-            dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers, pin_memory=loader.pin_memory
-        )
-    return loader, num_classes
-
-
-def adn_data_kwargs(args: argparse.Namespace) -> dict:
-    """The built-in dataset's choice, for the data builders."""
-    return (
-        {"dataset": args.dataset, "download": args.download} if getattr(args, "dataset", "digits") != "digits" else {}
-    )
-
-
-def run_evaluation(args: argparse.Namespace) -> int:
-    """Evaluate one sub-network (``--skip-cfg``) or all of them (``--all-subnets``) of ``--resume``/``--weights``."""
-    init_distributed_mode(args)
+def run_evaluation(config: EvalConfig) -> int:
+    """Evaluate one sub-network (``skip_cfg``) or all of them (``all_subnets``) of the config's file."""
+    dist = init_distributed(config.device)
     try:
-        return _evaluate(args)
+        return _evaluate(config, dist)
     finally:
         cleanup_distributed()
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    device = torch.device(args.device)
-    loader, num_classes = eval_loader(args, default_input_size(args.model))
-    path = args.resume or args.weights
-    model, _ = build_model(args.model, path, num_classes, ema=args.model_ema, unsafe_pickle=args.unsafe_pickle)
-    if args.no_calibration:
+def _evaluate(config: EvalConfig, dist: DistState) -> int:
+    device = torch.device(dist.device)
+    loader, num_classes = eval_loader(config.data, default_input_size(config.model), dist.distributed)
+    model, _ = build_model(
+        config.model, config.source, num_classes, ema=config.model_ema, unsafe_pickle=config.unsafe_pickle
+    )
+    if config.no_calibration:
         from .calibrate import clear_calibration
 
         clear_calibration(model)
     model.to(device)
-    resolution = args.val_crop_size or model.info.input_size
-    what = f"{args.model}-ADN from {path}{' (EMA weights)' if args.model_ema else ''}"
-    if args.all_subnets:
-        rows = evaluate_subnets(model, loader, device, resolution, channels_last=args.channels_last)
-        if args.format == "table":
+    resolution = config.data.val_crop_size or model.info.input_size
+    what = f"{config.model}-ADN from {config.source}{' (EMA weights)' if config.model_ema else ''}"
+    fmt = config.format
+    if config.all_subnets:
+        rows = evaluate_subnets(model, loader, device, resolution, channels_last=config.channels_last)
+        if fmt == "table":
             _log(f"sub-networks of {what} (GFLOPs = MACs at {resolution}px):")
-        _log(format_rows(rows, args.format, num_classes))
+        _log(format_rows(rows, fmt, num_classes))
     else:
-        skip = parse_skip(None if args.skip_cfg is None else " ".join(args.skip_cfg), model.num_stages)
-        rows = evaluate_subnets(model, loader, device, resolution, [skip], channels_last=args.channels_last)
+        skip = parse_skip(config.skip_cfg, model.num_stages)
+        rows = evaluate_subnets(model, loader, device, resolution, [skip], channels_last=config.channels_last)
         row = rows[0]
-        if args.format == "table":
+        if fmt == "table":
             acc5 = f"  Acc@5 {row['acc5']:.3f}" if num_classes > 5 else ""
             _log(
                 f"{what}, sub-network {row['skip']}: Acc@1 {row['acc1']:.3f}{acc5}  ({row['gflops']:.4f} GFLOPs, "
                 f"{row['params_m']:.3f}M params, {len(loader.dataset)} images)"
             )
         else:
-            _log(format_rows(rows, args.format, num_classes))
-    if args.output and is_main_process():
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(format_rows(rows, args.format, num_classes) + "\n")
+            _log(format_rows(rows, fmt, num_classes))
+    if config.output and is_main_process():
+        Path(config.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.output).write_text(format_rows(rows, fmt, num_classes) + "\n")
     return 0
 
 
-__all__ = ["default_input_size", "eval_loader", "evaluate_subnets", "format_rows", "run_evaluation", "table_columns"]
+__all__ = ["default_input_size", "evaluate_subnets", "format_rows", "run_evaluation", "table_columns"]

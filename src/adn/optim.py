@@ -1,15 +1,15 @@
-"""Optimiser, learning-rate schedule and weight EMA, built from the training flags as the torchvision
-classification reference builds them (``--opt``, ``--lr-scheduler``, ``--lr-warmup-*``, ``--norm-weight-decay`` ...)."""
+"""Optimiser, learning-rate schedule and weight EMA, built from an :class:`adn.config.OptimConfig` as the
+torchvision classification reference builds them from its flags (``--opt``, ``--lr-scheduler``, ``--lr-warmup-*``,
+``--norm-weight-decay`` ...)."""
 
 from __future__ import annotations
-
-import argparse
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import load_state_dict_compat
+from .config import OptimConfig
 from .skip import NORM_TYPES
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop", "adamw")
@@ -17,7 +17,7 @@ SCHEDULERS = ("steplr", "multisteplr", "cosineannealinglr", "exponentiallr")
 TRANSFORMER_EMBEDDING_KEYS = ("class_token", "position_embedding", "relative_position_bias_table")
 
 
-def set_weight_decay(model: nn.Module, args: argparse.Namespace) -> list[dict]:
+def set_weight_decay(model: nn.Module, args: OptimConfig) -> list[dict]:
     """Parameter groups: norm layers (skip-aware ones and their twins included), biases and transformer
     embeddings may get their own weight decay (torchvision reference semantics)."""
     groups: dict[float, list[nn.Parameter]] = {}
@@ -39,7 +39,7 @@ def set_weight_decay(model: nn.Module, args: argparse.Namespace) -> list[dict]:
     return [{"params": params, "weight_decay": wd} for wd, params in groups.items()]
 
 
-def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, args: OptimConfig) -> torch.optim.Optimizer:
     params = set_weight_decay(model, args)
     if args.opt.startswith("sgd"):
         return torch.optim.SGD(
@@ -56,14 +56,14 @@ def build_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.O
     return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
+def build_scheduler(optimizer: torch.optim.Optimizer, args: OptimConfig):
     """Per-epoch schedule with optional warm-up, as in the torchvision reference."""
     S = torch.optim.lr_scheduler
     main_epochs = args.epochs - args.lr_warmup_epochs
     if args.lr_scheduler == "steplr":
         main = S.StepLR(optimizer, step_size=args.lr_step_size, gamma=args.lr_gamma)
     elif args.lr_scheduler == "multisteplr":
-        main = S.MultiStepLR(optimizer, milestones=args.lr_multi_steps, gamma=args.lr_gamma)
+        main = S.MultiStepLR(optimizer, milestones=list(args.lr_multi_steps), gamma=args.lr_gamma)
     elif args.lr_scheduler == "cosineannealinglr":
         main = S.CosineAnnealingLR(optimizer, T_max=main_epochs, eta_min=args.lr_min)
     else:
@@ -77,9 +77,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
     return S.SequentialLR(optimizer, schedulers=[warmup, main], milestones=[args.lr_warmup_epochs])
 
 
-def build_ema(model: nn.Module, args: argparse.Namespace, device) -> AveragedModel:
+def build_ema(model: nn.Module, args: OptimConfig, batch_size: int, world_size: int, device) -> AveragedModel:
     """EMA of weights and buffers; the decay is adjusted for batch size and update interval (torchvision)."""
-    adjust = args.world_size * args.batch_size * args.model_ema_steps / args.epochs
+    adjust = world_size * batch_size * args.model_ema_steps / args.epochs
     alpha = min(1.0, (1.0 - args.model_ema_decay) * adjust)
     return AveragedModel(model, device=device, multi_avg_fn=get_ema_multi_avg_fn(1.0 - alpha), use_buffers=True)
 

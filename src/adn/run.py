@@ -1,10 +1,9 @@
-"""A training run's state and its files: the model, optimiser, schedule, EMA and scaler of a run (built from the
-resolved flags), resuming it from a checkpoint (the schedule extended explicitly when ``--epochs`` grows),
-checkpoints with what inference needs, how many to keep, and the RNG state that makes a resume exact."""
+"""A training run's state and its files: the model, optimiser, schedule, EMA and scaler of a run (built from its
+:class:`~adn.config.TrainConfig`), resuming it from a checkpoint (the schedule extended explicitly when ``--epochs``
+grows), checkpoints with what inference needs, how many to keep, and the RNG state that makes a resume exact."""
 
 from __future__ import annotations
 
-import argparse
 import random
 import warnings
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from torch import nn
 
 from . import data as adn_data
 from .calibrate import clear_calibration
-from .checkpoint import checkpoint_arg, load_checkpoint, load_model_state, load_weights
-from .distributed import is_main_process
+from .checkpoint import checkpoint_arg, load_checkpoint, load_model_state, load_weights, peek_checkpoint_args
+from .config import TrainConfig
+from .distributed import DistState, is_main_process
 from .optim import build_ema, build_optimizer, build_scheduler, load_ema_state
 from .registry import create_model
 from .skip import convert_sync_batchnorm
@@ -30,9 +30,10 @@ def _log(*values) -> None:
 
 @dataclass
 class Run:
-    """Everything a training run holds."""
+    """Everything a training run holds: its (frozen) config and process group, and the state that changes."""
 
-    args: argparse.Namespace
+    config: TrainConfig
+    dist: DistState
     device: torch.device
     model: nn.Module  # the DDP wrapper in a distributed run, else ``net``
     net: nn.Module
@@ -42,56 +43,61 @@ class Run:
     scaler: Any
     meta: dict
     best: dict
+    start_epoch: int = 0  #: the first epoch to run (set by :func:`resume`)
 
 
-def _normalization(args: argparse.Namespace) -> tuple[list[float], list[float]]:
-    if args.data_path is not None:
+def _normalization(config: TrainConfig) -> tuple[list[float], list[float]]:
+    if config.data.data_path is not None:
         return list(adn_data.IMAGENET_MEAN), list(adn_data.IMAGENET_STD)
-    if getattr(args, "dataset", "digits") == "fashion-mnist":
+    if config.data.dataset == "fashion-mnist":
         return list(adn_data.FASHION_MNIST_MEAN), list(adn_data.FASHION_MNIST_STD)
     return list(adn_data.DIGITS_MEAN), list(adn_data.DIGITS_STD)
 
 
-def build_run(args: argparse.Namespace, device: torch.device, classes: list[str], image_size: int) -> Run:
+def build_run(config: TrainConfig, dist: DistState, device: torch.device, classes: list[str], image_size: int) -> Run:
     """The run's model, optimiser, schedule, EMA and scaler; ``image_size``: the evaluation resolution (what
     inference preprocesses at, recorded in the metadata)."""
-    model = create_model(args.model, num_classes=len(classes))
-    if args.weights:
-        load_weights(model, args.weights, weights_only=not args.unsafe_pickle, model_name=args.model)
-    if getattr(args, "pretrained", None):
+    ck, data, run = config.checkpoint, config.data, config.run
+    model = create_model(config.model, num_classes=len(classes))
+    if ck.weights:
+        load_weights(model, ck.weights, weights_only=not ck.unsafe_pickle, model_name=config.model)
+    if ck.pretrained:
         from .conversion import load_pretrained
 
-        load_pretrained(model, args.pretrained, weights_only=not args.unsafe_pickle)
-    if args.distributed and args.sync_bn:
+        load_pretrained(model, ck.pretrained, weights_only=not ck.unsafe_pickle)
+    if dist.distributed and run.sync_bn:
         model = convert_sync_batchnorm(model)
-    model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
-    optimizer = build_optimizer(model, args)
-    fp16 = args.amp and device.type == "cuda" and args.amp_dtype != "bf16"
-    mean, std = _normalization(args)
+    model.to(device, memory_format=torch.channels_last if run.channels_last else torch.preserve_format)
+    optimizer = build_optimizer(model, config.optim)
+    fp16 = run.amp and device.type == "cuda" and run.amp_dtype != "bf16"
+    mean, std = _normalization(config)
     meta = {
-        "model": args.model,
+        "model": config.model,
         "num_classes": len(classes),
         "classes": classes,
         "input_size": image_size,
         "mean": mean,
         "std": std,
-        "interpolation": args.interpolation,
-        "val_resize_size": args.val_resize_size,
+        "interpolation": data.interpolation,
+        "val_resize_size": data.val_resize_size,
         "val_crop_size": image_size,
-        "square_resize": args.data_path is None,
-        "dataset": getattr(args, "dataset", "digits") if args.data_path is None else None,
+        "square_resize": data.data_path is None,
+        "dataset": data.dataset if data.data_path is None else None,
     }
+    ema = build_ema(model, config.optim, data.batch_size, dist.world_size, device) if config.optim.model_ema else None
     return Run(
-        args,
+        config,
+        dist,
         device,
         model,
         model,
         optimizer,
-        build_scheduler(optimizer, args),
-        build_ema(model, args, device) if args.model_ema else None,
+        build_scheduler(optimizer, config.optim),
+        ema,
         torch.amp.GradScaler("cuda") if fp16 else None,
         meta,
         {"epoch": None, "acc1": None},
+        ck.start_epoch,
     )
 
 
@@ -103,22 +109,23 @@ def _require(checkpoint, keys, path: str) -> None:
 
 
 def resume(run: Run) -> tuple[int, dict | None]:
-    """Load ``--resume``: weights, optimiser, schedule (extended explicitly if ``--epochs`` grew), EMA, scaler;
-    returns the step to start the first epoch at and the RNG state to restore (mid-epoch resumes)."""
-    args = run.args
-    checkpoint = load_checkpoint(args.resume, weights_only=not args.unsafe_pickle)
-    _require(checkpoint, ("model", "optimizer", "lr_scheduler", "epoch"), args.resume)
-    load_model_state(run.net, checkpoint, args.resume, args.model)
+    """Load the run's ``resume`` checkpoint: weights, optimiser, schedule (extended explicitly if ``epochs``
+    grew), EMA, scaler; sets ``run.start_epoch`` and returns the step to start that epoch at and the RNG state to
+    restore (mid-epoch resumes)."""
+    config, path = run.config, run.config.checkpoint.resume
+    checkpoint = load_checkpoint(path, weights_only=not config.checkpoint.unsafe_pickle)
+    _require(checkpoint, ("model", "optimizer", "lr_scheduler", "epoch"), path)
+    load_model_state(run.net, checkpoint, path, config.model)
     clear_calibration(run.net)  # training goes on: statistics calibrated for the old weights would go stale
     opt = checkpoint_arg(checkpoint, "opt")
-    if isinstance(opt, str) and opt != args.opt:  # another optimizer's state would fail at the first step
-        raise ValueError(f"{args.resume} was trained with --opt {opt}; resume it with --opt {opt}")
+    if isinstance(opt, str) and opt != config.optim.opt:  # another optimizer's state would fail at the first step
+        raise ValueError(f"{path} was trained with --opt {opt}; resume it with --opt {opt}")
     try:
         run.optimizer.load_state_dict(checkpoint["optimizer"])
     except (ValueError, KeyError) as exc:
-        raise ValueError(f"{args.resume}: the optimizer state does not fit ({exc})") from None
+        raise ValueError(f"{path}: the optimizer state does not fit ({exc})") from None
     run.scheduler.load_state_dict(checkpoint["lr_scheduler"])
-    args.start_epoch = checkpoint["epoch"] + 1
+    run.start_epoch = checkpoint["epoch"] + 1
     _extend_schedule(run, checkpoint_arg(checkpoint, "epochs"))
     if run.ema is not None and checkpoint.get("model_ema") is not None:
         load_ema_state(run.ema, checkpoint["model_ema"])
@@ -128,36 +135,46 @@ def resume(run: Run) -> tuple[int, dict | None]:
     run.best = dict(checkpoint.get("best") or run.best)
     start_step, rng = 0, None
     position = checkpoint.get("position")  # saved on SIGTERM/SIGINT: mid-epoch
-    if position is not None and position["epoch"] == args.start_epoch:
+    if position is not None and position["epoch"] == run.start_epoch:
         start_step = int(position["step"])
         # rank 0's RNG states are saved; other ranks reseed (their data augmentation is seeded per sample)
-        rng = checkpoint.get("rng") if not args.distributed else None
-    where = f"epoch {args.start_epoch}" + (f" step {start_step}" if start_step else "")
-    restored = ", ".join(f"--{k.replace('_', '-')}" for k in getattr(args, "restored", [])) or "none"
-    _log(f"resumed from {args.resume} at {where}; the run's own arguments restored: {restored}")
+        rng = checkpoint.get("rng") if not run.dist.distributed else None
+    where = f"epoch {run.start_epoch}" + (f" step {start_step}" if start_step else "")
+    restored = ", ".join(f"--{k.replace('_', '-')}" for k in config.checkpoint.restored) or "none"
+    _log(f"resumed from {path} at {where}; the run's own arguments restored: {restored}")
     return start_step, rng
 
 
 def _extend_schedule(run: Run, trained_epochs: Any) -> None:
-    """``--epochs`` larger than the run's: a schedule that spans the run (cosine) is recomputed for the new length
+    """``epochs`` larger than the run's: a schedule that spans the run (cosine) is recomputed for the new length
     and fast-forwarded to the resumed epoch; step schedules do not depend on it."""
-    args = run.args
-    if not isinstance(trained_epochs, int) or trained_epochs == args.epochs:
+    optim = run.config.optim
+    if not isinstance(trained_epochs, int) or trained_epochs == optim.epochs:
         return
-    if args.lr_scheduler != "cosineannealinglr":
-        _log(f"--epochs {trained_epochs} -> {args.epochs}: the {args.lr_scheduler} schedule continues unchanged")
+    if optim.lr_scheduler != "cosineannealinglr":
+        _log(f"--epochs {trained_epochs} -> {optim.epochs}: the {optim.lr_scheduler} schedule continues unchanged")
         return
     for group in run.optimizer.param_groups:
         group["lr"] = group.get("initial_lr", group["lr"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "lr_scheduler.step() before optimizer.step()"
-        run.scheduler = build_scheduler(run.optimizer, args)
-        for _ in range(args.start_epoch):
+        run.scheduler = build_scheduler(run.optimizer, optim)
+        for _ in range(run.start_epoch):
             run.scheduler.step()
     _log(
-        f"--epochs {trained_epochs} -> {args.epochs}: the cosine schedule now spans {args.epochs} epochs "
-        f"(lr at epoch {args.start_epoch}: {run.optimizer.param_groups[0]['lr']:.4g})"
+        f"--epochs {trained_epochs} -> {optim.epochs}: the cosine schedule now spans {optim.epochs} epochs "
+        f"(lr at epoch {run.start_epoch}: {run.optimizer.param_groups[0]['lr']:.4g})"
     )
+
+
+def resumed_config(path: str, **changes: Any) -> TrainConfig:
+    """The config a checkpoint's run was made with (its ``args``), living where the file is now, with ``changes``
+    by flag name (e.g. ``epochs=30`` to extend it): ``adn.fit(resumed_config(path, epochs=30))`` continues it."""
+    stored = peek_checkpoint_args(path)
+    if stored is None:
+        raise ValueError(f"{path} holds no training arguments to resume from; start a new run with weights={path!r}")
+    base = TrainConfig.from_flat(stored)
+    return base.replace(output_dir=str(Path(path).parent), resume=str(path), **changes)
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -167,7 +184,7 @@ def make_checkpoint(run: Run, epoch: int, position: dict | None = None) -> dict:
         "optimizer": run.optimizer.state_dict(),
         "lr_scheduler": run.scheduler.state_dict(),
         "epoch": epoch,
-        "args": vars(run.args).copy(),
+        "args": {**run.config.flat(), **run.dist.flat()},  # the reference layout: flag name -> value
         "model_ema": run.ema.state_dict() if run.ema is not None else None,
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "rng": _rng_state(),
@@ -212,4 +229,13 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(epoch_seed)
 
 
-__all__ = ["Run", "build_run", "make_checkpoint", "prune_checkpoints", "resume", "seed_epoch", "set_rng_state"]
+__all__ = [
+    "Run",
+    "build_run",
+    "make_checkpoint",
+    "prune_checkpoints",
+    "resume",
+    "resumed_config",
+    "seed_epoch",
+    "set_rng_state",
+]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError
-from .eval import resolve_eval_args
+from .eval import eval_config, resolve_eval_args
 from .options import Parser, add_data_args, add_model_args, add_run_args, add_weights_args, explicit_dests
 
 
@@ -40,29 +40,27 @@ def get_args_parser(prog: str = "adn calibrate") -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, argv = get_args_parser(), list(argv or [])
     args = parser.parse_args(argv)
-    args.skip_cfg, args.all_subnets, args.no_calibration = None, True, True
+    args.skip_cfg, args.all_subnets, args.no_calibration, args.format = None, True, True, "table"
     resolve_eval_args(args, explicit_dests(parser, argv))
     if args.calib_images < 1:
         raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     import torch
 
-    from ..calibrate import calibrate
-    from ..evaluation import default_input_size, eval_loader, evaluate_subnets, format_rows
+    from ..calibrate import calibrate, clear_calibration
+    from ..data import calibration_loader, eval_loader
+    from ..evaluation import default_input_size, evaluate_subnets, format_rows
     from ..loading import build_model
-    from ..train import calibration_loader
 
-    source = Path(args.resume or args.weights)
+    config = eval_config(args)
+    source = Path(config.source)
     output = Path(args.output) if args.output else source.with_name(f"{source.stem}-calibrated.safetensors")
     if not output.parent.is_dir():
         raise NotADirectoryError(f"output directory {output.parent} does not exist; create it first")
-    device = torch.device(args.device)
-    val, num_classes = eval_loader(args, default_input_size(args.model))
-    model, meta = build_model(args.model, source, num_classes, ema=args.model_ema, unsafe_pickle=args.unsafe_pickle)
+    device, size = torch.device(config.device), default_input_size(config.model)
+    val, num_classes = eval_loader(config.data, size)
+    model, meta = build_model(config.model, source, num_classes, ema=args.model_ema, unsafe_pickle=args.unsafe_pickle)
     model.to(device)
-    args.seed, args.train_subset = 0, None
-    loader = calibration_loader(args, default_input_size(args.model))
-    from ..calibrate import clear_calibration
-
+    loader = calibration_loader(config.data, size, args.calib_images, seed=0)
     clear_calibration(model)  # "as trained": without the statistics of an earlier calibration
     rows = [] if args.no_eval else evaluate_subnets(model, val, device, column="acc1_trained")
     start = time.time()

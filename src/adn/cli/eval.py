@@ -7,7 +7,9 @@ import argparse
 from collections.abc import Sequence
 
 from ..checkpoint import peek_checkpoint_arg
+from ..config import EvalConfig
 from ..errors import UsageError
+from ..presets import preset_for
 from ..registry import resolve_model_name
 from .options import (
     DATASETS,
@@ -20,9 +22,9 @@ from .options import (
     add_weights_args,
     check_device,
     check_positive,
+    data_config,
     explicit_dests,
 )
-from .train import BUILTIN_PRESET, REFERENCE_DEFAULTS
 
 
 def get_args_parser(prog: str = "adn eval") -> Parser:
@@ -54,7 +56,7 @@ def resolve_eval_args(args: argparse.Namespace, explicit: set[str] = frozenset()
         trained_on = peek_checkpoint_arg(args.resume or args.weights, "dataset")
         if isinstance(trained_on, str) and trained_on in DATASETS:
             args.dataset = trained_on
-    preset = BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS
+    preset = preset_for(args.data_path)
     for key in ("batch_size", "workers", "print_freq"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
@@ -71,12 +73,32 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    """The :class:`~adn.config.EvalConfig` of resolved evaluation flags (``adn eval``, ``adn train --test-only``)."""
+    return EvalConfig(
+        model=args.model,
+        source=args.resume or args.weights,
+        data=data_config(args),
+        device=args.device,
+        model_ema=args.model_ema,
+        no_calibration=args.no_calibration,
+        unsafe_pickle=args.unsafe_pickle,
+        skip_cfg=None if args.skip_cfg is None else " ".join(args.skip_cfg),
+        all_subnets=args.all_subnets,
+        format=args.format,
+        output=args.output,
+        channels_last=args.channels_last,
+        print_freq=args.print_freq,
+        quiet=args.quiet,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, argv = get_args_parser(), list(argv or [])
     args = resolve_eval_args(parser.parse_args(argv), explicit_dests(parser, argv))
     from ..evaluation import run_evaluation
 
-    return run_evaluation(args)
+    return run_evaluation(eval_config(args))
 
 
-__all__ = ["get_args_parser", "main", "resolve_eval_args"]
+__all__ = ["eval_config", "get_args_parser", "main", "resolve_eval_args"]

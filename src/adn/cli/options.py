@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import fields
 
 import torch
 
+from ..config import DataConfig
 from ..errors import UsageError
 from ..registry import list_models
 
@@ -309,6 +311,11 @@ def check_device(name: str) -> torch.device:
     return device
 
 
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """The data flags a command has, as a :class:`~adn.config.DataConfig` (the others keep their defaults)."""
+    return DataConfig(**{f.name: getattr(args, f.name) for f in fields(DataConfig) if hasattr(args, f.name)})
+
+
 def check_positive(args: argparse.Namespace, names: Sequence[str], minimum: int = 1) -> None:
     for name in names:
         value = getattr(args, name, None)
@@ -330,5 +337,6 @@ __all__ = [
     "add_weights_args",
     "check_device",
     "check_positive",
+    "data_config",
     "explicit_dests",
 ]

@@ -1,5 +1,6 @@
 """``adn train`` (and ``python train_adn.py``): the flags of the reference code's ``train_adn.py`` -- those of the
-torchvision classification reference plus self-distillation -- resolved into the arguments of a run.
+torchvision classification reference plus self-distillation -- resolved into the :class:`~adn.config.TrainConfig`
+of a run (presets: :mod:`adn.presets`).
 
     adn train                                          # ResNet-20-ADN on the built-in digits
     torchrun --nproc_per_node=4 train_adn.py --model resnet50 --data-path /data/imagenet ...
@@ -14,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..checkpoint import peek_checkpoint_arg, peek_checkpoint_args
+from ..config import TrainConfig
 from ..errors import UsageError
+from ..presets import BUILTIN_PRESET, FINETUNE_PRESET, REFERENCE_DEFAULTS, default_output_dir, fill_presets
 from ..registry import resolve_model_name
 from .options import (
     DEFAULT_MODEL,
@@ -31,39 +34,6 @@ from .options import (
     explicit_dests,
 )
 
-#: torchvision reference defaults, used with ``--data-path`` for every flag the user did not set
-REFERENCE_DEFAULTS = dict(
-    batch_size=32,
-    epochs=90,
-    workers=min(16, os.cpu_count() or 1),
-    lr=0.1,
-    weight_decay=1e-4,
-    lr_scheduler="steplr",
-    lr_step_size=30,
-    lr_gamma=0.1,
-    lr_warmup_epochs=0,
-    lr_warmup_method="constant",
-    print_freq=10,
-)
-#: built-in dataset preset (no ``--data-path``): trains ResNet-20-ADN in under two minutes on 2 CPU cores. The
-#: linear warm-up keeps the deeper models (resnet56, mobilenet_v2_cifar) from diverging at lr 0.2: without it
-#: their plainly trained nets end at 29 % and 67 % on the digits (benchmarks/results/adn-vs-plain-*.md)
-BUILTIN_PRESET = dict(
-    batch_size=64,
-    epochs=15,
-    workers=0,
-    lr=0.2,
-    weight_decay=5e-4,
-    lr_scheduler="cosineannealinglr",
-    lr_step_size=5,
-    lr_gamma=0.1,
-    lr_warmup_epochs=2,
-    lr_warmup_method="linear",
-    print_freq=10,
-)
-#: with --pretrained (fine-tuning a trained plain model into an ADN), unset flags: a short schedule at a tenth of
-#: the learning rate the preset would use
-FINETUNE_PRESET = dict(epochs=5, lr_scale=0.1, lr_scheduler="cosineannealinglr", lr_warmup_epochs=0)
 #: flags a resumed run may change; every other flag given again must equal the run's own value
 CHANGEABLE_ON_RESUME = {
     "epochs",
@@ -149,18 +119,6 @@ def get_args_parser(prog: str = "adn train") -> Parser:
 
 
 # -------------------------------------------------------------------------------------------- resolution
-def default_output_dir(model: str, latest: bool = False) -> str:
-    """``output/<model>``, or the first of ``output/<model>-2``, ``-3`` ... without a checkpoint, so that running
-    the same command again starts a new run beside the old one (an explicit ``--output-dir`` holding a checkpoint
-    is refused instead). ``latest``: the newest run that has a checkpoint (what ``--resume auto`` continues)."""
-    base = Path("output") / model.replace(":", "-")
-    path, previous, n = base, base, 1
-    while (path / "checkpoint.pth").exists():
-        previous, n = path, n + 1
-        path = Path(f"{base}-{n}")
-    return str(previous if latest else path)
-
-
 def resolve_args(args: argparse.Namespace, explicit: set[str]) -> argparse.Namespace:
     """Fill unset flags (a resumed run's own arguments, else the built-in preset or the torchvision reference's
     defaults), then reject contradictions. ``explicit``: the flags given on the command line."""
@@ -190,19 +148,7 @@ def resolve_args(args: argparse.Namespace, explicit: set[str]) -> argparse.Names
         trained_as = peek_checkpoint_arg(args.weights, "model") if args.weights else None
         args.model = trained_as if isinstance(trained_as, str) else DEFAULT_MODEL
     args.model = resolve_model_name(args.model)  # one line naming the known models if unknown
-    preset = dict(BUILTIN_PRESET if args.data_path is None else REFERENCE_DEFAULTS)
-    if args.pretrained is not None:
-        preset.update(
-            epochs=FINETUNE_PRESET["epochs"],
-            lr=preset["lr"] * FINETUNE_PRESET["lr_scale"],
-            lr_scheduler=FINETUNE_PRESET["lr_scheduler"],
-            lr_warmup_epochs=FINETUNE_PRESET["lr_warmup_epochs"],
-        )
-    for key, value in preset.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-            if key == "lr_warmup_epochs":  # the preset's warm-up shrinks with short runs: none below 5 epochs
-                args.lr_warmup_epochs = min(value, args.epochs // 5)
+    vars(args).update(fill_presets(vars(args)))  # the built-in preset, the reference's defaults or fine-tuning
     args.device = str(check_device(args.device or ("cuda" if _cuda() else "cpu")))
     if not args.test_only and args.output_dir is None:
         args.output_dir = default_output_dir(args.model)
@@ -293,9 +239,15 @@ def _check_train_args(args: argparse.Namespace) -> None:
 
 
 def parse(argv: Sequence[str] | None, prog: str = "adn train") -> argparse.Namespace:
+    """The resolved flags of ``adn train ARGV`` (presets filled, a resumed run's own arguments restored)."""
     parser = get_args_parser(prog)
     argv = list(argv or [])
     return resolve_args(parser.parse_args(argv), explicit_dests(parser, argv))
+
+
+def parse_config(argv: Sequence[str] | None) -> TrainConfig:
+    """The :class:`~adn.config.TrainConfig` ``adn train ARGV`` runs."""
+    return TrainConfig.from_flat(vars(parse(argv)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,19 +255,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     if args.test_only:
         from ..evaluation import run_evaluation
+        from .eval import eval_config
 
-        return run_evaluation(args)
-    from ..train import run_training
+        return run_evaluation(eval_config(args))
+    from ..train import fit
 
-    return run_training(args)
+    return fit(TrainConfig.from_flat(vars(args)))
 
 
 __all__ = [
     "BUILTIN_PRESET",
+    "FINETUNE_PRESET",
     "REFERENCE_DEFAULTS",
     "default_output_dir",
     "get_args_parser",
     "main",
     "parse",
+    "parse_config",
     "resolve_args",
 ]

@@ -16,9 +16,12 @@ One module per job: :mod:`~adn.data.presets` (transforms and normalisation const
 :mod:`~adn.data.digits` and :mod:`~adn.data.fashion_mnist` (built-in datasets), :mod:`~adn.data.folder`
 (ImageFolder trees, unreadable images), :mod:`~adn.data.sampler` (samplers), :mod:`~adn.data.seeding`
 (per-sample RNG seeding), :mod:`~adn.data.mixup` (mixup/cutmix collate), :mod:`~adn.data.loaders`
-(:func:`build_datasets`, :func:`build_eval_loader`). Everything public is importable from ``adn.data``.
+(:func:`build_datasets`, :func:`build_eval_loader`), :mod:`~adn.data.build`
+(a run's loaders from its :class:`~adn.config.DataConfig`: :func:`build_data`, :func:`eval_loader`,
+:func:`calibration_loader`). Everything public is importable from ``adn.data``.
 """
 
+from .build import TrainData, build_data, calibration_loader, eval_loader
 from .digits import BUILTIN_NAME, DigitsDataset
 from .fashion_mnist import FASHION_MNIST_NAME, FashionMNISTDataset, find_fashion_mnist, read_idx
 from .folder import BAD_IMAGE_POLICIES, BadImageError, load_image
@@ -63,11 +66,15 @@ __all__ = [
     "SeededDataset",
     "SeededRandomSampler",
     "SeededSample",
+    "TrainData",
     "batch_seed",
+    "build_data",
+    "calibration_loader",
     "build_calibration_set",
     "build_datasets",
     "build_eval_loader",
     "build_samplers",
+    "eval_loader",
     "eval_transform",
     "find_fashion_mnist",
     "load_image",
