@@ -18,8 +18,8 @@ from torch import nn
 import adn
 from adn.config import TrainConfig
 from adn.data import build_data, calibration_loader
-from adn.engine import StepOptions, evaluate, train_one_epoch
-from adn.evaluation import evaluate_subnets
+from adn.engine import StepOptions, train_one_epoch
+from adn.evaluation import evaluate, evaluate_subnets
 from adn.losses import SelfDistillation
 from adn.optim import build_optimizer, build_scheduler
 from adn.skip import init_skip_norms_from_main

@@ -22,7 +22,8 @@ from .config import (
     train_config,
 )
 from .conversion import convert, create_converted, load_pretrained
-from .engine import distillation_step, evaluate, train_one_epoch
+from .engine import distillation_step, train_one_epoch
+from .evaluation import evaluate
 from .export import export_subnet
 from .flops import count_flops, count_params
 from .losses import SelfDistillation, distillation_loss

@@ -124,7 +124,7 @@ def bench_subnets(
         row["throughput"] = batch_size * 1e3 / row["batch_latency_ms"]
         row["acc1"] = row["acc5"] = None
     if loader is not None:
-        from .engine import evaluate
+        from .evaluation import evaluate
 
         bar = tqdm(configs, desc="evaluating sub-networks", unit="net", disable=not progress)
         for skip, row in zip(bar, rows, strict=True):

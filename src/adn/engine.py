@@ -1,4 +1,5 @@
-"""One epoch of self-distillation training, and evaluation of any sub-network.
+"""One step and one epoch of self-distillation training (the loop over sub-networks for evaluation is
+:func:`adn.evaluation.evaluate`).
 
 One optimisation step on a batch ``(x, y)`` (:class:`adn.losses.SelfDistillation`):
 
@@ -14,21 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .distributed import is_main_process, reduce_sum
 from .losses import SelfDistillation, distillation_loss, self_distillation_loss
+from .metrics import Progress, accuracy, correct_topk
 from .skip import used_parameters
-from .skipconfig import SkipLike, parse_skip
 
 __all__ = [
     "EpochResult",
@@ -37,7 +35,6 @@ __all__ = [
     "accuracy",
     "distillation_loss",
     "distillation_step",
-    "evaluate",
     "self_distillation_loss",
     "super_net_only_parameters",
     "train_one_epoch",
@@ -85,21 +82,6 @@ class EpochResult:
         return {k: v for k, v in asdict(self).items() if k not in ("next_step", "interrupted")}
 
 
-def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1,)) -> list[float]:
-    """Top-k accuracies in percent (host floats); soft (mixup) targets count their arg-max class."""
-    return [c.item() * 100.0 / output.shape[0] for c in _correct(output, target, topk)]
-
-
-def _correct(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...]) -> list[torch.Tensor]:
-    """Number of samples whose target is in the top-k, per k, as device tensors (no host sync)."""
-    with torch.no_grad():
-        if target.ndim == 2:
-            target = target.argmax(dim=1)
-        maxk = min(max(topk), output.shape[1])
-        hit = output.topk(maxk, dim=1).indices.eq(target[:, None])
-        return [hit[:, : min(k, maxk)].any(dim=1).sum(dtype=torch.float64) for k in topk]
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -108,31 +90,6 @@ def super_net_only_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters the base-net never uses: skippable blocks and the main set of each twinned norm."""
     base = {id(p) for p in used_parameters(model, True)}
     return [p for p in used_parameters(model, False) if id(p) not in base and p.requires_grad]
-
-
-class _Progress:
-    """A tqdm bar on an interactive terminal (rank 0), else a plain line at every report."""
-
-    def __init__(self, header: str, total: int | None) -> None:
-        self.header, self.total, self.bar = header, total, None
-        if is_main_process() and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=header, leave=False, dynamic_ncols=True)
-
-    def step(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def report(self, done: int, text: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=True)
-        elif is_main_process():
-            print(f"{self.header} [{done}/{self.total or '?'}]  {text}", flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def train_one_epoch(
@@ -161,14 +118,10 @@ def train_one_epoch(
     distributed = isinstance(model, DistributedDataParallel)
     tie_params = super_net_only_parameters(net) if distributed else []
     device = torch.device(device)
-    total = len(data_loader) if hasattr(data_loader, "__len__") else None
-    if options.max_steps:
-        left = options.max_steps - start_step
-        total = min(total, left) if total is not None else left
     # sums over the epoch on the device: weighted super loss, base loss, correct@1, images, first bad step
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     first_bad = torch.full((), math.inf, dtype=torch.float64, device=device)
-    progress = _Progress(f"Epoch {epoch}", total)
+    progress = Progress(f"Epoch {epoch}", _epoch_total(data_loader, options, start_step))
     step, steps, interrupted, step_time = start_step, 0, False, 0.0
     start = time.perf_counter()
     try:
@@ -176,19 +129,9 @@ def train_one_epoch(
             if options.max_steps and step >= options.max_steps:
                 break
             t0 = time.perf_counter()
-            image = image.to(device, non_blocking=True)
-            if options.channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            target = target.to(device, non_blocking=True)
-            loss_super, loss_base, teacher = train_step(
-                model, distill, image, target, criterion, optimizer, options, scaler, tie_params
-            )
-            n = image.shape[0]
-            with torch.no_grad():
-                ls, lb = loss_super.double(), loss_base.double()
-                sums += torch.stack([ls * n, lb * n, _correct(teacher, target, (1,))[0], ls.new_tensor(float(n))])
-                finite = torch.isfinite(ls) & torch.isfinite(lb)
-                first_bad = torch.where(finite, first_bad, first_bad.clamp(max=float(step)))
+            image, target = _to_device(image, target, device, options.channels_last)
+            losses = train_step(model, distill, image, target, criterion, optimizer, options, scaler, tie_params)
+            first_bad = _tally(sums, first_bad, step, *losses, target)
             if model_ema is not None and step % options.ema_every == 0:
                 model_ema.update_parameters(net)
                 if epoch < options.ema_warmup_epochs:  # as the torchvision reference: no averaging during warm-up
@@ -206,9 +149,39 @@ def train_one_epoch(
             interrupted = _check(sums, first_bad, epoch, device, distributed, should_stop)
     finally:
         progress.close()
+    return _result(sums, optimizer, steps, step_time, step, interrupted, time.perf_counter() - start)
+
+
+def _epoch_total(data_loader, options: StepOptions, start_step: int) -> int | None:
+    """Steps this call will run (for the progress bar), None when the loader has no length and no limit."""
+    total = len(data_loader) if hasattr(data_loader, "__len__") else None
+    if options.max_steps:
+        left = options.max_steps - start_step
+        total = min(total, left) if total is not None else left
+    return total
+
+
+def _to_device(image, target, device: torch.device, channels_last: bool):
+    image = image.to(device, non_blocking=True)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return image, target.to(device, non_blocking=True)
+
+
+def _tally(sums, first_bad, step: int, loss_super, loss_base, teacher, target) -> torch.Tensor:
+    """Add a step's weighted losses, correct@1 and images to ``sums`` (in place, on the device); returns the first
+    step with a non-finite loss so far (``inf``: none)."""
+    n = teacher.shape[0]
+    with torch.no_grad():
+        ls, lb = loss_super.double(), loss_base.double()
+        sums += torch.stack([ls * n, lb * n, correct_topk(teacher, target, (1,))[0], ls.new_tensor(float(n))])
+        finite = torch.isfinite(ls) & torch.isfinite(lb)
+        return torch.where(finite, first_bad, first_bad.clamp(max=float(step)))
+
+
+def _result(sums, optimizer, steps: int, step_time: float, step: int, interrupted: bool, elapsed: float):
     s = sums.tolist()
     images = int(s[3])
-    elapsed = time.perf_counter() - start
     return EpochResult(
         loss=(s[0] + s[1]) / max(1, images),
         loss_super=s[0] / max(1, images),
@@ -339,48 +312,3 @@ def _summary(sums: torch.Tensor, step_time: float, steps: int, elapsed: float) -
         f"loss {(s[0] + s[1]) / n:.4f} (super {s[0] / n:.4f} + base {s[1] / n:.4f}, weighted)  "
         f"acc1 {100 * s[2] / n:.2f}  {s[3] / max(elapsed, 1e-9):.0f} img/s"
     )
-
-
-# ---------------------------------------------------------------------------------------------- evaluation
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    device: torch.device | str,
-    skip: SkipLike = None,
-    print_freq: int = 100,
-    log_suffix: str = "",
-    channels_last: bool = False,
-) -> dict[str, float]:
-    """Evaluate sub-network ``skip`` (default: the model's current ``skip``, the super-net unless set).
-
-    Returns ``{"acc1", "acc5", "loss", "images"}``: accuracies in percent and the mean cross-entropy, summed over
-    all processes of a distributed run. One host synchronisation per report, none per batch.
-    """
-    model.eval()
-    net = _unwrap(model)
-    net = getattr(net, "module", net)  # AveragedModel (EMA) keeps the network in .module
-    skip = net.resolve_skip(skip) if hasattr(net, "resolve_skip") else parse_skip(skip, net.num_stages)
-    device = torch.device(device)
-    total = len(loader) if hasattr(loader, "__len__") else None
-    progress = _Progress(f"Test {log_suffix}".strip(), total)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, images
-    try:
-        for i, (image, target) in enumerate(loader):
-            image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
-            if channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            output = model(image, skip=skip).float()
-            c1, c5 = _correct(output, target, (1, 5))
-            loss = F.cross_entropy(output, target, reduction="sum").double()
-            sums += torch.stack([loss, c1, c5, loss.new_tensor(float(image.shape[0]))])
-            progress.step()
-            if (i + 1) % print_freq == 0:
-                s = sums.tolist()
-                progress.report(i + 1, f"acc1 {100 * s[1] / s[3]:.2f}  acc5 {100 * s[2] / s[3]:.2f}")
-    finally:
-        progress.close()
-    total_loss, correct1, correct5, count = reduce_sum(sums.tolist(), device)
-    if count == 0:
-        raise ValueError("the evaluation set is empty")
-    return {"acc1": 100 * correct1 / count, "acc5": 100 * correct5 / count, "loss": total_loss / count, "images": count}

@@ -10,14 +10,16 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .config import EvalConfig
 from .data import eval_loader
-from .distributed import DistState, cleanup_distributed, init_distributed, is_main_process
-from .engine import evaluate
+from .distributed import DistState, cleanup_distributed, init_distributed, is_main_process, reduce_sum
 from .flops import count_flops_table, count_params
 from .loading import build_model
+from .metrics import Progress, correct_topk
 from .registry import is_converted_name, model_info
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
 from .summary import format_table
@@ -28,6 +30,50 @@ NO_PROGRESS = 10**9  # print_freq that silences per-batch reports
 def default_input_size(name: str) -> int:
     """A model's input resolution before it is built (224 for converted torchvision/timm models)."""
     return 224 if is_converted_name(name) else model_info(name).input_size
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str,
+    skip: SkipLike = None,
+    print_freq: int = 100,
+    log_suffix: str = "",
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Evaluate sub-network ``skip`` (default: the model's current ``skip``, the super-net unless set).
+
+    Returns ``{"acc1", "acc5", "loss", "images"}``: accuracies in percent and the mean cross-entropy, summed over
+    all processes of a distributed run. One host synchronisation per report, none per batch.
+    """
+    model.eval()
+    net = model.module if isinstance(model, DistributedDataParallel) else model
+    net = getattr(net, "module", net)  # AveragedModel (EMA) keeps the network in .module
+    skip = net.resolve_skip(skip) if hasattr(net, "resolve_skip") else parse_skip(skip, net.num_stages)
+    device = torch.device(device)
+    total = len(loader) if hasattr(loader, "__len__") else None
+    progress = Progress(f"Test {log_suffix}".strip(), total)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, images
+    try:
+        for i, (image, target) in enumerate(loader):
+            image, target = image.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            output = model(image, skip=skip).float()
+            c1, c5 = correct_topk(output, target, (1, 5))
+            loss = F.cross_entropy(output, target, reduction="sum").double()
+            sums += torch.stack([loss, c1, c5, loss.new_tensor(float(image.shape[0]))])
+            progress.step()
+            if (i + 1) % print_freq == 0:
+                s = sums.tolist()
+                progress.report(i + 1, f"acc1 {100 * s[1] / s[3]:.2f}  acc5 {100 * s[2] / s[3]:.2f}")
+    finally:
+        progress.close()
+    total_loss, correct1, correct5, count = reduce_sum(sums.tolist(), device)
+    if count == 0:
+        raise ValueError("the evaluation set is empty")
+    return {"acc1": 100 * correct1 / count, "acc5": 100 * correct5 / count, "loss": total_loss / count, "images": count}
 
 
 def evaluate_subnets(
@@ -134,4 +180,4 @@ def _evaluate(config: EvalConfig, dist: DistState) -> int:
     return 0
 
 
-__all__ = ["default_input_size", "evaluate_subnets", "format_rows", "run_evaluation", "table_columns"]
+__all__ = ["default_input_size", "evaluate", "evaluate_subnets", "format_rows", "run_evaluation", "table_columns"]

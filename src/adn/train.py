@@ -19,9 +19,9 @@ from .checkpoint import save_checkpoint, save_weights
 from .config import DistillConfig, RunConfig, TrainConfig
 from .data import TrainData, build_data, calibration_loader
 from .distributed import DistState, cleanup_distributed, get_rank, init_distributed, is_main_process, reduce_sum
-from .engine import StepOptions, evaluate, train_one_epoch
+from .engine import StepOptions, train_one_epoch
 from .errors import UsageError
-from .evaluation import default_input_size, evaluate_subnets, format_rows
+from .evaluation import default_input_size, evaluate, evaluate_subnets, format_rows
 from .interrupt import StopRequest
 from .losses import DEFAULT_TOPK, SelfDistillation
 from .run import Run, build_run, make_checkpoint, prune_checkpoints, resume, seed_epoch, set_rng_state
