@@ -31,7 +31,7 @@ def _tiny(name):
 
 def _block_names(model):
     names = {id(m): n for n, m in model.named_modules()}
-    return [([names[id(b)] for b in s.mandatory], [names[id(b)] for b in s.skippable]) for s in model.stages]
+    return [([names[id(b)] for b in s.mandatory], [names[id(b)] for b in s.skippable]) for s in model.adaptive_stages]
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -45,7 +45,7 @@ def test_stage_layouts_keep_torchvision_names():
         (["features.11", "features.12"], ["features.13"]),
         (["features.14", "features.15"], ["features.16"]),
     ]
-    assert [len(s.skippable) for s in swin.stages] == [1, 1, 3, 1]
+    assert [len(s.skippable) for s in swin.adaptive_stages] == [1, 1, 3, 1]
     assert _block_names(swin)[2] == (
         ["features.5.0", "features.5.1", "features.5.2"],
         ["features.5.3", "features.5.4", "features.5.5"],
@@ -73,7 +73,7 @@ def test_twins_are_those_of_mandatory_blocks_plus_declared_ones(name, expected, 
     suffixes = {n[len(p) :] for n in inside for p in mandatory if n.startswith(p)}
     assert suffixes == expected
     per_block = {"mobilenet_v2": 3, "swin_t": 2, "vit_b_16": 2}[name]
-    assert len(inside) == per_block * sum(len(s.mandatory) for s in model.stages)
+    assert len(inside) == per_block * sum(len(s.mandatory) for s in model.adaptive_stages)
     assert len(aware) - len(inside) == outside
 
 

@@ -52,16 +52,16 @@ def test_format_and_subnets():
 def test_resnet_stage_split_and_declared_shared_norms():
     model = adn.create_model("resnet50")
     assert model.num_stages == 4
-    assert [len(s.skippable) for s in model.stages] == [1, 2, 3, 1]
-    assert [len(s.mandatory) for s in model.stages] == [2, 2, 3, 2]
-    assert model.stages[1].mandatory[0] is model.layer2[0]  # the downsampling block is mandatory
-    assert [len(s.skippable) for s in adn.create_model("resnet56").stages] == [4, 4, 4]
+    assert [len(s.skippable) for s in model.adaptive_stages] == [1, 2, 3, 1]
+    assert [len(s.mandatory) for s in model.adaptive_stages] == [2, 2, 3, 2]
+    assert model.adaptive_stages[1].mandatory[0] is model.layer2[0]  # the downsampling block is mandatory
+    assert [len(s.skippable) for s in adn.create_model("resnet56").adaptive_stages] == [4, 4, 4]
     aware = {n for n, m in model.named_modules() if isinstance(m, SkipAwareNorm)}
     assert "layer1.0.bn1" in aware and "layer1.1.bn3" in aware
     assert "layer1.2.bn1" not in aware  # skippable block
     assert "layer1.0.downsample.1" not in aware  # declared shared: shortcut norms have no twin
     assert "bn1" not in aware  # stem
-    assert len(aware) == 3 * sum(len(s.mandatory) for s in model.stages)
+    assert len(aware) == 3 * sum(len(s.mandatory) for s in model.adaptive_stages)
     assert {n for n, _ in model.layout.twins} == aware
     bn = model.layer1[0].bn1
     assert type(bn) is nn.BatchNorm2d and type(bn.skip_norm) is nn.BatchNorm2d  # plain, importable classes

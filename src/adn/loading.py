@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from .checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_model_state
+from .heads import last_linear_name
 from .optim import load_ema_state
 from .registry import create_model, is_converted_name, model_info
 
@@ -19,7 +20,7 @@ def _classifier_name(name: str) -> str:
     if not is_converted_name(name):
         return model_info(name).classifier
     probe = create_model(name, num_classes=1000)  # a converted model: find its last linear layer
-    return [n for n, m in probe.named_modules() if isinstance(m, nn.Linear)][-1]
+    return last_linear_name(probe)
 
 
 def class_count(name: str, checkpoint: object, path: str | os.PathLike) -> int | None:

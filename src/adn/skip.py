@@ -29,57 +29,26 @@ module is registered anywhere in the model (``model.fc = ...``, SyncBatchNorm co
 
 from __future__ import annotations
 
-import copy
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from .heads import ClassifierMixin
+from .layout import SkipLayout, Stage
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
 from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
-
-#: Norm layer types that get twins inside mandatory blocks (subclasses included: SyncBatchNorm, LayerNorm2d ...).
-NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+from .twins import (  # noqa: F401  (re-exported: adn.skip's names)
+    BATCH_NORM_TYPES,
+    NORM_TYPES,
+    TWIN,
+    SkipAwareNorm,
+    _norms_in,
+    add_twin,
+    init_skip_norms_from_main,
 )
-#: Norms with running statistics: the ones :func:`adn.calibrate` re-estimates per sub-network.
-BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
-TWIN = "skip_norm"  # name of a norm's twin child module
-
-
-# ---------------------------------------------------------------------------------------------------- twins
-class _SkipAwareMeta(type):
-    def __instancecheck__(cls, obj: object) -> bool:
-        return isinstance(obj, nn.Module) and TWIN in obj._modules
-
-
-class SkipAwareNorm(metaclass=_SkipAwareMeta):
-    """``isinstance(m, SkipAwareNorm)``: ``m`` is a norm layer with a twin (``m.skip_norm``).
-
-    Skip-aware norms keep their own class (``nn.BatchNorm2d``, ``nn.LayerNorm`` ...) and their forward; the twin
-    is an ordinary child module that the norm itself never calls -- the sub-network's path calls it instead.
-    """
-
-
-def add_twin(norm: nn.Module) -> nn.Module:
-    """Give ``norm`` a twin (a deep copy of it) as ``norm.skip_norm``; returns ``norm``."""
-    if TWIN not in norm._modules:
-        norm.add_module(TWIN, copy.deepcopy(norm))
-    return norm
-
-
-def init_skip_norms_from_main(model: nn.Module) -> None:
-    """Copy each twinned norm's parameters and statistics into its twin (after loading torchvision weights)."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SkipAwareNorm):
-                m.skip_norm.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith(TWIN + ".")})
 
 
 def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
@@ -89,46 +58,6 @@ def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
     if isinstance(model, AdaptiveDepthNet):
         model.build_subnets()
     return model
-
-
-def _norms_in(block: nn.Module, shared: Sequence[str]) -> Iterator[str]:
-    """Relative names of the norms of ``block`` that get twins: not inside another norm, not on a path that
-    contains one of the ``shared`` name components (e.g. ``downsample``)."""
-    inside: list[str] = []
-    for name, m in block.named_modules():
-        parts = name.split(".")
-        if TWIN in parts or any(name.startswith(p + ".") for p in inside):
-            continue
-        if isinstance(m, NORM_TYPES) and name:
-            inside.append(name)
-            if not any(s in parts for s in shared):
-                yield name
-
-
-# ------------------------------------------------------------------------------------------------ the layout
-@dataclass(frozen=True)
-class Stage:
-    """One stage's blocks (modules of the model, in execution order): ``mandatory`` then ``skippable``."""
-
-    mandatory: list[nn.Module]
-    skippable: list[nn.Module]
-
-    def __len__(self) -> int:
-        return len(self.mandatory) + len(self.skippable)
-
-
-@dataclass(frozen=True)
-class SkipLayout:
-    """What skipping does to a model, by module name (names survive module replacement, e.g. SyncBN).
-
-    ``stages``: ``(mandatory block names, skippable block names)`` per stage; ``twins``: ``(norm name, stage)``
-    -- the norm is replaced by its twin when that stage is skipped; ``inactive``: ``(module name, stage)`` --
-    replaced by ``Identity`` when that stage is skipped (the reference Swin-T's drop-path in skipped stages).
-    """
-
-    stages: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]
-    twins: tuple[tuple[str, int], ...]
-    inactive: tuple[tuple[str, int], ...] = ()
 
 
 # ----------------------------------------------------------------------------------- invalidation on change
@@ -146,7 +75,7 @@ nn.modules.module.register_module_module_registration_hook(_on_module_registrati
 
 
 # ------------------------------------------------------------------------------------------------ the model
-class AdaptiveDepthNet(nn.Module):
+class AdaptiveDepthNet(ClassifierMixin, nn.Module):
     """Base class of every adaptive-depth model.
 
     A subclass builds its layers as usual, then calls :meth:`set_stages` with the blocks of each stage (and
@@ -218,13 +147,6 @@ class AdaptiveDepthNet(nn.Module):
         """The blocks of each stage (looked up by name, so they are current after module replacement)."""
         get = self.get_submodule
         return [Stage([get(n) for n in m], [get(n) for n in s]) for m, s in self.layout.stages]
-
-    @property
-    def stages(self) -> list[Stage] | nn.Module:
-        """:attr:`adaptive_stages` -- unless the model has a submodule of its own called ``stages`` (timm's
-        ConvNeXt runs ``self.stages(x)``), which then keeps the name."""
-        own = self.__dict__.get("_modules", {}).get("stages")
-        return own if own is not None else self.adaptive_stages
 
     @property
     def skip(self) -> tuple[bool, ...]:
@@ -321,27 +243,6 @@ class AdaptiveDepthNet(nn.Module):
     def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
         """Run sub-network ``skip`` (default: :attr:`skip`, the super-net unless set)."""
         return self.subnet(skip).forward_plain(x)
-
-    # ---- timm-style conveniences
-    def classifier_name(self) -> str:
-        """Name of the classifier layer (``model.info.classifier``, else the last ``nn.Linear``)."""
-        info = getattr(self, "info", None)
-        if info is not None and info.classifier:
-            return info.classifier
-        return [n for n, m in self.named_modules() if isinstance(m, nn.Linear)][-1]
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a fresh one for ``num_classes`` classes (e.g. before fine-tuning)."""
-        name = self.classifier_name()
-        old = self.get_submodule(name)
-        parent, _, leaf = name.rpartition(".")
-        new = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
-        setattr(self.get_submodule(parent) if parent else self, leaf, new)
-
-    def forward_features(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
-        """What the classifier of sub-network ``skip`` sees: the pooled pre-logits features."""
-        path, _ = substitute(self.subnet(skip), {self.classifier_name(): nn.Identity()})
-        return path.forward_plain(x)
 
     def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map a reference-implementation state dict (twins already renamed ``<norm>.skip_norm``) to this

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolution = args.resolution or model.info.input_size
     exported = export_subnet(model, skip)
     example = torch.randn(1, 3, resolution, resolution)
-    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    head = model.get_submodule(model.classifier_name())
     meta = {
         **meta,
         "model": name,

@@ -93,15 +93,13 @@ _ORIGINAL_WINS = ("forward_features", "reset_classifier")
 # AdaptiveDepthNet's names a model class must not define itself (forward, train, extra_repr, _load_from_state_dict,
 # __getstate__ and __setstate__ are overridden cooperatively: they call the original's through super()).
 _OVERRIDDEN = {"forward", "train", "extra_repr", "_load_from_state_dict", "__getstate__", "__setstate__"}
-# ``stages`` may be a submodule of the model (see AdaptiveDepthNet.stages), not a class attribute.
 _RESERVED = (
     (
-        {k for k in vars(AdaptiveDepthNet) if not k.startswith("__")}
+        {k for c in AdaptiveDepthNet.__mro__[:-2] for k in vars(c) if not k.startswith("__")}
         | {"layout", "calibration"}
         | {"_skip", "_fixed", "_paths", "_calibrated_paths", "_path_pairs", "_paths_valid"}
     )
     - _OVERRIDDEN
-    - {"stages"}
     - set(_ORIGINAL_WINS)
 )
 
@@ -126,7 +124,7 @@ def adaptive_class(original: type) -> type:
 def _clashes(model: nn.Module) -> list[str]:
     in_class = {k for c in type(model).__mro__ if c is not nn.Module and c is not object for k in vars(c)}
     in_instance = set(model.__dict__) | set(model._modules) | set(model._parameters) | set(model._buffers)
-    return sorted((_RESERVED | {"stages"}) & in_class | _RESERVED & in_instance)
+    return sorted(_RESERVED & in_class | _RESERVED & in_instance)
 
 
 # ------------------------------------------------------------------------------------------- convert
