@@ -59,138 +59,20 @@ Pickling: the converted class is created at run time, so instances pickle (``tor
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-import torch
 from torch import nn
 
-from ..skip import AdaptiveDepthNet, init_skip_norms_from_main
+from ..skip import AdaptiveDepthNet
+from .builders import create_converted, load_pretrained
+from .classes import _clashes, _restore, adaptive_class  # noqa: F401  (_restore: what pickles name)
+from .discover import discover, resolve_twins
 from .families import FAMILIES, Blocks, Family
-from .probe import Inspector, generic_stages, group, probe_size
+from .probe import Inspector, probe_size
 
 __all__ = ["FAMILIES", "Family", "adaptive_class", "convert", "create_converted", "load_pretrained"]
 
 _GENERIC_SHARED = ("downsample", "shortcut", "proj")
-
-
-# ------------------------------------------------------------------------------------------- the class swap
-_CLASSES: dict[type, type] = {}
-
-
-def _reduce_ex(self: nn.Module, protocol: int):
-    return _restore, (type(self).__adn_original__,), self.__getstate__()
-
-
-def _restore(original: type) -> nn.Module:
-    """Unpickling: an empty instance of the converted class of ``original`` (its state is set next)."""
-    return object.__new__(adaptive_class(original))
-
-
-# timm-style methods: a model that has its own keeps them (timm's forward_features/reset_classifier)
-_ORIGINAL_WINS = ("forward_features", "reset_classifier")
-# AdaptiveDepthNet's names a model class must not define itself (forward, train, extra_repr, _load_from_state_dict,
-# __getstate__ and __setstate__ are overridden cooperatively: they call the original's through super()).
-_OVERRIDDEN = {"forward", "train", "extra_repr", "_load_from_state_dict", "__getstate__", "__setstate__"}
-_RESERVED = (
-    (
-        {k for c in AdaptiveDepthNet.__mro__[:-2] for k in vars(c) if not k.startswith("__")}
-        | {"layout", "calibration"}
-        | {"_skip", "_fixed", "_paths", "_calibrated_paths", "_path_pairs", "_paths_valid"}
-    )
-    - _OVERRIDDEN
-    - set(_ORIGINAL_WINS)
-)
-
-
-def adaptive_class(original: type) -> type:
-    """The cached class ``(AdaptiveDepthNet, original)`` that converted ``original`` instances get."""
-    cls = _CLASSES.get(original)
-    if cls is None:
-        namespace = {
-            "__module__": __name__,
-            "__qualname__": f"Adaptive{original.__qualname__}",
-            "__doc__": f"{original.__name__} converted to an adaptive-depth model by adn.convert.",
-            "__adn_original__": original,
-            "__reduce_ex__": _reduce_ex,
-        }
-        namespace.update({name: getattr(original, name) for name in _ORIGINAL_WINS if hasattr(original, name)})
-        cls = type(f"Adaptive{original.__name__}", (AdaptiveDepthNet, original), namespace)
-        _CLASSES[original] = cls
-    return cls
-
-
-def _clashes(model: nn.Module) -> list[str]:
-    in_class = {k for c in type(model).__mro__ if c is not nn.Module and c is not object for k in vars(c)}
-    in_instance = set(model.__dict__) | set(model._modules) | set(model._parameters) | set(model._buffers)
-    return sorted(_RESERVED & in_class | _RESERVED & in_instance)
-
-
-# ------------------------------------------------------------------------------------------- convert
-def _resolve_blocks(model: nn.Module, stages: Sequence[Sequence[nn.Module | str]]) -> list[Blocks]:
-    known = {id(m) for m in model.modules()}
-    out = []
-    for i, blocks in enumerate(stages):
-        group = []
-        for block in blocks:
-            if isinstance(block, str):
-                try:
-                    block = model.get_submodule(block)
-                except AttributeError:
-                    raise ValueError(f"stages[{i}]: {type(model).__name__} has no submodule {block!r}") from None
-            elif id(block) not in known:
-                raise ValueError(f"stages[{i}]: a block is not a submodule of {type(model).__name__}")
-            group.append(block)
-        out.append(group)
-    return out
-
-
-def _resolve_twins(model: nn.Module, stage_twins: Mapping[int, Sequence[nn.Module | str]]) -> dict[int, Blocks]:
-    return {i: [model.get_submodule(m) if isinstance(m, str) else m for m in ms] for i, ms in stage_twins.items()}
-
-
-_GENERIC_SOURCE = (
-    "no family rule matched; looked for runs of >= 2 same-class shape-preserving residual blocks in its containers"
-)
-
-
-def _discover(
-    model: nn.Module,
-    inspector: Inspector,
-    stages: Sequence[Sequence[nn.Module | str]] | None,
-    num_stages: int | None,
-) -> tuple[list[Blocks], Family | None, str]:
-    """The stages (groups of >= 2 blocks), the family rule that found them (None: given or generic) and, for
-    messages, where they were looked for."""
-    name = type(model).__name__
-    family = None if stages is not None else next((f for f in FAMILIES if f.matches(model)), None)
-    found: list[Blocks] = []
-    flat = False
-    if stages is not None:
-        found, source = _resolve_blocks(model, stages), "the given stages"
-    elif family is not None:
-        source = f"looked for {family.name} stages in {family.looks_for}"
-        try:
-            found, flat = family.stages(model), family.flat
-        except (AttributeError, IndexError, TypeError):  # a subclass laid out differently: use the fallback
-            family = None
-    if stages is None and family is None:
-        (found, flat), source = generic_stages(inspector), _GENERIC_SOURCE
-    if flat and found:
-        found = group([b for s in found for b in s], num_stages, name)
-    elif num_stages is not None:
-        raise ValueError(
-            f"cannot convert {name}: num_stages is for flat encoders (ViT-like: one run of identical layers), "
-            f"and {name} has stages of its own ({source})"
-        )
-    found = [list(s) for s in found if len(s) >= 2]
-    if not found:
-        raise ValueError(
-            f"cannot convert {name}: no residual stage of >= 2 blocks found ({source}); "
-            "pass stages=[[block, ...], ...] to name them"
-        )
-    return found, family, source
 
 
 def convert(
@@ -233,30 +115,39 @@ def convert(
         )
 
     inspector = Inspector(model, probe_size(model, input_size))
-    found, family, source = _discover(model, inspector, stages, num_stages)
+    found, family, source = discover(model, inspector, stages, num_stages)
+    _check_skippable(model, inspector, found, source)
+    if shared_norms is None:
+        shared_norms = family.shared_norms if family is not None else _GENERIC_SHARED
+    if stage_twins is not None:
+        twins = resolve_twins(model, stage_twins)
+    else:
+        twins = family.stage_twins(model, found) if family is not None and family.stage_twins else {}
+    if skipped_inactive is None:
+        skipped_inactive = family.skipped_inactive() if family is not None and family.skipped_inactive else ()
+    _swap(model, found, tuple(shared_norms), twins, skipped_inactive)
+    return model
+
+
+def _check_skippable(model: nn.Module, inspector: Inspector, found: list[Blocks], source: str) -> None:
+    """Every block that will be skippable must be residual (checked before anything is changed)."""
     names = {id(m): n for n, m in model.named_modules()}
     for i, blocks in enumerate(found):
         for block in blocks[len(blocks) - len(blocks) // 2 :]:
             why = inspector.why_not_skippable(block)
             if why is not None:
                 raise ValueError(
-                    f"cannot convert {name}: block {names.get(id(block), '?')!r} of stage {i} ({source}) cannot be "
-                    f"skipped: {why}"
+                    f"cannot convert {type(model).__name__}: block {names.get(id(block), '?')!r} of stage {i} "
+                    f"({source}) cannot be skipped: {why}"
                 )
 
-    if shared_norms is None:
-        shared_norms = family.shared_norms if family is not None else _GENERIC_SHARED
-    if stage_twins is not None:
-        twins = _resolve_twins(model, stage_twins)
-    else:
-        twins = family.stage_twins(model, found) if family is not None and family.stage_twins else {}
-    if skipped_inactive is None:
-        skipped_inactive = family.skipped_inactive() if family is not None and family.skipped_inactive else ()
 
+def _swap(model: nn.Module, found: list[Blocks], shared_norms: tuple[str, ...], twins, skipped_inactive) -> None:
+    """Give ``model`` its adaptive class and declare its stages; on any failure, the model as it was."""
     original = type(model)
     model.__class__ = adaptive_class(original)
     try:
-        model.set_stages(found, shared_norms=tuple(shared_norms), stage_twins=twins, skipped_inactive=skipped_inactive)
+        model.set_stages(found, shared_norms=shared_norms, stage_twins=twins, skipped_inactive=skipped_inactive)
     except BaseException:
         model.__class__ = original
         for m in model.modules():
@@ -264,85 +155,3 @@ def convert(
         for key in ("layout", "_skip", "_fixed", "_paths", "_calibrated_paths", "_path_pairs", "_paths_valid"):
             model.__dict__.pop(key, None)
         raise
-    return model
-
-
-# ------------------------------------------------------------------------------------------- builders, weights
-_PREFIXES = {"tv": "torchvision", "torchvision": "torchvision", "timm": "timm"}
-
-
-def _unknown(kind: str, name: str, known: Sequence[str]) -> ValueError:
-    close = difflib.get_close_matches(name, known, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return ValueError(f"unknown {kind} model {name!r}{hint}")
-
-
-def create_converted(
-    spec: str,
-    num_classes: int = 1000,
-    *,
-    num_stages: int | None = None,
-    shared_norms: Sequence[str] | None = None,
-    **kwargs: Any,
-) -> AdaptiveDepthNet:
-    """Build a randomly initialised torchvision or timm classifier and :func:`convert` it.
-
-    ``spec``: ``"tv:<name>"`` / ``"torchvision:<name>"`` (``torchvision.models.get_model(name, weights=None,
-    num_classes=..., **kwargs)``) or ``"timm:<name>"`` (``timm.create_model(name, pretrained=False,
-    num_classes=..., **kwargs)``). ``num_stages`` and ``shared_norms`` go to :func:`convert`; other keyword
-    arguments to the builder (``image_size``, ``drop_path_rate`` ...). Load the original's weights with
-    :func:`load_pretrained`. Errors are one line (unknown prefix or name, timm not installed).
-    """
-    prefix, sep, name = spec.partition(":")
-    if not sep or prefix not in _PREFIXES or not name:
-        raise ValueError(
-            f"invalid model spec {spec!r}: use 'tv:<name>' or 'torchvision:<name>' for torchvision models, "
-            "'timm:<name>' for timm models (e.g. 'tv:resnet18', 'timm:convnext_atto')"
-        )
-    if _PREFIXES[prefix] == "torchvision":
-        import torchvision.models as tvm
-
-        known = tvm.list_models(module=tvm)  # the classifiers (not detection, segmentation, video ...)
-        if name not in known:
-            raise _unknown("torchvision classification", name, known)
-        model = tvm.get_model(name, weights=None, num_classes=num_classes, **kwargs)
-    else:
-        try:
-            import timm
-        except ImportError:
-            raise ValueError(f"cannot build {spec!r}: timm is not installed (pip install timm)") from None
-        if not timm.is_model(name):
-            raise _unknown("timm", name, timm.list_models())
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-    return convert(model, num_stages=num_stages, shared_norms=shared_norms)
-
-
-def load_pretrained(
-    model: AdaptiveDepthNet, source: str | Any | Mapping[str, torch.Tensor], *, weights_only: bool = True
-) -> AdaptiveDepthNet:
-    """Load the weights of the *unconverted* model into converted ``model`` (its super-net): a plain state dict
-    with torchvision's/timm's names, a checkpoint holding one under ``"model"`` or ``"state_dict"``, as a
-    file (``torch.save`` or ``*.safetensors``) or a mapping. Each twin norm becomes a copy of its main norm.
-    adn's own checkpoints of the converted model (twins included) load too. Returns ``model``.
-    """
-    from ..checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
-
-    what = "the state dict" if isinstance(source, Mapping) else str(source)
-    obj = source if isinstance(source, Mapping) else load_checkpoint(source, weights_only=weights_only)
-    if isinstance(obj, Mapping) and "model" not in obj and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]  # timm's training checkpoints
-    state_dict = extract_state_dict(obj, what)
-    expected = model.state_dict()
-    fits = all(k in expected and getattr(v, "shape", None) == expected[k].shape for k, v in state_dict.items())
-    if fits and all(k in state_dict or ".skip_norm." in k or k.startswith("calibration.") for k in expected):
-        # The original's names as they are (no renaming of published ``<norm>_skip`` twins: timm has norms
-        # called ``*_skip``); twins the file lacks start as copies of their main norms.
-        model.load_state_dict(state_dict, strict=False)
-        if any(k not in state_dict for k in expected if ".skip_norm." in k):
-            init_skip_norms_from_main(model)
-        return model
-    try:
-        load_state_dict_compat(model, state_dict)  # DDP/compile prefixes, published twin names ...
-    except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
-    return model
