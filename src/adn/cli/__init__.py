@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("adn.cli.predict", "main", "classify image files with one sub-network"),
     "models": ("adn.cli.models", "main", "list models, or the sub-network table (FLOPs, params) of one model"),
     "bench": ("adn.cli.bench", "main", "measure latency/FLOPs/accuracy of every sub-network, Pareto plot"),
-    "select": ("adn.cli.bench", "select_main", "pick the most accurate sub-network within a latency/FLOPs budget"),
+    "select": ("adn.cli.select", "main", "pick the most accurate sub-network within a latency/FLOPs budget"),
     "export": ("adn.cli.export", "main", "export one sub-network as a standalone TorchScript/ONNX file"),
 }
 

@@ -1,4 +1,4 @@
-"""``adn bench`` and ``adn select``: measure every sub-network on this machine; pick one for a budget."""
+"""``adn bench``: measure every sub-network on this machine (``adn select`` then picks one for a budget)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError
-from .options import DATASETS, Parser, check_device
+from .options import Parser, add_dataset_arg, add_device_arg, check_device
+from .select import main as select_main  # its old home
 
 
 def get_args_parser() -> Parser:
@@ -20,9 +21,9 @@ def get_args_parser() -> Parser:
     p.add_argument("--weights", help="checkpoint or weights file (default: random weights, no accuracy)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data-path", help="ImageFolder root (with a val/ split) to measure Acc@1/Acc@5 on")
-    data.add_argument("--dataset", choices=DATASETS, help="measure accuracy on this built-in dataset")
+    add_dataset_arg(data, default=None, help="measure accuracy on this built-in dataset")
     data.add_argument("--builtin-data", action="store_true", help="the same as --dataset digits")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_device_arg(p, default="cpu")
     p.add_argument("--batch-size", type=int, help="throughput/evaluation batch (default: 8 on the CPU, 64 on CUDA)")
     p.add_argument("--resolution", type=int, help="input size (default: the model's)")
     p.add_argument("--num-classes", type=int, help="classes (default: the dataset's, else the weights', else 1000)")
@@ -48,7 +49,7 @@ def get_args_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from ..bench import COLUMNS, bench_subnets, device_name, mark_pareto, save_results, timing_warnings
+    from ..bench import COLUMNS, bench_subnets, device_name, mark_pareto, timing_warnings
     from ..checkpoint import peek_checkpoint_arg
     from ..evaluation import default_input_size
     from ..loading import build_model
@@ -66,29 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     resolution = args.resolution or default_input_size(model_name)
     batch_size = args.batch_size if args.batch_size is not None else (64 if device.type == "cuda" else 8)
-    for flag, value in (
-        ("--batch-size", batch_size),
-        ("--resolution", resolution),
-        ("--min-run-time", args.min_run_time),
-        ("--rounds", args.rounds),
-    ):
-        if value <= 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
+    _check_positive(batch_size=batch_size, resolution=resolution, min_run_time=args.min_run_time, rounds=args.rounds)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--output-dir {out_dir} is a file; give a directory")
-    loader, num_classes = None, args.num_classes
     dataset = "digits" if args.builtin_data else args.dataset
-    if args.data_path or dataset:
-        from ..data import build_eval_loader
-
-        kwargs = {"dataset": dataset} if dataset not in (None, "digits") else {}
-        loader, data_classes = build_eval_loader(
-            args.data_path, image_size=resolution, batch_size=batch_size, workers=args.workers, **kwargs
-        )
-        if num_classes is not None and num_classes != data_classes:
-            raise UsageError(f"--num-classes {num_classes} but the dataset has {data_classes} classes; drop the flag")
-        num_classes = data_classes
+    loader, num_classes = _loader(args, dataset, resolution, batch_size)
     model, _ = build_model(model_name, args.weights, num_classes)
     configs = [parse_skip(c, model.num_stages) for c in args.skip_cfgs] if args.skip_cfgs else None
     rows = bench_subnets(
@@ -114,50 +98,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in timing_warnings(rows):
         print(f"adn: warning: unstable timings: {problem}", file=sys.stderr)
     if out_dir is not None:
-        meta = {
-            "model": model_name,
-            "weights": args.weights,
-            "data": args.data_path or dataset,
-            "device": str(device),
-            "device_name": where,
-            "threads": torch.get_num_threads(),
-            "resolution": resolution,
-            "batch_size": batch_size,
-            "min_run_time": args.min_run_time,
-            "rounds": args.rounds,
-            "torch": torch.__version__,
-        }
-        prefix = f"{model_name.replace(':', '-')}-bench"
-        paths = save_results(rows, meta, out_dir, prefix)
-        from ..plots import plot_pareto
-
-        paths["png"] = plot_pareto(
-            rows, out_dir / f"{prefix}.png", title=f"{model_name}, {resolution}px, {where}", batch_size=batch_size
-        )
-        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        _save(rows, args, model_name, dataset, device, resolution, batch_size, out_dir)
     return 0
 
 
-def select_main(argv: Sequence[str] | None = None) -> int:
-    from ..bench import _has, select_subnet
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
-    parser = Parser("adn select", "pick the most accurate sub-network within a latency/FLOPs budget")
-    parser.add_argument("--results", required=True, help="JSON file written by adn bench --output-dir")
-    parser.add_argument("--max-latency-ms", type=float, help="batch-1 median latency budget (ms)")
-    parser.add_argument("--max-gflops", type=float, help="GFLOPs (MACs) budget")
-    parser.add_argument("--metric", default="acc1", choices=("acc1", "acc5"), help="accuracy to maximise")
-    args = parser.parse_args(list(argv or []))
-    if args.max_latency_ms is None and args.max_gflops is None:
-        raise UsageError("give --max-latency-ms and/or --max-gflops")
-    row = select_subnet(
-        args.results, max_latency_ms=args.max_latency_ms, max_gflops=args.max_gflops, metric=args.metric
+
+def _loader(args, dataset: str | None, resolution: int, batch_size: int):
+    """The evaluation loader of --data-path/--dataset (None without data) and the class count."""
+    if not (args.data_path or dataset):
+        return None, args.num_classes
+    from ..data import build_eval_loader
+
+    kwargs = {"dataset": dataset} if dataset not in (None, "digits") else {}
+    loader, data_classes = build_eval_loader(
+        args.data_path, image_size=resolution, batch_size=batch_size, workers=args.workers, **kwargs
     )
-    acc = f"{args.metric} {row[args.metric]:.2f}, " if _has(row, args.metric) else "no accuracy measured, "
-    print(
-        f"{row['skip']}  ({acc}{row['latency_ms']:.2f} ms at batch 1, {row['gflops']:.3f} GFLOPs, "
-        f"{row['params_m']:.2f}M params)"
+    if args.num_classes is not None and args.num_classes != data_classes:
+        raise UsageError(f"--num-classes {args.num_classes} but the dataset has {data_classes} classes; drop the flag")
+    return loader, data_classes
+
+
+def _save(rows, args, model_name: str, dataset, device, resolution: int, batch_size: int, out_dir: Path) -> None:
+    """<model>-bench.csv and .json (what adn select reads) and the Pareto plot, in ``out_dir``."""
+    import torch
+
+    from ..bench import device_name, save_results
+    from ..plots import plot_pareto
+
+    where = device_name(device)
+    meta = {
+        "model": model_name,
+        "weights": args.weights,
+        "data": args.data_path or dataset,
+        "device": str(device),
+        "device_name": where,
+        "threads": torch.get_num_threads(),
+        "resolution": resolution,
+        "batch_size": batch_size,
+        "min_run_time": args.min_run_time,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+    }
+    prefix = f"{model_name.replace(':', '-')}-bench"
+    paths = save_results(rows, meta, out_dir, prefix)
+    paths["png"] = plot_pareto(
+        rows, out_dir / f"{prefix}.png", title=f"{model_name}, {resolution}px, {where}", batch_size=batch_size
     )
-    return 0
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 __all__ = ["get_args_parser", "main", "select_main"]

@@ -67,7 +67,25 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "torchvision/timm model (tv:NAME, timm:NAME); default: the architecture the --resume/--weights "
         f"checkpoint was trained as, else {DEFAULT_MODEL}",
     )
-    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_device_arg(g)
+
+
+def add_device_arg(g: argparse._ActionsContainer, default: str | None = None) -> None:
+    """``--device``, the same in every command; ``default`` None: CUDA when available, resolved later."""
+    more = " (default: cuda when available)" if default is None else ""
+    g.add_argument("--device", default=default, help=f"cpu, cuda or cuda:N{more}")
+
+
+def add_dataset_arg(g: argparse._ActionsContainer, default: str | None = "digits", help: str | None = None) -> None:
+    """``--dataset``: one of the built-in datasets (:data:`DATASETS`), the same choices in every command."""
+    g.add_argument(
+        "--dataset",
+        default=default,
+        choices=DATASETS,
+        help=help
+        or "built-in dataset used without --data-path: digits (8x8 handwritten digits bundled with scikit-learn) "
+        "or fashion-mnist",
+    )
 
 
 def add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
@@ -78,13 +96,7 @@ def add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
         help="folder with train/ and val/ ImageFolder trees (ILSVRC-2012 "
         "layout); omitted: a built-in dataset (--dataset)",
     )
-    g.add_argument(
-        "--dataset",
-        default="digits",
-        choices=DATASETS,
-        help="built-in dataset used without "
-        "--data-path: digits (8x8 handwritten digits bundled with scikit-learn) or fashion-mnist",
-    )
+    add_dataset_arg(g)
     g.add_argument(
         "--download", action="store_true", help="fashion-mnist: let torchvision download it when no local copy is found"
     )
@@ -330,6 +342,8 @@ __all__ = [
     "Parser",
     "add_augment_args",
     "add_data_args",
+    "add_dataset_arg",
+    "add_device_arg",
     "add_eval_args",
     "add_model_args",
     "add_optim_args",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import UsageError
-from .options import Parser, check_device
+from .options import Parser, add_device_arg, check_device
 
 
 def get_args_parser() -> Parser:
@@ -21,7 +21,7 @@ def get_args_parser() -> Parser:
         "--skip-cfg", default=None, help="the sub-network, e.g. TTT or True,True,False (default: the super-net)"
     )
     p.add_argument("--topk", type=int, default=3, help="labels to print per image")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_device_arg(p, default="cpu")
     return p
 
 
