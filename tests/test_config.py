@@ -55,3 +55,22 @@ def test_fit_runs_a_python_config_and_resume_restores_it(tmp_path, capsys):
     again = resumed_config(out / "checkpoint.pth", epochs=2)
     assert again.optim.epochs == 2 and again.checkpoint.resume == str(out / "checkpoint.pth")
     assert dataclasses.replace(again.optim, epochs=1) == config.optim and again.data == config.data
+
+
+def test_module_and_function_sizes():
+    """The shape targets: no module over 350 lines, no function over 60 (flag declarations aside)."""
+    import ast
+
+    too_long = []
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        rel = path.relative_to(SRC).as_posix()
+        if len(text.splitlines()) > 350:
+            too_long.append(f"{rel}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith(
+                ("add_", "get_args")
+            ):
+                if node.end_lineno - node.lineno + 1 > 60:
+                    too_long.append(f"{rel}:{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert too_long == []

@@ -97,22 +97,9 @@ def calibrate(
 
             configs_iter = tqdm(configs, desc="calibrating sub-networks", unit="net", leave=False)
         for skip in configs_iter:
-            path = net.subnet(skip)  # eval mode: the calibrated path if there is one; positions are the same
-            positions = _batch_norm_positions(path)
-            if not positions:
-                continue
-            fresh = {p: _fresh_norm(_trained_norm(path.get_submodule(p))) for p in positions}
-            probe, _ = substitute(path, fresh)
-            for x in data:
-                probe.forward_plain(x.to(device, non_blocking=True))
-            results[skip] = {}
-            for position, norm in fresh.items():
-                stats = NormStats(
-                    norm.running_mean.shape[0], device=norm.running_mean.device, dtype=norm.running_mean.dtype
-                )
-                stats.running_mean.copy_(norm.running_mean)
-                stats.running_var.copy_(norm.running_var)
-                results[skip][position] = stats
+            stats = _estimate(net.subnet(skip), data, device)  # eval mode: the calibrated path if there is one
+            if stats:
+                results[skip] = stats
     finally:
         net.train(was_training)
     if results:
@@ -125,6 +112,23 @@ def calibrate(
         net.add_module("calibration", holder)
         net.build_subnets()
     return model
+
+
+def _estimate(path: nn.Module, data: list[torch.Tensor], device: torch.device) -> dict[str, NormStats]:
+    """The BatchNorm statistics of one sub-network's path over ``data``, by position (empty: no BatchNorm)."""
+    fresh = {p: _fresh_norm(_trained_norm(path.get_submodule(p))) for p in _batch_norm_positions(path)}
+    if not fresh:
+        return {}
+    probe, _ = substitute(path, fresh)
+    for x in data:
+        probe.forward_plain(x.to(device, non_blocking=True))
+    out = {}
+    for position, norm in fresh.items():
+        stats = NormStats(norm.running_mean.shape[0], device=norm.running_mean.device, dtype=norm.running_mean.dtype)
+        stats.running_mean.copy_(norm.running_mean)
+        stats.running_var.copy_(norm.running_var)
+        out[position] = stats
+    return out
 
 
 def _trained_norm(module: nn.Module) -> nn.Module:

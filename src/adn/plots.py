@@ -39,42 +39,9 @@ def plot_pareto(
     has_acc = all(_has(r, metric) for r in rows)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=90)
     if has_acc:
-        panels = [("latency_ms", "latency, batch 1 (ms)"), ("gflops", "GFLOPs (MACs)")]
-        for ax, (cost, label) in zip(axes, panels, strict=False):
-            ax.scatter([r[cost] for r in rows], [r[metric] for r in rows], s=18, c="0.6", label="sub-network")
-            front = pareto_front(rows, cost, metric)
-            ax.plot(
-                [r[cost] for r in front],
-                [r[metric] for r in front],
-                "o-",
-                c="tab:red",
-                ms=6,
-                drawstyle="steps-post",
-                label="Pareto-optimal",
-            )
-            on_front = {r["skip"] for r in front}
-            for r in rows:
-                ax.annotate(
-                    r["skip"],
-                    (r[cost], r[metric]),
-                    textcoords="offset points",
-                    xytext=(4, -10),
-                    fontsize=7 if r["skip"] in on_front else 6,
-                    c="k" if r["skip"] in on_front else "0.5",
-                )
-            ax.set_xlabel(label)
-            ax.set_ylabel(f"{'Acc@1' if metric == 'acc1' else metric} (%)")
+        _accuracy_panels(axes, rows, metric)
     else:
-        super_net = max(rows, key=lambda r: r["gflops"])
-        panels = zip(axes, ("latency_ms", "batch_latency_ms"), ("batch 1", f"batch {batch_size or 'N'}"), strict=True)
-        for ax, key, label in panels:
-            ax.scatter([r["gflops"] for r in rows], [r[key] for r in rows], s=18, c="tab:blue")
-            for r in rows:
-                ax.annotate(r["skip"], (r["gflops"], r[key]), textcoords="offset points", xytext=(3, 3), fontsize=6)
-            g = np.linspace(0, super_net["gflops"] * 1.05, 2)
-            ax.plot(g, g * super_net[key] / super_net["gflops"], "--", c="0.5", label="latency ∝ GFLOPs")
-            ax.set_xlabel("GFLOPs (MACs)")
-            ax.set_ylabel(f"latency, {label} (ms)")
+        _latency_panels(axes, rows, batch_size)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right" if has_acc else "upper left")
@@ -85,6 +52,49 @@ def plot_pareto(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _accuracy_panels(axes, rows: Sequence[Mapping[str, Any]], metric: str) -> None:
+    """``metric`` vs batch-1 latency and vs GFLOPs, the Pareto-optimal sub-networks highlighted and labelled."""
+    panels = [("latency_ms", "latency, batch 1 (ms)"), ("gflops", "GFLOPs (MACs)")]
+    for ax, (cost, label) in zip(axes, panels, strict=False):
+        ax.scatter([r[cost] for r in rows], [r[metric] for r in rows], s=18, c="0.6", label="sub-network")
+        front = pareto_front(rows, cost, metric)
+        ax.plot(
+            [r[cost] for r in front],
+            [r[metric] for r in front],
+            "o-",
+            c="tab:red",
+            ms=6,
+            drawstyle="steps-post",
+            label="Pareto-optimal",
+        )
+        on_front = {r["skip"] for r in front}
+        for r in rows:
+            ax.annotate(
+                r["skip"],
+                (r[cost], r[metric]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7 if r["skip"] in on_front else 6,
+                c="k" if r["skip"] in on_front else "0.5",
+            )
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{'Acc@1' if metric == 'acc1' else metric} (%)")
+
+
+def _latency_panels(axes, rows: Sequence[Mapping[str, Any]], batch_size: int | None) -> None:
+    """Latency at batch 1 and batch N vs GFLOPs, with the line latency ∝ GFLOPs through the super-net."""
+    super_net = max(rows, key=lambda r: r["gflops"])
+    panels = zip(axes, ("latency_ms", "batch_latency_ms"), ("batch 1", f"batch {batch_size or 'N'}"), strict=True)
+    for ax, key, label in panels:
+        ax.scatter([r["gflops"] for r in rows], [r[key] for r in rows], s=18, c="tab:blue")
+        for r in rows:
+            ax.annotate(r["skip"], (r["gflops"], r[key]), textcoords="offset points", xytext=(3, 3), fontsize=6)
+        g = np.linspace(0, super_net["gflops"] * 1.05, 2)
+        ax.plot(g, g * super_net[key] / super_net["gflops"], "--", c="0.5", label="latency ∝ GFLOPs")
+        ax.set_xlabel("GFLOPs (MACs)")
+        ax.set_ylabel(f"latency, {label} (ms)")
 
 
 def plot_metrics(metrics: str | os.PathLike, path: str | os.PathLike) -> Path:
