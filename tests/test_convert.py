@@ -115,6 +115,24 @@ def test_layout_supernet_keys_and_flops(converted):
     assert base_flops < 0.9 * super_flops, name
 
 
+def _assert_only_the_subnet_learns(model, x, skip, what=""):
+    """A backward pass of sub-network ``skip`` gives a finite gradient to exactly its parameters; the blocks it
+    skips (and the norm sets it does not use) get none."""
+    model.zero_grad(set_to_none=True)
+    model(x, skip=skip).logsumexp(1).mean().backward()
+    used = {id(p) for p in adn.skip.used_parameters(model, skip)}
+    grads = {id(p) for p in model.parameters() if p.grad is not None}
+    assert grads == used, (what, adn.format_skip(skip))
+    skipped = [
+        b
+        for stage, s in zip(model.adaptive_stages, model.resolve_skip(skip), strict=True)
+        if s
+        for b in stage.skippable
+    ]
+    assert all(p.grad is None for b in skipped for p in b.parameters()), (what, adn.format_skip(skip))
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_every_subnet_trains(converted):
     name, _, model, size, _ = converted
     model = copy.deepcopy(model).train()
@@ -249,7 +267,7 @@ def test_resnext_and_wide_resnet():
             torch.testing.assert_close(model(x), reference(x))
         model.train()
         for skip in adn.subnets(model):
-            model(x, skip=skip).sum().backward()
+            _assert_only_the_subnet_learns(model, x, skip, str(kwargs))
 
 
 def test_errors_are_one_line():
@@ -445,6 +463,6 @@ def test_timm_models(name):
     assert adn.count_flops(model, True, 32) < adn.count_flops(model, False, 32)
     model.train()
     for skip in _some(adn.subnets(model), 4):
-        model(x, skip=skip).sum().backward()
+        _assert_only_the_subnet_learns(model, x, skip, name)
     if name == "convnext_atto":  # its own `stages` module stays what its forward runs
         assert isinstance(model.stages, nn.Sequential) and len(model.adaptive_stages) == 4

@@ -369,9 +369,12 @@ def test_sigterm_saves_at_a_step_boundary_and_resumes_bit_exact(uninterrupted, t
     assert "Traceback" not in err
     ckpt = load_checkpoint(out_dir / "checkpoint.pth")
     position = ckpt["position"]
-    if position is not None:  # stopped mid-epoch (the usual case): the next step of epoch 1 is recorded
-        assert ckpt["epoch"] == 0 and position["epoch"] == 1 and 2 <= position["step"] < 6
-        assert f"stopped at epoch 1 step {position['step']}" in err
+    # mid-epoch (the usual case): the next step of epoch 1 is recorded; on a machine slow to deliver the signal,
+    # epoch 1 may have ended first: then it is saved whole. Either way the message and the checkpoint agree.
+    mid_epoch = position is not None
+    assert ckpt["epoch"] == (0 if mid_epoch else 1)
+    assert not mid_epoch or (position["epoch"] == 1 and 2 <= position["step"] < 6), position
+    assert (f"stopped at epoch 1 step {position['step']}" if mid_epoch else "stopped after epoch 1") in err
     r = run([*RUN, "--output-dir", str(out_dir), "--resume", "auto"])
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_bit_exact(uninterrupted, _final_weights(out_dir))
