@@ -241,25 +241,4 @@ def test_hooks_on_blocks_fire_in_every_subnet():
     assert ran == ["layer2.0", "layer2.0"]
 
 
-COMPILE_MODELS = [n for n in adn.list_models() if adn.model_info(n).input_size <= 64]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", COMPILE_MODELS)
-def test_torch_compile_fullgraph_one_graph_per_subnet(name):
-    from torch._dynamo.testing import CompileCounter
-
-    torch._dynamo.reset()
-    model, size = _tiny(name)
-    _randomize_twins(model)
-    configs = adn.subnets(model)
-    if len(configs) > 16:  # 32 MobileNetV2 configs: every stage on and off at least once keeps it affordable
-        configs = [c for c in configs if sum(c) in (0, 1, len(c) - 1, len(c))]
-    counter = CompileCounter()
-    compiled = torch.compile(model, backend=counter, fullgraph=True)  # fullgraph: any graph break fails
-    x = torch.randn(2, 3, size, size)
-    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=len(configs)):
-        for _ in range(2):  # the second pass reuses the graphs
-            for skip in configs:
-                assert torch.equal(compiled(x, skip=skip), model(x, skip=skip)), adn.format_skip(skip)
-    assert counter.frame_count == len(configs)
+# torch.compile of every registered model: tests/test_architectures.py
