@@ -34,7 +34,7 @@ class ResNet(AdaptiveDepthNet):
     ) -> None:
         super().__init__()
         self.avg_down = avg_down
-        self.inplanes = widths[0] if small_input else 64
+        self.inplanes = widths[0]  # the stem's width: 64 in the ImageNet ResNets
         if small_input:  # CIFAR stem: one 3x3 conv, no max-pool
             self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
@@ -88,6 +88,8 @@ class ResNet(AdaptiveDepthNet):
 
 
 _TINY = {"num_classes": 10}
+WIDTHS = [64, 128, 256, 512]  # stage widths of the ImageNet ResNets (x4 after a bottleneck)
+_TINY_WIDE = {"num_classes": 10, "widths": [8, 16, 32, 64]}  # an ImageNet layout at 1/8 of the width
 # GMACs of every sub-network at 224 px, counted by adn.count_flops (no published figures: accuracy None)
 RESNET101_GMACS = (
     "FFFF 7.80 FFFT 7.58 FFTF 5.40 FFTT 5.18 FTFF 7.36 FTFT 7.15 FTTF 4.96 FTTT 4.74 "
@@ -113,22 +115,22 @@ def resnet50(num_classes: int = 1000, **kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes, **kwargs)
 
 
-@register_model(input_size=224, published=flops_table(RESNET101_GMACS), test_kwargs=_TINY)
-def resnet101(num_classes: int = 1000, **kwargs) -> ResNet:
+@register_model(input_size=224, published=flops_table(RESNET101_GMACS), test_kwargs=_TINY_WIDE)
+def resnet101(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-101-ADN: stages [3, 4, 23, 3], skippable [1, 2, 11, 1]."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], [64, 128, 256, 512], num_classes, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], widths, num_classes, **kwargs)
 
 
-@register_model(input_size=224, published=flops_table(RESNET50VD_GMACS), test_kwargs=_TINY)
-def resnet50vd(num_classes: int = 1000, **kwargs) -> ResNet:
+@register_model(input_size=224, published=flops_table(RESNET50VD_GMACS), test_kwargs=_TINY_WIDE)
+def resnet50vd(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-50-D-ADN: resnet50 with average-pooled strided shortcuts (the reference's ResNet-D)."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes, avg_down=True, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], widths, num_classes, avg_down=True, **kwargs)
 
 
-@register_model(input_size=224, published=flops_table(RESNET101VD_GMACS), test_kwargs=_TINY)
-def resnet101vd(num_classes: int = 1000, **kwargs) -> ResNet:
+@register_model(input_size=224, published=flops_table(RESNET101VD_GMACS), test_kwargs=_TINY_WIDE)
+def resnet101vd(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-101-D-ADN: resnet101 with average-pooled strided shortcuts (the reference's ResNet-D)."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], [64, 128, 256, 512], num_classes, avg_down=True, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], widths, num_classes, avg_down=True, **kwargs)
 
 
 @register_model(input_size=32, test_kwargs=_TINY)
