@@ -15,7 +15,7 @@ from .conversion import convert, create_converted, load_pretrained
 from .engine import distillation_step, evaluate, train_one_epoch
 from .export import export_subnet
 from .flops import count_flops, count_params
-from .losses import SelfDistillation, distillation_loss
+from .losses import SelfDistillation, TeacherDistillation, distillation_loss
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
 from .skip import (
     AdaptiveDepthNet,
@@ -35,6 +35,7 @@ __all__ = [
     "ModelInfo",
     "SkipAwareNorm",
     "Stage",
+    "TeacherDistillation",
     "bench_subnets",
     "calibrate",
     "clear_calibration",

@@ -110,9 +110,9 @@ RESNET101VD_GMACS = (
     published={"FFFF": (4.11, 77.6), "TFFF": (3.90, 77.1), "TTFF": (3.46, 76.5), "TTTT": (2.58, 76.1)},
     test_kwargs=_TINY,
 )
-def resnet50(num_classes: int = 1000, **kwargs) -> ResNet:
+def resnet50(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-50-ADN: stages [3, 4, 6, 3], skippable [1, 2, 3, 1]."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], widths, num_classes, **kwargs)
 
 
 @register_model(input_size=224, published=flops_table(RESNET101_GMACS), test_kwargs=_TINY_WIDE)

@@ -32,6 +32,9 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
     ``stochastic_depth_prob``, ``dropout``, ``num_classes`` ...); every depth must be at least 2.
     """
 
+    #: stage outputs are (N, H, W, C) maps: feature distillation pools them over H and W (adn.features)
+    feature_channel_dim = -1
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # features = [patch embedding, stage 1, merging, stage 2, merging, stage 3, merging, stage 4]

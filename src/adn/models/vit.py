@@ -26,6 +26,9 @@ class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
     ``num_stages`` with at least 2 layers per stage.
     """
 
+    #: stage outputs are (N, tokens, C): feature distillation takes the token mean (class token included)
+    feature_channel_dim = -1
+
     def __init__(self, num_layers: int, num_stages: int = 4, **kwargs: Any) -> None:
         if num_layers % num_stages or num_layers < 2 * num_stages:
             raise ValueError(
