@@ -31,19 +31,22 @@ def init_distributed_mode(args: argparse.Namespace) -> None:
     Sets ``args.distributed``, ``args.rank``, ``args.world_size`` and ``args.gpu``; NCCL on CUDA, gloo on CPU.
     Without those variables this is a single-process run.
     """
+    from .multinode import process_group_spec
+
+    # torchrun's environment or an srun task, with --world-size/--dist-url (absent from library callers' args)
+    spec = process_group_spec(os.environ, getattr(args, "world_size", None), getattr(args, "dist_url", "env://"))
     args.rank, args.world_size, args.gpu = 0, 1, None
-    args.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    args.distributed = spec is not None
     if not args.distributed:
         return
-    args.rank = int(os.environ["RANK"])
-    args.world_size = int(os.environ["WORLD_SIZE"])
+    args.rank, args.world_size = spec.rank, spec.world_size
     cuda = str(args.device).startswith("cuda")
     if cuda:
-        args.gpu = int(os.environ.get("LOCAL_RANK", 0))
+        args.gpu = spec.local_rank
         torch.cuda.set_device(args.gpu)
         args.device = f"cuda:{args.gpu}"
     backend = "nccl" if cuda else "gloo"
-    dist.init_process_group(backend=backend, init_method="env://", world_size=args.world_size, rank=args.rank)
+    dist.init_process_group(backend=backend, init_method=spec.init_method, world_size=args.world_size, rank=args.rank)
     dist.barrier()
 
 

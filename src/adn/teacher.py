@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_state_dict_compat
+from .losses import DEFAULT_TOPK, SelfDistillation, TeacherDistillation
 from .registry import create_model, model_info
 
 #: the reference's teacher: ResNeXt-101 32x8d (semi-supervised weights), torchvision's architecture
@@ -104,4 +105,35 @@ def teacher_fingerprint(arch: str, weights: str | os.PathLike) -> dict[str, str]
     return {"teacher": arch, "teacher_weights": str(weights), "teacher_sha256": file_sha256(weights)}
 
 
-__all__ = ["REFERENCE_TEACHER", "build_teacher_model", "file_sha256", "load_teacher", "teacher_fingerprint"]
+def make_distillation(
+    num_classes: int,
+    *,
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+    topk: int | None = None,
+    features: bool = False,
+    teacher: str | None = None,
+    teacher_weights: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    compile_teacher: bool = False,
+) -> SelfDistillation:
+    """The distillation of a run: top-k defaults to the reference's 500, at most ``num_classes``; with a
+    ``teacher`` (and its local ``teacher_weights``) a :class:`TeacherDistillation` at the reference's T = 2 for both
+    terms, else a :class:`SelfDistillation` at ``temperature``. ``features``: feature self-distillation."""
+    topk = topk or min(DEFAULT_TOPK, num_classes)
+    if teacher is None:
+        return SelfDistillation(alpha, temperature, topk, features=features)
+    if teacher_weights is None:
+        raise ValueError(f"--teacher {teacher} needs --teacher-weights FILE (adn downloads nothing)")
+    model = load_teacher(teacher, teacher_weights, num_classes, device, compile=compile_teacher)
+    return TeacherDistillation(alpha, topk=topk, features=features, teacher=model)
+
+
+__all__ = [
+    "REFERENCE_TEACHER",
+    "build_teacher_model",
+    "file_sha256",
+    "load_teacher",
+    "make_distillation",
+    "teacher_fingerprint",
+]

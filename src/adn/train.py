@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from . import data as adn_data
 from .calibrate import calibrate
 from .checkpoint import save_checkpoint, save_weights
+from .datacache import dataset_index_cache, default_cache_dir
 from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import StepOptions, evaluate, train_one_epoch
 from .errors import UsageError
@@ -27,6 +28,7 @@ from .interrupt import StopRequest, ignore_stop_signals
 from .losses import DEFAULT_TOPK, SelfDistillation
 from .run import Run, build_run, make_checkpoint, prune_checkpoints, resume, seed_epoch, set_rng_state
 from .skip import BATCH_NORM_TYPES
+from .teacher import file_sha256, make_distillation
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 QUIET = 10**9  # print_freq that silences progress reports
@@ -69,9 +71,22 @@ def _classes(dataset) -> list[str]:
 
 
 def build_distillation(args: argparse.Namespace, num_classes: int) -> SelfDistillation:
-    """The self-distillation of ``--subpath-alpha``, ``--subpath-temp`` and ``--kd-topk`` (default: the
-    reference's top-500, at most ``num_classes``)."""
-    return SelfDistillation(args.subpath_alpha, args.subpath_temp, args.kd_topk or min(DEFAULT_TOPK, num_classes))
+    """The distillation of ``--subpath-alpha``, ``--subpath-temp``, ``--kd-topk`` (default: the reference's
+    top-500, at most ``num_classes``), ``--fpn`` and ``--teacher`` (:func:`adn.teacher.make_distillation`)."""
+    teacher = getattr(args, "teacher", None)
+    if teacher is not None:  # the checkpoint's args record the teacher's file hash, never its weights
+        args.teacher_sha256 = file_sha256(args.teacher_weights)
+    return make_distillation(
+        num_classes,
+        alpha=args.subpath_alpha,
+        temperature=args.subpath_temp,
+        topk=args.kd_topk,
+        features=getattr(args, "fpn", False),
+        teacher=teacher,
+        teacher_weights=getattr(args, "teacher_weights", None),
+        device=args.device,
+        compile_teacher=getattr(args, "compile", False),
+    )
 
 
 def build_data(args: argparse.Namespace, image_size: int, device: torch.device):
@@ -203,7 +218,8 @@ def _validate(run: Run, val_loader, record: dict) -> None:
 def _train(args: argparse.Namespace) -> int:
     device = _setup(args)
     image_size = args.train_crop_size or default_input_size(args.model)
-    train_loader, val_loader, train_sampler, classes = build_data(args, default_input_size(args.model), device)
+    with dataset_index_cache(default_cache_dir() if getattr(args, "cache_dataset", False) else None):
+        train_loader, val_loader, train_sampler, classes = build_data(args, default_input_size(args.model), device)
     if args.kd_topk is not None and args.kd_topk > len(classes):
         raise UsageError(
             f"--kd-topk {args.kd_topk} is more than the {len(classes)} classes of the data; use at most "
@@ -215,9 +231,11 @@ def _train(args: argparse.Namespace) -> int:
     if args.start_epoch >= args.epochs:
         _log(f"the run has finished its {args.epochs} epochs; extend it with --epochs N")
         return 0
+    if getattr(args, "torch_compile", False):  # training and per-epoch evaluation; checkpoints keep run.net's names
+        run.model = torch.compile(run.net)
     if args.distributed:
         run.model = torch.nn.parallel.DistributedDataParallel(
-            run.net, device_ids=[args.gpu] if args.gpu is not None else None
+            run.model, device_ids=[args.gpu] if args.gpu is not None else None
         )
     output_dir = Path(args.output_dir)
     if is_main_process():

@@ -30,6 +30,7 @@ from .options import (
     check_positive,
     explicit_dests,
 )
+from .reference_today import add_reference_today_args, check_reference_today_args
 
 #: torchvision reference defaults, used with ``--data-path`` for every flag the user did not set
 REFERENCE_DEFAULTS = dict(
@@ -90,6 +91,7 @@ NOT_RESTORED = {
     "distributed",
     "rank",
     "world_size",
+    "dist_url",
     "gpu",
     "restored",
     "resumed_epochs",
@@ -145,6 +147,7 @@ def get_args_parser(prog: str = "adn train") -> Parser:
         "train_adn.py --test-only (what adn eval does; evaluation flags below)",
     )
     add_eval_args(p, "evaluation (with --test-only)", model_ema=False)
+    add_reference_today_args(p)
     return p
 
 
@@ -290,6 +293,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UsageError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on the CPU)")
     if args.amp_dtype is not None and not args.amp:
         raise UsageError("--amp-dtype sets the dtype of --amp; add --amp")
+    check_reference_today_args(args)
 
 
 def parse(argv: Sequence[str] | None, prog: str = "adn train") -> argparse.Namespace:
