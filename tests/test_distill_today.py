@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import pytest
 import torch
@@ -156,3 +157,61 @@ def test_load_teacher_from_a_local_file(tmp_path):
     assert torch.equal(loaded.fc.weight, adn_teacher.fc.weight)
     fingerprint = teacher_fingerprint("resnet20", tmp_path / "a.pth")
     assert fingerprint["teacher"] == "resnet20" and len(fingerprint["teacher_sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_adn_train_with_a_teacher_records_it_by_name_and_hash_only(tmp_path):
+    import torchvision
+
+    from adn.checkpoint import load_checkpoint
+    from helpers import ADN, run
+
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "teacher.pth")
+    common = ["--model", "resnet20", "--teacher", "tv:resnet18", "--epochs", "1", "--calib-images", "0", "-q"]
+    out = run(
+        [
+            *ADN,
+            "train",
+            *common,
+            "--teacher-weights",
+            str(tmp_path / "teacher.pth"),
+            "--fpn",
+            "--max-steps",
+            "2",
+            "--train-subset",
+            "32",
+            "--val-subset",
+            "16",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert ckpt["args"]["teacher"] == "tv:resnet18" and ckpt["args"]["fpn"]
+    assert ckpt["args"]["teacher_sha256"] == teacher_fingerprint("x", tmp_path / "teacher.pth")["teacher_sha256"]
+    assert set(ckpt["model"]) == set(adn.create_model("resnet20", num_classes=10).state_dict())  # no teacher keys
+    missing = run([*ADN, "train", "--distillation", "--output-dir", str(tmp_path / "other")])
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+    assert "needs --teacher-weights FILE" in missing.stderr
+
+
+def test_dataset_index_cache_reuses_the_scan_until_a_class_folder_changes(tmp_path):
+    from PIL import Image
+
+    from adn.data.folder import _ImageFolder
+    from adn.datacache import dataset_index_cache
+
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / "d" / c / "0.png")
+    with dataset_index_cache(tmp_path / "cache"):
+        first = _ImageFolder(str(tmp_path / "d"), None).samples
+        assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+        again = _ImageFolder(str(tmp_path / "d"), None).samples
+        Image.new("RGB", (4, 4)).save(tmp_path / "d" / "b" / "1.png")  # touches b/: a new scan
+        os.utime(tmp_path / "d" / "b", ns=(1, 1))  # a distinct mtime even on coarse-clock file systems
+        grown = _ImageFolder(str(tmp_path / "d"), None).samples
+    assert first == again and len(first) == 2 and len(grown) == 3
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert len(_ImageFolder(str(tmp_path / "d"), None).samples) == 3  # no cache outside the context
