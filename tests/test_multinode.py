@@ -127,9 +127,10 @@ def test_process_group_from_torchrun_or_srun():
     with pytest.raises(ValueError, match="--world-size 8 differs from the launcher's WORLD_SIZE=4"):
         process_group_spec(torchrun, 8, "env://")
     srun = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NTASKS": "8"}
-    assert process_group_spec(srun, None, "tcp://node1:29500") == ProcessGroupSpec(5, 8, 1, "tcp://node1:29500")
+    assert process_group_spec(srun, 8, "tcp://node1:29500") == ProcessGroupSpec(5, 8, 1, "tcp://node1:29500")
     with pytest.raises(ValueError, match="needs --dist-url tcp://HOST:PORT"):
-        process_group_spec(srun, None, "env://")
+        process_group_spec(srun, 8, "env://")
+    assert process_group_spec(srun, None, "env://") is None  # a plain run inside an allocation: one process
     assert process_group_spec({}, None, "env://") is None  # one process
     with pytest.raises(ValueError, match="adn starts no processes"):
         process_group_spec({}, 2, "env://")

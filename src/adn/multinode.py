@@ -21,8 +21,10 @@ def process_group_spec(env: Mapping[str, str], world_size: int | None, dist_url:
     """The process group of this process, or None for a single-process run.
 
     torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` come first (``--world-size``, if given, must agree); else a
-    task of ``srun`` (``SLURM_PROCID``, ``SLURM_LOCALID``, world size ``--world-size`` or ``SLURM_NTASKS``), which
+    task of ``srun`` (``SLURM_PROCID``, ``SLURM_LOCALID``, world size ``--world-size``), which
     then needs ``--dist-url tcp://HOST:PORT`` unless ``MASTER_ADDR``/``MASTER_PORT`` are set for ``env://``.
+    As in torchvision's reference, an srun task's world size is ``--world-size`` alone (default 1): a plain run
+    inside a multi-task allocation stays one process.
     """
     if "RANK" in env and "WORLD_SIZE" in env:
         size = int(env["WORLD_SIZE"])
@@ -32,7 +34,7 @@ def process_group_spec(env: Mapping[str, str], world_size: int | None, dist_url:
             )
         rank, local_rank = int(env["RANK"]), int(env.get("LOCAL_RANK", 0))
     elif "SLURM_PROCID" in env:
-        size = world_size or int(env.get("SLURM_NTASKS", 1))
+        size = world_size or 1
         rank, local_rank = int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0))
         if size > 1 and dist_url == "env://" and not ("MASTER_ADDR" in env and "MASTER_PORT" in env):
             raise ValueError(

@@ -51,7 +51,8 @@ def add_reference_today_args(p: argparse.ArgumentParser) -> None:
         "--world-size",
         type=int,
         default=None,
-        help="number of processes (default: torchrun's WORLD_SIZE, or SLURM_NTASKS under srun)",
+        help="number of processes: torchrun's WORLD_SIZE (must agree if given), or of srun tasks started without "
+        "torchrun (with --dist-url)",
     )
     g.add_argument(
         "--dist-url", default="env://", help="torch.distributed init method, e.g. tcp://HOST:PORT (default: env://)"
