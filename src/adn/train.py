@@ -84,7 +84,7 @@ def build_distillation(args: argparse.Namespace, num_classes: int) -> SelfDistil
         features=getattr(args, "fpn", False),
         teacher=teacher,
         teacher_weights=getattr(args, "teacher_weights", None),
-        device=args.device,
+        device=getattr(args, "device", "cpu"),
         compile_teacher=getattr(args, "compile", False),
     )
 

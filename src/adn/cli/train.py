@@ -81,6 +81,10 @@ CHANGEABLE_ON_RESUME = {
     "download",
     "resume",
     "max_steps",
+    "torch_compile",
+    "compile",
+    "cache_dataset",
+    "teacher_weights",
 }
 #: never taken from a checkpoint: they describe this invocation or this machine, not the run
 NOT_RESTORED = {
