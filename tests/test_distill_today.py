@@ -191,6 +191,10 @@ def test_adn_train_with_a_teacher_records_it_by_name_and_hash_only(tmp_path):
     assert ckpt["args"]["teacher"] == "tv:resnet18" and ckpt["args"]["fpn"]
     assert ckpt["args"]["teacher_sha256"] == teacher_fingerprint("x", tmp_path / "teacher.pth")["teacher_sha256"]
     assert set(ckpt["model"]) == set(adn.create_model("resnet20", num_classes=10).state_dict())  # no teacher keys
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "other.pth")
+    other = [*ADN, "train", "--resume", str(tmp_path / "run" / "checkpoint.pth"), "--epochs", "2"]
+    changed = run([*other, "--teacher-weights", str(tmp_path / "other.pth")])
+    assert changed.returncode == 2 and "is not the teacher file this run was trained with" in changed.stderr
     missing = run([*ADN, "train", "--distillation", "--output-dir", str(tmp_path / "other")])
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "needs --teacher-weights FILE" in missing.stderr

@@ -43,7 +43,10 @@ def build_teacher_model(arch: str, num_classes: int) -> nn.Module:
         if not timm.is_model(name):
             raise ValueError(f"--teacher {arch}: timm has no model {name!r}; see timm.list_models()")
         return timm.create_model(name, pretrained=False, num_classes=num_classes)
-    model_info(arch)  # one line naming the known models if unknown
+    try:
+        model_info(arch)
+    except ValueError as exc:  # one line naming the known models
+        raise ValueError(f"--teacher {exc}") from None
     return create_model(arch, num_classes=num_classes)
 
 
@@ -116,15 +119,22 @@ def make_distillation(
     teacher_weights: str | os.PathLike | None = None,
     device: torch.device | str = "cpu",
     compile_teacher: bool = False,
+    expected_sha256: str | None = None,
 ) -> SelfDistillation:
     """The distillation of a run: top-k defaults to the reference's 500, at most ``num_classes``; with a
     ``teacher`` (and its local ``teacher_weights``) a :class:`TeacherDistillation` at the reference's T = 2 for both
-    terms, else a :class:`SelfDistillation` at ``temperature``. ``features``: feature self-distillation."""
+    terms, else a :class:`SelfDistillation` at ``temperature``. ``features``: feature self-distillation.
+    ``expected_sha256``: the teacher file a resumed run was trained with (another file is an error)."""
     topk = topk or min(DEFAULT_TOPK, num_classes)
     if teacher is None:
         return SelfDistillation(alpha, temperature, topk, features=features)
     if teacher_weights is None:
         raise ValueError(f"--teacher {teacher} needs --teacher-weights FILE (adn downloads nothing)")
+    if expected_sha256 is not None and file_sha256(teacher_weights) != expected_sha256:
+        raise ValueError(
+            f"--teacher-weights {teacher_weights} is not the teacher file this run was trained with (SHA-256 "
+            f"{expected_sha256[:12]}...); give that file, or start a new run from the weights (--weights)"
+        )
     model = load_teacher(teacher, teacher_weights, num_classes, device, compile=compile_teacher)
     return TeacherDistillation(alpha, topk=topk, features=features, teacher=model)
 

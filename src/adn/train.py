@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import data as adn_data
 from .calibrate import calibrate
-from .checkpoint import save_checkpoint, save_weights
+from .checkpoint import peek_checkpoint_arg, save_checkpoint, save_weights
 from .datacache import dataset_index_cache, default_cache_dir
 from .distributed import cleanup_distributed, get_rank, init_distributed_mode, is_main_process, reduce_sum
 from .engine import StepOptions, evaluate, train_one_epoch
@@ -73,7 +73,8 @@ def _classes(dataset) -> list[str]:
 def build_distillation(args: argparse.Namespace, num_classes: int) -> SelfDistillation:
     """The distillation of ``--subpath-alpha``, ``--subpath-temp``, ``--kd-topk`` (default: the reference's
     top-500, at most ``num_classes``), ``--fpn`` and ``--teacher`` (:func:`adn.teacher.make_distillation`)."""
-    teacher = getattr(args, "teacher", None)
+    teacher, resumed = getattr(args, "teacher", None), getattr(args, "resume", None)
+    trained_with = peek_checkpoint_arg(resumed, "teacher_sha256") if teacher and resumed else None
     if teacher is not None:  # the checkpoint's args record the teacher's file hash, never its weights
         args.teacher_sha256 = file_sha256(args.teacher_weights)
     return make_distillation(
@@ -86,6 +87,7 @@ def build_distillation(args: argparse.Namespace, num_classes: int) -> SelfDistil
         teacher_weights=getattr(args, "teacher_weights", None),
         device=getattr(args, "device", "cpu"),
         compile_teacher=getattr(args, "compile", False),
+        expected_sha256=trained_with,
     )
 
 
