@@ -134,3 +134,50 @@ def test_process_group_from_torchrun_or_srun():
     assert process_group_spec({}, None, "env://") is None  # one process
     with pytest.raises(ValueError, match="adn starts no processes"):
         process_group_spec({}, 2, "env://")
+
+
+_SRUN_TASK = textwrap.dedent(
+    """
+    import argparse, sys
+    import torch
+    import torch.distributed as dist
+    from adn.distributed import cleanup_distributed, init_distributed_mode
+
+    args = argparse.Namespace(device="cpu", world_size=2, dist_url=sys.argv[1])
+    init_distributed_mode(args)
+    t = torch.tensor([float(args.rank + 1)])
+    dist.all_reduce(t)
+    print("RANK", args.rank, "OF", args.world_size, "SUM", t.item(), flush=True)
+    cleanup_distributed()
+    """
+)
+
+
+def test_srun_tasks_join_through_world_size_and_dist_url(tmp_path):
+    """Two tasks as ``srun python train_adn.py --world-size 2 --dist-url tcp://HOST:PORT`` starts them (no torchrun):
+    the process group is the one the flags name."""
+    script = tmp_path / "task.py"
+    script.write_text(_SRUN_TASK)
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, str(script), url],
+            env=child_env({"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NTASKS": "2"}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for rank in range(2)
+    ]
+    try:
+        logs = [task.communicate(timeout=120)[0] for task in tasks]
+    finally:
+        for task in tasks:
+            if task.poll() is None:
+                os.killpg(task.pid, signal.SIGKILL)
+    assert all(task.returncode == 0 for task in tasks), "\n".join(logs)
+    assert [line for log in logs for line in log.splitlines() if line.startswith("RANK")] == [
+        "RANK 0 OF 2 SUM 3.0",
+        "RANK 1 OF 2 SUM 3.0",
+    ]
