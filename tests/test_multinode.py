@@ -27,7 +27,7 @@ _WORKER = textwrap.dedent(
     import torch
     import adn
     from adn.distributed import cleanup_distributed, init_distributed_mode
-    from adn.engine import train_one_epoch
+    from adn.engine import StepOptions, train_one_epoch
     from adn.losses import SelfDistillation
 
     args = argparse.Namespace(device="cpu", world_size=None, dist_url="env://")
