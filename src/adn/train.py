@@ -36,8 +36,9 @@ QUIET = 10**9  # print_freq that silences progress reports
 
 def run_training(args: argparse.Namespace) -> int:
     init_distributed_mode(args)
-    try:
-        return _train(args)
+    try:  # --cache-dataset: every ImageFolder scan of the run (train, val, calibration) goes through the cache
+        with dataset_index_cache(default_cache_dir() if getattr(args, "cache_dataset", False) else None):
+            return _train(args)
     finally:
         cleanup_distributed()
 
@@ -220,8 +221,7 @@ def _validate(run: Run, val_loader, record: dict) -> None:
 def _train(args: argparse.Namespace) -> int:
     device = _setup(args)
     image_size = args.train_crop_size or default_input_size(args.model)
-    with dataset_index_cache(default_cache_dir() if getattr(args, "cache_dataset", False) else None):
-        train_loader, val_loader, train_sampler, classes = build_data(args, default_input_size(args.model), device)
+    train_loader, val_loader, train_sampler, classes = build_data(args, default_input_size(args.model), device)
     if args.kd_topk is not None and args.kd_topk > len(classes):
         raise UsageError(
             f"--kd-topk {args.kd_topk} is more than the {len(classes)} classes of the data; use at most "
