@@ -26,7 +26,8 @@ def is_main_process() -> bool:
 
 
 def init_distributed_mode(args: argparse.Namespace) -> None:
-    """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
+    """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or
+    by an srun task's with ``args.world_size``/``args.dist_url`` (:func:`adn.multinode.process_group_spec`).
 
     Sets ``args.distributed``, ``args.rank``, ``args.world_size`` and ``args.gpu``; NCCL on CUDA, gloo on CPU.
     Without those variables this is a single-process run.
