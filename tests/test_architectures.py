@@ -43,12 +43,17 @@ MODELS: dict[str, Expect] = {
     "mobilenet_v2": Expect((1, 1, 2, 1, 1), MNV2, 7, "mobilenet_v2"),
     "mobilenet_v2_cifar": Expect((1, 1, 2, 1, 1), MNV2, 7),
     "resnet101": Expect((1, 2, 11, 1), BN3, 0, "resnet101"),
+    # ResNet-D: the downsampling shortcut's avg-pool + 1x1 conv are not torchvision's names
+    "resnet101vd": Expect((1, 2, 11, 1), BN3),
     "resnet20": Expect((1, 1, 1), BN2),
     "resnet50": Expect((1, 2, 3, 1), BN3, 0, "resnet50"),
+    "resnet50vd": Expect((1, 2, 3, 1), BN3),
     "resnet56": Expect((4, 4, 4), BN2),
     "swin_cifar": Expect((1, 1, 1, 1), SWIN, 3),  # + the three patch-merging norms
     "swin_t": Expect((1, 1, 3, 1), SWIN, 3, "swin_t"),
+    "swin_v2_t": Expect((1, 1, 3, 1), SWIN, 3, "swin_v2_t"),
     "vit_b_16": Expect((1, 1, 1, 1), VIT, 0, "vit_b_16"),
+    "vit_b_32": Expect((1, 1, 1, 1), VIT, 0, "vit_b_32"),
     "vit_cifar": Expect((1, 1, 1, 1), VIT),
 }
 ALL = adn.list_models()

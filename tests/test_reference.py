@@ -52,7 +52,11 @@ def _build(name: str) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "swin_t", "vit_b_16"])
+#: the reference's newer architectures (reference-today.md), besides the four of the paper
+NEWER = ["resnet101", "resnet50vd", "resnet101vd", "swin_v2_t", "vit_b_32"]
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "swin_t", "vit_b_16", *NEWER])
 def test_reference_state_dict_loads_strictly(name):
     reference = _reference_state_dict(name)
     with torch.device("meta"):
@@ -97,6 +101,12 @@ TWIN_CASES = [
     ("swin_t", "features.4.2.norm2_skip", 2),  # a mandatory block of stage 3
     ("resnet50", "layer3.1.bn2_skip", 2),
     ("vit_b_16", "encoder.layers.encoder_layer_4.ln_1_skip", 1),
+    ("resnet101", "layer3.10.bn3_skip", 2),  # the last mandatory block of the 23-block stage
+    ("resnet50vd", "layer4.0.bn1_skip", 3),
+    ("resnet101vd", "layer2.1.bn2_skip", 1),
+    ("swin_v2_t", "features.1.norm_skip", 1),  # patch merging (V2: norm after the reduction) before stage 2
+    ("swin_v2_t", "features.4.2.norm1_skip", 2),  # a mandatory block of stage 3
+    ("vit_b_32", "encoder.layers.encoder_layer_10.ln_2_skip", 3),
 ]
 
 
@@ -113,7 +123,7 @@ def test_each_reference_twin_moves_exactly_the_configs_of_its_flag(name, twin, s
         reference_models[name] = _build(name)
     model = reference_models[name]
     norm = model.get_submodule(_our_name(model, name, twin + ".bias").rsplit(".", 1)[0])
-    size = 224 if name in ("vit_b_16", "swin_t") else 64  # convolutional nets take any resolution
+    size = 224 if name.startswith("vit") or name == "swin_t" else 64  # the others take any resolution
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     configs = _configs(model, stage)
     assert _moved(model, x, lambda: norm.bias.data.add_(0.5), configs) == _expected(configs, stage)
@@ -158,3 +168,30 @@ def test_default_distillation_is_top_500_capped():
 
     assert DEFAULT_TOPK == 500 and SelfDistillation().topk == 500
     assert parse(["--kd-topk", "7"]).kd_topk == 7 and parse([]).kd_topk is None  # None: min(500, classes) at start
+
+
+def test_resnet_d_shortcut_average_pools_before_its_conv():
+    with torch.device("meta"):
+        vd, plain = adn.create_model("resnet50vd"), adn.create_model("resnet50")
+    pool, conv, norm = vd.layer2[0].downsample
+    assert isinstance(pool, torch.nn.AvgPool2d) and pool.ceil_mode and pool.kernel_size == pool.stride == 2
+    assert conv.stride == (1, 1) and isinstance(norm, torch.nn.BatchNorm2d)
+    assert len(vd.layer1[0].downsample) == 2  # the stride-1 shortcut of layer1 is a plain 1x1 conv + norm
+    assert [n for n, _ in vd.named_parameters() if not n.startswith("layer")] == [
+        n for n, _ in plain.named_parameters() if not n.startswith("layer")
+    ]  # stem and head unchanged
+    assert "layer2.0.downsample.1" not in dict(vd.layout.twins)  # shortcut norms stay shared
+
+
+@pytest.mark.parametrize("name", NEWER)
+def test_registry_holds_the_flops_of_every_subnetwork(name):
+    from adn.flops import count_flops_table
+
+    info = adn.model_info(name)
+    with torch.device("meta"):
+        model = adn.create_model(name)
+    configs = list(adn.subnets(model))
+    assert set(info.published) == {adn.format_skip(c) for c in configs}
+    counts = count_flops_table(model, configs, info.input_size)
+    for skip, count in zip(configs, counts, strict=True):
+        assert count / 1e9 == pytest.approx(info.published[adn.format_skip(skip)][0], abs=0.006), skip

@@ -26,7 +26,7 @@ from .engine import distillation_step, train_one_epoch
 from .evaluation import evaluate
 from .export import export_subnet
 from .flops import count_flops, count_params
-from .losses import SelfDistillation, distillation_loss
+from .losses import SelfDistillation, TeacherDistillation, distillation_loss
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
 from .skip import (
     AdaptiveDepthNet,
@@ -63,6 +63,7 @@ __all__ = [
     "ModelInfo",
     "SkipAwareNorm",
     "Stage",
+    "TeacherDistillation",
     "bench_subnets",
     "calibrate",
     "clear_calibration",

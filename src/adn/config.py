@@ -75,16 +75,23 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Self-distillation: the super-net's CE weight ``alpha``, the temperature, the top-k classes distilled."""
+    """Self-distillation: the super-net's CE weight ``alpha``, the temperature, the top-k classes distilled;
+    feature self-distillation (``fpn``); an external teacher (``teacher``, its local ``teacher_weights``, ``compile``
+    it: the reference's ``train_adn_distill.py --compile``)."""
 
     subpath_alpha: float = 0.5
     subpath_temp: float = 1.0
     kd_topk: int | None = None
+    fpn: bool = False
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    compile: bool = False
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """How the steps run: device, seed, precision, determinism, progress output, the final calibration."""
+    """How the steps run: device, seed, precision, determinism, progress output, the final calibration,
+    ``torch.compile``, the dataset index cache, and the process group to join outside torchrun."""
 
     device: str = "cpu"
     seed: int = 0
@@ -97,6 +104,12 @@ class RunConfig:
     print_freq: int = 10
     quiet: bool = False
     calib_images: int = 1024
+    torch_compile: bool = False
+    cache_dataset: bool = False
+    #: the ``--world-size`` flag (srun tasks without torchrun), not the group's actual size: that is
+    #: ``DistState.world_size``, which a checkpoint's ``args`` record as ``world_size`` (the reference layout)
+    dist_world_size: int | None = None
+    dist_url: str = "env://"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .multinode import process_group_spec
+
 
 def is_dist_avail_and_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -31,7 +33,7 @@ class DistState:
 
     distributed: bool = False
     rank: int = 0
-    world_size: int = 1
+    world_size: int = 1  #: the group's actual size (the ``--world-size`` flag is ``RunConfig.dist_world_size``)
     gpu: int | None = None  #: the local CUDA device index, under torchrun
     device: str = "cpu"  #: the device this process runs on (``cuda:<local rank>`` under torchrun)
 
@@ -40,20 +42,24 @@ class DistState:
         return {"distributed": self.distributed, "rank": self.rank, "world_size": self.world_size, "gpu": self.gpu}
 
 
-def init_distributed(device: str) -> DistState:
-    """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``);
-    NCCL on CUDA, gloo on CPU. Without those variables this is a single-process run on ``device``."""
-    if not ("RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1):
+def init_distributed(device: str, world_size: int | None = None, dist_url: str = "env://") -> DistState:
+    """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or
+    the one of an srun task started without torchrun, of ``world_size`` processes at ``dist_url`` (torchvision's
+    ``--world-size``/``--dist-url``; :func:`adn.multinode.process_group_spec`); NCCL on CUDA, gloo on CPU.
+    Without either this is a single-process run on ``device``."""
+    spec = process_group_spec(os.environ, world_size, dist_url)
+    if spec is None:
         return DistState(device=str(device))
-    rank, world_size, gpu = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), None
+    gpu = None
     cuda = str(device).startswith("cuda")
     if cuda:
-        gpu = int(os.environ.get("LOCAL_RANK", 0))
+        gpu = spec.local_rank
         torch.cuda.set_device(gpu)
         device = f"cuda:{gpu}"
-    dist.init_process_group(backend="nccl" if cuda else "gloo", init_method="env://", world_size=world_size, rank=rank)
+    backend = "nccl" if cuda else "gloo"
+    dist.init_process_group(backend=backend, init_method=spec.init_method, world_size=spec.world_size, rank=spec.rank)
     dist.barrier()
-    return DistState(True, rank, world_size, gpu, str(device))
+    return DistState(True, spec.rank, spec.world_size, gpu, str(device))
 
 
 def cleanup_distributed() -> None:

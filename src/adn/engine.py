@@ -252,17 +252,15 @@ def distillation_step(
     distributed = isinstance(model, DistributedDataParallel)
     if distributed and tie_params is None:
         tie_params = super_net_only_parameters(net)
-    n = net.num_stages
     autocast = torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     with model.no_sync() if distributed else contextlib.nullcontext():
-        with autocast:
-            super_out = model(images, skip=(False,) * n)
-            loss_super = distill.super_loss(super_out, target, criterion)
+        with autocast:  # the pass and its loss are the distillation's: feature capture, an external teacher
+            loss_super, super_out, super_features = distill.super_pass(model, images, target, criterion)
         _backward(loss_super, scaler)
     teacher = super_out.detach()
     del super_out  # its graph is already freed by the backward
     with autocast:
-        loss_base = distill.base_loss(teacher, model(images, skip=(True,) * n))
+        loss_base = distill.base_pass(model, images, teacher, super_features)
         if distributed and tie_params:
             loss_base = loss_base + 0.0 * sum(p.sum() for p in tie_params)
     _backward(loss_base, scaler)

@@ -70,6 +70,13 @@ def register_model(
     return wrap
 
 
+def flops_table(text: str) -> dict[str, tuple[float, None]]:
+    """``"FFFF 4.11 FFFT 3.98 ..."`` -> ``{"FFFF": (4.11, None), ...}``: a sub-network GMACs table without
+    accuracies, for the ``published`` entry of a model with no published results (ours, measured)."""
+    words = text.split()
+    return {skip: (float(gmacs), None) for skip, gmacs in zip(words[::2], words[1::2], strict=True)}
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model` (besides converted ``tv:``/``timm:`` models), sorted."""
     return sorted(_REGISTRY)
@@ -145,6 +152,7 @@ def create_model(
 __all__ = [
     "ModelInfo",
     "create_model",
+    "flops_table",
     "is_converted_name",
     "list_models",
     "model_info",

@@ -44,6 +44,8 @@ class Run:
     meta: dict
     best: dict
     start_epoch: int = 0  #: the first epoch to run (set by :func:`resume`)
+    #: the external teacher's weights file's SHA-256, derived from the config (a checkpoint's ``args`` record it)
+    teacher_sha256: str | None = None
 
 
 def _normalization(config: TrainConfig) -> tuple[list[float], list[float]]:
@@ -54,9 +56,16 @@ def _normalization(config: TrainConfig) -> tuple[list[float], list[float]]:
     return list(adn_data.DIGITS_MEAN), list(adn_data.DIGITS_STD)
 
 
-def build_run(config: TrainConfig, dist: DistState, device: torch.device, classes: list[str], image_size: int) -> Run:
+def build_run(
+    config: TrainConfig,
+    dist: DistState,
+    device: torch.device,
+    classes: list[str],
+    image_size: int,
+    teacher_sha256: str | None = None,
+) -> Run:
     """The run's model, optimiser, schedule, EMA and scaler; ``image_size``: the evaluation resolution (what
-    inference preprocesses at, recorded in the metadata)."""
+    inference preprocesses at, recorded in the metadata); ``teacher_sha256``: the external teacher's file hash."""
     ck, data, run = config.checkpoint, config.data, config.run
     model = create_model(config.model, num_classes=len(classes))
     if ck.weights:
@@ -98,6 +107,7 @@ def build_run(config: TrainConfig, dist: DistState, device: torch.device, classe
         meta,
         {"epoch": None, "acc1": None},
         ck.start_epoch,
+        teacher_sha256,
     )
 
 
@@ -173,7 +183,8 @@ def resumed_config(path: str, **changes: Any) -> TrainConfig:
     stored = peek_checkpoint_args(path)
     if stored is None:
         raise ValueError(f"{path} holds no training arguments to resume from; start a new run with weights={path!r}")
-    base = TrainConfig.from_flat(stored)
+    # the process group is this invocation's (torchrun's environment, or dist_world_size/dist_url given again)
+    base = TrainConfig.from_flat({k: v for k, v in stored.items() if k not in ("dist_world_size", "dist_url")})
     return base.replace(output_dir=str(Path(path).parent), resume=str(path), **changes)
 
 
@@ -184,7 +195,7 @@ def make_checkpoint(run: Run, epoch: int, position: dict | None = None) -> dict:
         "optimizer": run.optimizer.state_dict(),
         "lr_scheduler": run.scheduler.state_dict(),
         "epoch": epoch,
-        "args": {**run.config.flat(), **run.dist.flat()},  # the reference layout: flag name -> value
+        "args": _flat_args(run),
         "model_ema": run.ema.state_dict() if run.ema is not None else None,
         "scaler": run.scaler.state_dict() if run.scaler is not None else None,
         "rng": _rng_state(),
@@ -192,6 +203,15 @@ def make_checkpoint(run: Run, epoch: int, position: dict | None = None) -> dict:
         "best": run.best,
         "meta": run.meta,
     }
+
+
+def _flat_args(run: Run) -> dict[str, Any]:
+    """A checkpoint's ``args``, the reference layout: flag name -> value, the process group's actual size and rank,
+    and the teacher file's hash (what a resumed run checks its ``--teacher-weights`` against)."""
+    args = {**run.config.flat(), **run.dist.flat()}
+    if run.teacher_sha256 is not None:
+        args["teacher_sha256"] = run.teacher_sha256
+    return args
 
 
 def prune_checkpoints(output_dir: Path, keep: str, best_epoch: int | None) -> None:

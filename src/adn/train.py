@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from .calibrate import calibrate
-from .checkpoint import save_checkpoint, save_weights
+from .checkpoint import peek_checkpoint_arg, save_checkpoint, save_weights
 from .config import DistillConfig, RunConfig, TrainConfig
 from .data import TrainData, build_data, calibration_loader
+from .datacache import dataset_index_cache, default_cache_dir
 from .distributed import DistState, cleanup_distributed, get_rank, init_distributed, is_main_process, reduce_sum
 from .engine import StepOptions, train_one_epoch
 from .errors import UsageError
@@ -26,6 +27,7 @@ from .interrupt import StopRequest
 from .losses import DEFAULT_TOPK, SelfDistillation
 from .run import Run, build_run, make_checkpoint, prune_checkpoints, resume, seed_epoch, set_rng_state
 from .skip import BATCH_NORM_TYPES
+from .teacher import file_sha256, make_distillation
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 QUIET = 10**9  # print_freq that silences progress reports
@@ -33,10 +35,13 @@ QUIET = 10**9  # print_freq that silences progress reports
 
 def fit(config: TrainConfig) -> int:
     """Run ``config`` -- what ``adn train`` runs from its flags (:func:`adn.train_config` builds one the same
-    way) -- in this process, or in the process group of torchrun's environment. Returns the exit status."""
-    dist = init_distributed(config.run.device)
-    try:
-        return _train(config, dist)
+    way) -- in this process, or in the process group of torchrun's environment (or of srun tasks with
+    ``dist_world_size``/``dist_url``). Returns the exit status."""
+    cfg = config.run
+    dist = init_distributed(cfg.device, cfg.dist_world_size, cfg.dist_url)
+    try:  # --cache-dataset: every ImageFolder scan of the run (train, val, calibration) goes through the cache
+        with dataset_index_cache(default_cache_dir() if cfg.cache_dataset else None):
+            return _train(config, dist)
     finally:
         cleanup_distributed()
 
@@ -58,15 +63,30 @@ def _setup(run: RunConfig, dist: DistState) -> torch.device:
     return device
 
 
-def build_distillation(cfg: DistillConfig, num_classes: int) -> SelfDistillation:
-    """The self-distillation of ``subpath_alpha``, ``subpath_temp`` and ``kd_topk`` (default: the reference's
-    top-500, at most ``num_classes``)."""
+def build_distillation(
+    cfg: DistillConfig, num_classes: int, device: torch.device | str = "cpu", resume: str | None = None
+) -> SelfDistillation:
+    """The distillation of ``subpath_alpha``, ``subpath_temp``, ``kd_topk`` (default: the reference's top-500, at
+    most ``num_classes``), ``fpn`` and ``teacher`` (:func:`adn.teacher.make_distillation`, the teacher on
+    ``device``). ``resume``: the checkpoint a resumed run continues; its teacher file must be the one recorded."""
     if cfg.kd_topk is not None and cfg.kd_topk > num_classes:
         raise UsageError(
             f"--kd-topk {cfg.kd_topk} is more than the {num_classes} classes of the data; use at most "
             f"{num_classes} (or omit it: min({DEFAULT_TOPK}, classes))"
         )
-    return SelfDistillation(cfg.subpath_alpha, cfg.subpath_temp, cfg.kd_topk or min(DEFAULT_TOPK, num_classes))
+    trained_with = peek_checkpoint_arg(resume, "teacher_sha256") if cfg.teacher and resume else None
+    return make_distillation(
+        num_classes,
+        alpha=cfg.subpath_alpha,
+        temperature=cfg.subpath_temp,
+        topk=cfg.kd_topk,
+        features=cfg.fpn,
+        teacher=cfg.teacher,
+        teacher_weights=cfg.teacher_weights,
+        device=device,
+        compile_teacher=cfg.compile,
+        expected_sha256=trained_with if isinstance(trained_with, str) else None,
+    )
 
 
 def _step_options(config: TrainConfig) -> StepOptions:
@@ -108,17 +128,21 @@ def _train(config: TrainConfig, dist: DistState) -> int:
     device = _setup(config.run, dist)
     model_size = default_input_size(config.model)
     data = build_data(config.data, model_size, device, config.run.seed, dist, config.model)
-    distill = build_distillation(config.distill, len(data.classes))
+    distill = build_distillation(config.distill, len(data.classes), device, config.checkpoint.resume)
     # what inference should preprocess at: the size validation ran at (the v2 recipe trains at 176, evaluates at 224)
-    run = build_run(config, dist, device, data.classes, config.data.val_crop_size or model_size)
+    # checkpoints record an external teacher by its file's hash, never its weights
+    sha = file_sha256(config.distill.teacher_weights) if config.distill.teacher is not None else None
+    run = build_run(config, dist, device, data.classes, config.data.val_crop_size or model_size, teacher_sha256=sha)
     start_step, resume_rng = resume(run) if config.checkpoint.resume else (0, None)
     epochs = config.optim.epochs
     if run.start_epoch >= epochs:
         _log(f"the run has finished its {epochs} epochs; extend it with --epochs N")
         return 0
+    if config.run.torch_compile:  # training and per-epoch evaluation; checkpoints keep run.net's names
+        run.model = torch.compile(run.net)
     if dist.distributed:
         run.model = nn.parallel.DistributedDataParallel(
-            run.net, device_ids=[dist.gpu] if dist.gpu is not None else None
+            run.model, device_ids=[dist.gpu] if dist.gpu is not None else None
         )
     output_dir = Path(config.checkpoint.output_dir)
     if is_main_process():

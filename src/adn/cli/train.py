@@ -33,6 +33,7 @@ from .options import (
     check_positive,
     explicit_dests,
 )
+from .reference_today import add_reference_today_args, check_reference_today_args
 
 #: flags a resumed run may change; every other flag given again must equal the run's own value
 CHANGEABLE_ON_RESUME = {
@@ -50,6 +51,10 @@ CHANGEABLE_ON_RESUME = {
     "download",
     "resume",
     "max_steps",
+    "torch_compile",
+    "compile",
+    "cache_dataset",
+    "teacher_weights",
 }
 #: never taken from a checkpoint: they describe this invocation or this machine, not the run
 NOT_RESTORED = {
@@ -60,6 +65,8 @@ NOT_RESTORED = {
     "distributed",
     "rank",
     "world_size",
+    "dist_world_size",
+    "dist_url",
     "gpu",
     "restored",
     "resumed_epochs",
@@ -115,6 +122,7 @@ def get_args_parser(prog: str = "adn train") -> Parser:
         "train_adn.py --test-only (what adn eval does; evaluation flags below)",
     )
     add_eval_args(p, "evaluation (with --test-only)", model_ema=False)
+    add_reference_today_args(p)
     return p
 
 
@@ -236,6 +244,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UsageError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on the CPU)")
     if args.amp_dtype is not None and not args.amp:
         raise UsageError("--amp-dtype sets the dtype of --amp; add --amp")
+    check_reference_today_args(args)
 
 
 def parse(argv: Sequence[str] | None, prog: str = "adn train") -> argparse.Namespace:

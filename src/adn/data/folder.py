@@ -55,6 +55,15 @@ class _ImageFolder(ImageFolder):
         self.bad_images = bad_images
         self.skipped: set[str] = set()  # per process (each DataLoader worker counts its own)
 
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        from ..datacache import cached_index  # --cache-dataset: the scan's result saved and reused
+
+        def scan():
+            return ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+
+        return cached_index(directory, class_to_idx, extensions, scan)
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
         if self.bad_images == "stop":
             return super().__getitem__(index)

@@ -1,8 +1,10 @@
 """ResNet-ADN: torchvision's ResNet (blocks, layout and parameter names) on the shared skip mechanism.
 
 ``resnet50``/``resnet101`` follow torchvision exactly, so torchvision's ImageNet state dict loads into the
-super-net path. ``resnet20``/``resnet56`` are the CIFAR-style ResNets (3x3 stem, 3 stages of 16/32/64
-channels, 32x32 input) that train on a CPU in minutes.
+super-net path. ``resnet50vd``/``resnet101vd`` are the reference's ResNet-D variants: a strided shortcut
+average-pools (2x2, stride 2, ceil mode) before its stride-1 1x1 convolution, so its convolution and norm are
+``downsample.1``/``downsample.2``; the stem is torchvision's. ``resnet20``/``resnet56`` are the CIFAR-style
+ResNets (3x3 stem, 3 stages of 16/32/64 channels, 32x32 input) that train on a CPU in minutes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from ..registry import register_model
+from ..registry import flops_table, register_model
 from ..skip import AdaptiveDepthNet
 
 Block = type[BasicBlock | Bottleneck]
@@ -28,9 +30,11 @@ class ResNet(AdaptiveDepthNet):
         num_classes: int = 1000,
         small_input: bool = False,
         zero_init_residual: bool = False,
+        avg_down: bool = False,
     ) -> None:
         super().__init__()
-        self.inplanes = widths[0] if small_input else 64
+        self.avg_down = avg_down
+        self.inplanes = widths[0]  # the stem's width: 64 in the ImageNet ResNets
         if small_input:  # CIFAR stem: one 3x3 conv, no max-pool
             self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=3, stride=1, padding=1, bias=False)
             self.maxpool: nn.Module = nn.Identity()
@@ -63,10 +67,13 @@ class ResNet(AdaptiveDepthNet):
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
-        if stride != 1 or self.inplanes != planes * block.expansion:
+        out = planes * block.expansion
+        if stride != 1 and self.avg_down:  # ResNet-D: the 1x1 conv no longer drops 3 of every 4 positions
             downsample = nn.Sequential(
-                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+                nn.AvgPool2d(stride, stride, ceil_mode=True), conv1x1(self.inplanes, out), nn.BatchNorm2d(out)
             )
+        elif stride != 1 or self.inplanes != out:
+            downsample = nn.Sequential(conv1x1(self.inplanes, out, stride), nn.BatchNorm2d(out))
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
@@ -81,6 +88,21 @@ class ResNet(AdaptiveDepthNet):
 
 
 _TINY = {"num_classes": 10}
+WIDTHS = [64, 128, 256, 512]  # stage widths of the ImageNet ResNets (x4 after a bottleneck)
+_TINY_WIDE = {"num_classes": 10, "widths": [8, 16, 32, 64]}  # an ImageNet layout at 1/8 of the width
+# GMACs of every sub-network at 224 px, counted by adn.count_flops (no published figures: accuracy None)
+RESNET101_GMACS = (
+    "FFFF 7.80 FFFT 7.58 FFTF 5.40 FFTT 5.18 FTFF 7.36 FTFT 7.15 FTTF 4.96 FTTT 4.74 "
+    "TFFF 7.58 TFFT 7.36 TFTF 5.18 TFTT 4.96 TTFF 7.15 TTFT 6.93 TTTF 4.74 TTTT 4.53"
+)
+RESNET50VD_GMACS = (
+    "FFFF 4.09 FFFT 3.87 FFTF 3.43 FFTT 3.22 FTFF 3.65 FTFT 3.43 FTTF 3.00 FTTT 2.78 "
+    "TFFF 3.87 TFFT 3.65 TFTF 3.22 TFTT 3.00 TTFF 3.43 TTFT 3.22 TTTF 2.78 TTTT 2.56"
+)
+RESNET101VD_GMACS = (
+    "FFFF 7.80 FFFT 7.58 FFTF 5.40 FFTT 5.18 FTFF 7.36 FTFT 7.15 FTTF 4.96 FTTT 4.74 "
+    "TFFF 7.58 TFFT 7.36 TFTF 5.18 TFTT 4.96 TTFF 7.15 TTFT 6.93 TTTF 4.74 TTTT 4.53"
+)
 
 
 @register_model(
@@ -88,15 +110,27 @@ _TINY = {"num_classes": 10}
     published={"FFFF": (4.11, 77.6), "TFFF": (3.90, 77.1), "TTFF": (3.46, 76.5), "TTTT": (2.58, 76.1)},
     test_kwargs=_TINY,
 )
-def resnet50(num_classes: int = 1000, **kwargs) -> ResNet:
+def resnet50(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-50-ADN: stages [3, 4, 6, 3], skippable [1, 2, 3, 1]."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 6, 3], widths, num_classes, **kwargs)
 
 
-@register_model(input_size=224, test_kwargs=_TINY)
-def resnet101(num_classes: int = 1000, **kwargs) -> ResNet:
+@register_model(input_size=224, published=flops_table(RESNET101_GMACS), test_kwargs=_TINY_WIDE)
+def resnet101(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-101-ADN: stages [3, 4, 23, 3], skippable [1, 2, 11, 1]."""
-    return ResNet(Bottleneck, [3, 4, 23, 3], [64, 128, 256, 512], num_classes, **kwargs)
+    return ResNet(Bottleneck, [3, 4, 23, 3], widths, num_classes, **kwargs)
+
+
+@register_model(input_size=224, published=flops_table(RESNET50VD_GMACS), test_kwargs=_TINY_WIDE)
+def resnet50vd(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
+    """ResNet-50-D-ADN: resnet50 with average-pooled strided shortcuts (the reference's ResNet-D)."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], widths, num_classes, avg_down=True, **kwargs)
+
+
+@register_model(input_size=224, published=flops_table(RESNET101VD_GMACS), test_kwargs=_TINY_WIDE)
+def resnet101vd(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
+    """ResNet-101-D-ADN: resnet101 with average-pooled strided shortcuts (the reference's ResNet-D)."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], widths, num_classes, avg_down=True, **kwargs)
 
 
 @register_model(input_size=32, test_kwargs=_TINY)

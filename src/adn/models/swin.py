@@ -6,7 +6,9 @@ torchvision keeps the four stages and the patch-merging layers between them in o
 flag of the stage that follows it, and the mandatory blocks of a skipped stage run without stochastic depth
 (the base-net never drops paths; the super-net does). The default stochastic-depth probability of ``swin_t``
 is the reference's 0.1. torchvision's ImageNet state dict loads into the super-net path, and the reference's
-checkpoints (patch embedding ``pre.*``, ``features`` indices shifted by one) load too.
+checkpoints (patch embedding ``pre.*``, ``features`` indices shifted by one) load too. ``swin_v2_t`` is
+torchvision's Swin-V2 (cosine attention, log-spaced position bias, post-norm blocks, ``PatchMergingV2``) on the
+same split and twin rules; the reference's keys are laid out like its Swin-T's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torchvision.models import swin_transformer as tv
 from torchvision.ops import StochasticDepth
 
-from ..registry import register_model
+from ..registry import flops_table, register_model
 from ..skip import AdaptiveDepthNet
 
 
@@ -29,6 +31,9 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
     Takes torchvision's arguments (``patch_size``, ``embed_dim``, ``depths``, ``num_heads``, ``window_size``,
     ``stochastic_depth_prob``, ``dropout``, ``num_classes`` ...); every depth must be at least 2.
     """
+
+    #: stage outputs are (N, H, W, C) maps: feature distillation pools them over H and W (adn.features)
+    feature_channel_dim = -1
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -64,6 +69,36 @@ def swin_t(num_classes: int = 1000, stochastic_depth_prob: float = 0.1, **kwargs
     """Swin-T-ADN: depths [2, 2, 6, 2], skippable [1, 1, 3, 1]; window 7, patch 4, embed dim 96."""
     config: dict[str, Any] = dict(
         patch_size=[4, 4], embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=[7, 7]
+    )
+    config.update(kwargs)
+    return SwinTransformer(num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob, **config)
+
+
+# GMACs of every sub-network at 224 px, counted by adn.count_flops (no published figures: accuracy None)
+SWIN_V2_T_GMACS = (
+    "FFFF 4.94 FFFT 4.55 FFTF 3.75 FFTT 3.36 FTFF 4.53 FTFT 4.14 FTTF 3.34 FTTT 2.95 "
+    "TFFF 4.55 TFFT 4.16 TFTF 3.36 TFTT 2.97 TTFF 4.14 TTFT 3.75 TTTF 2.96 TTTT 2.56"
+)
+
+
+@register_model(
+    input_size=224,
+    classifier="head",
+    published=flops_table(SWIN_V2_T_GMACS),
+    test_kwargs={"num_classes": 10, "embed_dim": 16, "num_heads": [1, 2, 4, 8], "window_size": [4, 4]},
+)
+def swin_v2_t(num_classes: int = 1000, stochastic_depth_prob: float = 0.1, **kwargs: Any) -> SwinTransformer:
+    """Swin-V2-T-ADN: depths [2, 2, 6, 2], skippable [1, 1, 3, 1]; window 8, patch 4, embed dim 96.
+
+    Stochastic depth 0.1 as the family's reference Swin-T (torchvision's own default is 0.2)."""
+    config: dict[str, Any] = dict(
+        patch_size=[4, 4],
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=[8, 8],
+        block=tv.SwinTransformerBlockV2,
+        downsample_layer=tv.PatchMergingV2,
     )
     config.update(kwargs)
     return SwinTransformer(num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob, **config)

@@ -13,7 +13,7 @@ from typing import Any
 
 from torchvision.models import vision_transformer as tv
 
-from ..registry import register_model
+from ..registry import flops_table, register_model
 from ..skip import AdaptiveDepthNet
 
 
@@ -25,6 +25,9 @@ class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
     ``hidden_dim``, ``mlp_dim``, ``dropout``, ``num_classes`` ...); ``num_layers`` must be a multiple of
     ``num_stages`` with at least 2 layers per stage.
     """
+
+    #: stage outputs are (N, tokens, C): feature distillation takes the token mean (class token included)
+    feature_channel_dim = -1
 
     def __init__(self, num_layers: int, num_stages: int = 4, **kwargs: Any) -> None:
         if num_layers % num_stages or num_layers < 2 * num_stages:
@@ -54,6 +57,26 @@ class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
 def vit_b_16(num_classes: int = 1000, image_size: int = 224, **kwargs: Any) -> VisionTransformer:
     """ViT-B/16-ADN: 12 encoder layers as 4 stages of 3, the last layer of each skippable."""
     config: dict[str, Any] = dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
+    config.update(kwargs)
+    return VisionTransformer(image_size=image_size, num_classes=num_classes, **config)
+
+
+# GMACs of every sub-network at 224 px, counted by adn.count_flops (no published figures: accuracy None)
+VIT_B_32_GMACS = (
+    "FFFF 4.41 FFFT 4.05 FFTF 4.05 FFTT 3.69 FTFF 4.05 FTFT 3.69 FTTF 3.69 FTTT 3.34 "
+    "TFFF 4.05 TFFT 3.69 TFTF 3.69 TFTT 3.34 TTFF 3.69 TTFT 3.34 TTTF 3.34 TTTT 2.98"
+)
+
+
+@register_model(
+    input_size=224,
+    classifier="heads.head",
+    published=flops_table(VIT_B_32_GMACS),
+    test_kwargs={"num_classes": 10, "image_size": 64, "hidden_dim": 48, "mlp_dim": 96, "num_heads": 2},
+)
+def vit_b_32(num_classes: int = 1000, image_size: int = 224, **kwargs: Any) -> VisionTransformer:
+    """ViT-B/32-ADN: ViT-B/16-ADN's 4 stages of 3 encoder layers on 32x32 patches."""
+    config: dict[str, Any] = dict(patch_size=32, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
     config.update(kwargs)
     return VisionTransformer(image_size=image_size, num_classes=num_classes, **config)
 
