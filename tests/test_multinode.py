@@ -188,3 +188,24 @@ def test_srun_tasks_join_through_world_size_and_dist_url(tmp_path):
         "RANK 0 OF 2 SUM 3.0",
         "RANK 1 OF 2 SUM 3.0",
     ]
+
+
+def test_world_size_flag_is_kept_apart_from_the_groups_size_in_checkpoints(tmp_path):
+    """``--world-size`` is ``RunConfig.dist_world_size``; a checkpoint's ``world_size`` is the group's actual size
+    (the reference layout). Neither the flag nor the init URL comes back on resume: the group is the invocation's."""
+    from adn.cli.train import parse, parse_config
+    from adn.run import resumed_config
+
+    config = parse_config(["--world-size", "2", "--dist-url", "tcp://127.0.0.1:29500", "--device", "cpu"])
+    assert (config.run.dist_world_size, config.run.dist_url) == (2, "tcp://127.0.0.1:29500")
+    stored = {**config.flat(), "world_size": 8, "distributed": True, "rank": 0, "gpu": 0}
+    assert adn.TrainConfig.from_flat(stored) == config  # the group's size does not leak into the flag
+    path = tmp_path / "run" / "checkpoint.pth"
+    path.parent.mkdir()
+    torch.save({"args": stored}, path)
+    again = resumed_config(path)
+    assert (again.run.dist_world_size, again.run.dist_url) == (None, "env://")
+    args = parse(["--resume", str(path)])
+    assert (args.dist_world_size, args.dist_url) == (None, "env://") and args.lr == config.optim.lr
+    old = {k: v for k, v in stored.items() if k != "dist_world_size"}  # issue-22's Namespace-era layout
+    assert adn.TrainConfig.from_flat(old).run.dist_world_size is None
