@@ -29,10 +29,15 @@ from ..tree import shallow_copy, substitute
 __all__ = ["AdaptiveFPNBackbone", "build_body", "freeze_batch_norms", "tiny_resnet"]
 
 
-def tiny_resnet(widths: Sequence[int] = (16, 32, 64, 128), blocks: int = 2) -> ResNet:
-    """A narrow ResNet-18-ADN (BasicBlocks, ``blocks`` per stage, ImageNet-style stride-4 stem) for CPU runs:
-    ``len(widths)`` stages of ``blocks`` blocks, the second half of each skippable."""
-    return ResNet(BasicBlock, [blocks] * len(widths), list(widths), num_classes=10)
+def tiny_resnet(widths: Sequence[int] = (32, 64, 128, 256), blocks: int = 2) -> ResNet:
+    """A narrow ResNet-18-ADN for CPU runs: ``len(widths)`` stages of ``blocks`` BasicBlocks (the second half of
+    each skippable) behind a light stride-4 stem (3x3 conv of ``widths[0]`` channels, stride 2, and max-pool), so
+    that the stages, not a 64-channel 7x7 stem, hold most of the compute."""
+    model = ResNet(BasicBlock, [blocks] * len(widths), list(widths), num_classes=10, small_input=True)
+    model.conv1 = nn.Conv2d(3, widths[0], kernel_size=3, stride=2, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    return model
 
 
 class _Done(Exception):

@@ -99,7 +99,7 @@ class AdaptiveDetector(nn.Module):
         skip: SkipLike = None,
         *,
         distill: bool = False,
-        proposals: Sequence[torch.Tensor] | None = None,
+        proposals: Sequence[torch.Tensor] | int | None = None,
     ) -> Any:
         if distill:
             return self.outputs(images, targets, skip, proposals)
@@ -110,12 +110,13 @@ class AdaptiveDetector(nn.Module):
         images: Sequence[torch.Tensor],
         targets: Sequence[Mapping[str, torch.Tensor]],
         skip: SkipLike = None,
-        proposals: Sequence[torch.Tensor] | None = None,
+        proposals: Sequence[torch.Tensor] | int | None = None,
     ) -> dict[str, Any]:
         """Training-mode pieces of sub-network ``skip``: ``losses`` (torchvision's dict), ``features`` (the FPN
         maps), ``logits`` (per-anchor class logits for RetinaNet; R-CNN: the box head's class logits on
-        ``proposals``, default this pass's own RPN proposals), ``objectness`` (R-CNN: the RPN's per-anchor
-        logits, one tensor per level) and ``proposals`` (R-CNN: the RPN's, detached)."""
+        ``proposals`` -- boxes per image, or an int k: this pass's own k best RPN proposals per image, default
+        all), ``objectness`` (R-CNN: the RPN's per-anchor logits, one tensor per level) and ``proposals``
+        (R-CNN: the boxes the logits are for, detached)."""
         if targets is None:
             raise ValueError("outputs() needs targets (it computes the training losses)")
         det = self.subnet(skip)
@@ -130,7 +131,10 @@ class AdaptiveDetector(nn.Module):
         own, rpn_losses = det.rpn(image_list, features, targets)
         _, roi_losses = det.roi_heads(features, own, image_list.image_sizes, targets)
         objectness, _ = det.rpn.head(levels)
-        boxes = [p.detach() for p in (own if proposals is None else proposals)]
+        if proposals is None or isinstance(proposals, int):  # the RPN returns them best first
+            boxes = [p.detach()[:proposals] for p in own]
+        else:
+            boxes = [p.detach() for p in proposals]
         heads = det.roi_heads
         box_features = heads.box_head(heads.box_roi_pool(features, boxes, image_list.image_sizes))
         logits, _ = heads.box_predictor(box_features)
