@@ -4,6 +4,7 @@ on one process or under torchrun (DDP), with per-epoch atomic checkpoints, resum
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -20,13 +21,13 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..skip import BATCH_NORM_TYPES
 from ..skipconfig import format_skip, parse_skip
-from .config import DataConfig, TrainConfig, to_dict
+from .config import DataConfig, EvalConfig, TrainConfig, to_dict
 from .data import coco_dataset, collate, detection_transforms, write_digit_scenes
-from .evaluate import calibrate_detector
+from .evaluate import calibrate_detector, evaluate_subnets
 from .losses import detection_step, plain_step, unused_parameters
 from .models import AdaptiveDetector
 
-__all__ = ["TrainResult", "build_split", "load_trained", "train_detector"]
+__all__ = ["TrainResult", "build_split", "evaluate_checkpoint", "load_trained", "train_detector"]
 
 CHECKPOINT = "checkpoint.pth"
 
@@ -218,3 +219,24 @@ def load_trained(path: str | os.PathLike, device: str = "cpu") -> tuple[Adaptive
     det = dataclasses.replace(config.detector, weights=None).build().to(device)  # the weights are in the file
     det.load_state_dict(saved["model"])
     return det, config, saved
+
+
+def evaluate_checkpoint(config: EvalConfig) -> list[dict[str, Any]]:
+    """Every requested sub-network of a trained detector (:func:`evaluate_subnets`) on the val split of
+    ``config.data`` -- the checkpoint's own data unless ``config.data`` names another; recalibrated first with
+    ``config.calibrate_batches`` > 0. Writes the rows as JSON to ``config.output`` if given."""
+    det, trained, _ = load_trained(config.checkpoint, config.device)
+    data = trained.data if config.data == DataConfig() else config.data
+    masks = det.kind == "maskrcnn"
+    val = build_split(data, "val", False, det.num_classes, masks)
+    loader = DataLoader(val, data.batch_size, collate_fn=collate, num_workers=data.workers)
+    if config.calibrate_batches and _has_batch_norm(det):
+        calib = build_split(data, "train", False, det.num_classes, masks)
+        loader_c = DataLoader(calib, data.batch_size, collate_fn=collate)
+        calibrate_detector(det, loader_c, "all" if config.subnets is None else config.subnets, config.calibrate_batches)
+    size = trained.detector.image_size
+    rows = evaluate_subnets(det, loader, val.coco, config.subnets, size, config.latency, progress=True)
+    if config.output:
+        Path(config.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.output).write_text(json.dumps(rows, indent=1))
+    return rows
