@@ -55,6 +55,9 @@ def build_split(data: DataConfig, split: str, train: bool, num_classes: int | No
             raise NotADirectoryError(f"--data {root}: no such folder (a COCO-format dataset, or 'builtin')")
         images = root / (data.train_images if split == "train" else data.val_images)
         ann = root / (data.train_ann if split == "train" else data.val_ann)
+        if not images.is_dir():
+            flag = "--train-images" if split == "train" else "--val-images"
+            raise NotADirectoryError(f"{flag}: no image folder {images}")
     return coco_dataset(images, ann, detection_transforms(train), num_classes, data.allow_empty, masks)
 
 
