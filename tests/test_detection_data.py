@@ -165,3 +165,26 @@ def test_cli_train_then_eval_and_errors(tmp_path, capsys):
     (coco / "val2017").mkdir()
     ann = ["--val-ann", "annotations/more_classes.json", "--allow-empty"]
     assert "class-count mismatch" in error(["detect", "eval", f"{out}/checkpoint.pth", "--data", str(coco), *ann])
+
+
+def test_mask_results_score_100_when_they_are_the_ground_truth(tmp_path):
+    from adn.detection.evaluate import coco_results
+
+    root = write_digit_scenes(tmp_path / "d", seed=2, train=1, val=3)
+    gt = json.loads((root / "annotations" / "instances_val.json").read_text())
+    results = []
+    for i in range(3):
+        scene = make_scene(2, "val", i)
+        output = {
+            "boxes": torch.from_numpy(scene.boxes),
+            "labels": torch.from_numpy(scene.labels) + 1,
+            "scores": torch.ones(len(scene.labels)),
+            "masks": torch.from_numpy(scene.masks).float()[:, None],  # torchvision's N x 1 x H x W probabilities
+        }
+        results += coco_results(i + 1, output, masks=True)
+    coco = load_coco(gt)
+    assert coco_map(coco, results, "bbox")["mAP"] == pytest.approx(100.0)
+    assert coco_map(coco, results, "segm")["mAP"] == pytest.approx(100.0)
+    results[0]["segmentation"] = mask_utils.encode(np.asfortranarray(np.zeros((96, 96), dtype=np.uint8)))
+    results[0]["segmentation"]["counts"] = results[0]["segmentation"]["counts"].decode()
+    assert coco_map(coco, results, "segm")["mAP"] < 100.0
