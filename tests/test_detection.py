@@ -178,3 +178,25 @@ def test_weights_carry_twins_and_frozen_bn_freezes_them(tmp_path):
     state = {k: v for k, v in source.detector.state_dict().items() if ".skip_norm." not in k}
     det2 = load_detector_weights(tiny("fasterrcnn"), state)
     assert torch.all(det2.body.layer1[0].bn1.skip_norm.weight == 3.0)
+
+
+def test_torchvision_detector_weights_give_torchvision_outputs():
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    torch.manual_seed(0)
+    sizes = dict(min_size=96, max_size=96, box_score_thresh=0.0)
+    reference = FasterRCNN(resnet_fpn_backbone(backbone_name="resnet18", weights=None), 5, **sizes).eval()
+    with torch.no_grad():  # non-trivial frozen statistics, so that a mix-up of norms shows
+        for m in reference.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    det = build_detector("fasterrcnn", "tv:resnet18", 5, frozen_bn=True, representation_size=1024, **sizes)
+    load_detector_weights(det, reference.state_dict())
+    x = [torch.rand(3, 96, 96)]
+    with torch.no_grad():
+        expected, got = reference(x), det.eval()(x, skip="FFFF")
+    assert len(expected[0]["boxes"]) > 0
+    torch.testing.assert_close(got[0]["boxes"], expected[0]["boxes"])
+    torch.testing.assert_close(got[0]["scores"], expected[0]["scores"])
