@@ -143,7 +143,8 @@ def _train(argv: list[str]) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     result = train_detector(config)
-    print(f"trained {result.steps} steps in {result.train_time_s:.1f} s; checkpoint: {result.checkpoint}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"trained {result.steps} steps in {result.train_time_s:.1f} s; checkpoint: {result.checkpoint}")
     return 0
 
 

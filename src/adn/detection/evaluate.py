@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -127,6 +128,7 @@ def backbone_macs(det: AdaptiveDetector, skip: SkipLike = None, size: int | tupl
 @torch.inference_mode()
 def latency_ms(det: AdaptiveDetector, skip: SkipLike = None, size: int = 800, min_run_time: float = 0.5) -> float:
     """Median wall time of one whole-detector inference on one ``size`` image (torch.utils.benchmark)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU machines
     from torch.utils.benchmark import Timer
 
     was = det.training

@@ -132,6 +132,7 @@ def train_detector(config: TrainConfig) -> TrainResult:
     for epoch in range(start_epoch, config.epochs):
         if distributed:
             sampler.set_epoch(epoch)
+        generator.manual_seed(config.seed * 1000 + epoch)  # each epoch's order is its own: resuming keeps it
         t0 = time.perf_counter()
         loss = _epoch(model, det, config, loader, optimizer, scheduler, steps_per_epoch, epoch, skip, tie, rank)
         spent += time.perf_counter() - t0
