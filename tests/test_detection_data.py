@@ -19,6 +19,9 @@ from adn.data.digits import _digits_arrays
 from adn.detection.data import coco_dataset, detection_transforms, load_coco, make_scene, write_digit_scenes
 from adn.detection.evaluate import coco_map
 
+# pycocotools' RLE decoding under numpy 2 (its issue, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
