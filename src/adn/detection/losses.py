@@ -9,7 +9,8 @@ One step on a batch:
    detached outputs; backward -- the one gradient all-reduce of the step;
 3. one optimiser step on the summed gradients (the caller's).
 
-``feature_term``: mean over FPN levels of the mean squared difference to the super-net's FPN maps.
+``feature_term``: mean over FPN levels of the squared difference to the super-net's FPN maps, relative to
+the latter's mean square.
 ``prediction_term``: for R-CNN, ``T^2 * KL`` of the box head's class distributions on the super-net's best
 ``proposals`` RPN boxes per image (both nets classify the same boxes) plus the Bernoulli KL of the RPN
 objectness on every anchor; for RetinaNet, the Bernoulli KL of every anchor's per-class sigmoid scores, summed
@@ -73,8 +74,15 @@ class StepLosses:
 
 
 def feature_term(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean over levels of ``MSE(student level, teacher level)``; the teacher is detached."""
-    return torch.stack([F.mse_loss(s, t.detach()) for s, t in zip(student, teacher, strict=True)]).mean()
+    """Mean over levels of the relative squared error ``mean((s - t)^2) / mean(t^2)``; the teacher is detached.
+
+    Relative, not a plain MSE: FPN maps have no fixed scale, and a plain MSE through the weights both nets share
+    fed back into the teacher's scale -- it grew from 2 to 3,000 within 60 steps of the built-in recipe."""
+    terms = [
+        F.mse_loss(s, t.detach()) / t.detach().pow(2).mean().clamp_min(1e-6)
+        for s, t in zip(student, teacher, strict=True)
+    ]
+    return torch.stack(terms).mean()
 
 
 def bernoulli_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
