@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default="/tmp/adn-detection-bench")
     p.add_argument("--results", default=str(RESULTS), help="folder of the results files")
-    p.add_argument("--methods", default="plain,alone,adn", help="which runs to train (comma-separated)")
+    p.add_argument("--methods", default="adn,plain,alone", help="which runs to train (comma-separated)")
     return p.parse_args(argv)
 
 
