@@ -118,13 +118,7 @@ def train_detector(config: TrainConfig) -> TrainResult:
     out = Path(config.output_dir)
     path, start_epoch, spent = out / CHECKPOINT, 0, 0.0
     if config.resume and path.is_file():
-        saved = load_checkpoint(path)
-        _check_resume(saved, config, path)
-        det.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["lr_scheduler"])
-        start_epoch, spent = int(saved["epoch"]), float(saved.get("train_time_s", 0.0))
-        torch.set_rng_state(saved["rng"])
+        start_epoch, spent = _resume(path, config, det, optimizer, scheduler)
     model = DistributedDataParallel(det) if distributed else det
     skip = parse_skip(config.train_skip, det.num_stages) if config.train_skip else (False,) * det.num_stages
     tie = unused_parameters(det, (True,) * det.num_stages if config.method == "adn" else skip) if distributed else None
@@ -142,20 +136,24 @@ def train_detector(config: TrainConfig) -> TrainResult:
             calibrate_detector(
                 det, DataLoader(calib, config.data.batch_size, collate_fn=collate), "all", config.calibrate_batches
             )
-        if rank == 0:
-            state = {
-                "model": det.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "lr_scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "config": to_dict(config),
-                "train_time_s": spent,
-                "rng": torch.get_rng_state(),
-            }
-            save_checkpoint(state, path)
+        if rank == 0:  # atomically: a crash leaves the previous epoch's checkpoint
+            state = {"model": det.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+            state.update(lr_scheduler=scheduler.state_dict(), config=to_dict(config), train_time_s=spent)
+            save_checkpoint({**state, "rng": torch.get_rng_state()}, path)
     if distributed:
         dist.barrier()
     return TrainResult(path, config.epochs, steps, spent, loss)
+
+
+def _resume(path: Path, config: TrainConfig, det, optimizer, scheduler) -> tuple[int, float]:
+    """Load a run's checkpoint to continue it; returns (next epoch, training seconds so far)."""
+    saved = load_checkpoint(path)
+    _check_resume(saved, config, path)
+    det.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["lr_scheduler"])
+    torch.set_rng_state(saved["rng"])
+    return int(saved["epoch"]), float(saved.get("train_time_s", 0.0))
 
 
 def _has_batch_norm(det: AdaptiveDetector) -> bool:
