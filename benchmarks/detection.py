@@ -102,7 +102,8 @@ def _table(results: dict, args: argparse.Namespace) -> str:
     lines = [
         f"# Any-depth {args.kind} on the built-in digit scenes",
         "",
-        f"`OMP_NUM_THREADS=1 python benchmarks/detection.py --kind {args.kind} --epochs {args.epochs}` "
+        f"`OMP_NUM_THREADS=1 python benchmarks/detection.py --kind {args.kind} --epochs {args.epochs} "
+        f"--seed {args.seed}` "
         f"({args.train_images} train / {args.val_images} val scenes of 96 px, batch {args.batch_size}, lr {args.lr}, "
         f"seed {args.seed}; backbone: tiny ResNet-ADN [2, 2, 2, 2] x (32, 64, 128, 256), FPN 64 channels, "
         "anchors 4x stride; CPU, 1 thread).",
@@ -111,7 +112,8 @@ def _table(results: dict, args: argparse.Namespace) -> str:
         + ", ".join(f"{m} {results[m]['train_time_s'] / 60:.1f} min" for m in ("adn", "plain", "alone") if m in results)
         + ".",
         "",
-        "bbox mAP (AP@[.5:.95], %) on the val scenes; ADN, plain and alone with per-sub-network BN calibration.",
+        "bbox mAP (AP@[.5:.95], %) on the val scenes; ADN, plain and alone with per-sub-network BN calibration. "
+        "Latency: whole detector, one 96 px image, median, on a shared 2-core machine (noisy; GMACs are exact).",
         "",
         "| skip | backbone GMACs | latency ms | ADN | plain | naive skip (as trained) | naive skip (calibrated) "
         "| alone |",
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configs = _configs(args)
     Path(args.results).mkdir(parents=True, exist_ok=True)
-    out = Path(args.results) / f"detection-{args.kind}"
+    out = Path(args.results) / (f"detection-{args.kind}" + (f"-seed{args.seed}" if args.seed else ""))
     results: dict = {}
     size = configs["adn"].detector.image_size
     for method in args.methods.split(","):
