@@ -14,6 +14,7 @@ from .checkpoint import load_weights, save_weights
 from .conversion import convert, create_converted, load_pretrained
 from .engine import distillation_step, evaluate, train_one_epoch
 from .export import export_subnet
+from .export_switchable import export_switchable
 from .flops import count_flops, count_params
 from .losses import SelfDistillation, distillation_loss
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
@@ -26,6 +27,7 @@ from .skip import (
     parse_skip,
     subnets,
 )
+from .switchable import SwitchableNet, switchable
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ __all__ = [
     "SelfDistillation",
     "ModelInfo",
     "SkipAwareNorm",
+    "SwitchableNet",
     "Stage",
     "bench_subnets",
     "calibrate",
@@ -48,6 +51,7 @@ __all__ = [
     "distillation_step",
     "evaluate",
     "export_subnet",
+    "export_switchable",
     "format_skip",
     "is_calibrated",
     "list_models",
@@ -59,5 +63,6 @@ __all__ = [
     "save_weights",
     "select_subnet",
     "subnets",
+    "switchable",
     "train_one_epoch",
 ]
