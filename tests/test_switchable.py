@@ -185,3 +185,32 @@ def test_pt2_runs_without_adn(exported, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     close(torch.tensor(json.loads(out.stdout.strip().splitlines()[-1])).reshape(want.shape), want)
+
+
+def test_torch_compile_every_config_default_settings():
+    """torch.compile(model, fullgraph=True) with dynamo's defaults: one frame serves all 32 sub-networks of
+    mobilenet_v2_cifar (the default recompile limit is 8), then a second model in the same process."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    for name, frames in (("mobilenet_v2_cifar", 1), ("vit_cifar", 1)):
+        model, size = make_model(name)
+        counter = CompileCounter()
+        compiled = torch.compile(model, fullgraph=True, backend=counter)
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            for c in adn.subnets(model):
+                close(compiled(x, torch.tensor(c)), model(x, skip=c))
+        assert counter.frame_count == frames, name
+
+
+def test_torch_compile_inductor_tiny():
+    # a transformer: torch 2.14's inductor miscompiles a torch.cond around convolutions on the CPU (it lays the
+    # branch input out channels-last but the branch expects it contiguous), see docs/deploy.md
+    torch._dynamo.reset()
+    model, size = make_model("vit_cifar")
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for c in [(False,) * 4, (True, False, True, False), (True,) * 4]:
+            close(compiled(x, torch.tensor(c)), model(x, skip=c))

@@ -40,7 +40,7 @@ from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
 from .skipconfig import format_skip, subnets
 from .tree import REMOVED, substitute
 
-__all__ = ["GatheredNorm", "NormSwitch", "StageSwitch", "SwitchableNet", "check_skip", "switchable"]
+__all__ = ["GatheredNorm", "NormSwitch", "StageSwitch", "SwitchableNet", "check_skip", "switchable", "switchable_of"]
 
 
 class _Flags:
@@ -126,7 +126,6 @@ class SwitchableNet(nn.Module):
         self.__dict__["flags"] = _Flags()
         self.__dict__["_lock"] = threading.Lock()
         self.stats = nn.ModuleDict()  # GatheredNorms of a calibrated model (their stacked statistics)
-        self.register_buffer("place_values", 2 ** torch.arange(self.num_stages - 1, -1, -1), persistent=False)
         self.__dict__["template"] = _template(model, self.flags, self.stats)
 
     def forward(self, image: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -138,7 +137,8 @@ class SwitchableNet(nn.Module):
                     return self._run(
                         image, flags, sum(2 ** (self.num_stages - 1 - i) for i, s in enumerate(flags) if s)
                     )
-        return self._run(image, skip, (skip.long() * self.place_values).sum().reshape(1))
+        place_values = 2 ** torch.arange(self.num_stages - 1, -1, -1, device=skip.device)
+        return self._run(image, skip, (skip.long() * place_values).sum().reshape(1))
 
     def _run(self, image: torch.Tensor, skip, index) -> torch.Tensor:
         self.flags.skip, self.flags.index = skip, index
@@ -166,6 +166,16 @@ def switchable(model: AdaptiveDepthNet) -> SwitchableNet:
     if not net.__dict__.get("_paths_valid", False):
         net.build_subnets()
     return SwitchableNet(net).eval()
+
+
+def switchable_of(model: AdaptiveDepthNet) -> SwitchableNet:
+    """The switchable form of ``model`` that ``model(x, skip=<bool tensor>)`` runs (eval mode only): built with
+    the sub-network paths (:meth:`~adn.skip.AdaptiveDepthNet.build_subnets`), so never inside ``torch.compile``."""
+    if model.training:
+        raise ValueError("a skip config given as a tensor needs eval mode (model.eval()); in training pass a tuple")
+    if not model.__dict__.get("_paths_valid", False):
+        model.subnet()  # rebuilds the paths (or says to call build_subnets() before torch.compile)
+    return model.__dict__["_switchable"]
 
 
 # ------------------------------------------------------------------------------------------- the template
