@@ -214,3 +214,20 @@ def test_torch_compile_inductor_tiny():
     with torch.no_grad():
         for c in [(False,) * 4, (True, False, True, False), (True,) * 4]:
             close(compiled(x, torch.tensor(c)), model(x, skip=c))
+
+
+def test_cli_all_subnets(tmp_path, capsys):
+    from adn.cli import main as cli_main
+
+    out = tmp_path / "r20.onnx"
+    args = ["export", "--model", "resnet20", "--num-classes", "10", "--all-subnets", "--output", str(out)]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "8 sub-networks in one file" in printed
+    assert float(printed.split("max abs diff")[1].split()[0]) < 1e-4
+    assert out.exists() and out.with_name("r20.onnx.data").exists() and out.with_suffix(".pt2").exists()
+    assert cli_main([*args[:-2], "--skip-cfg", "TTT", "--output", str(tmp_path / "x.onnx")]) == 2
+    assert "either --skip-cfg" in capsys.readouterr().err
+    assert cli_main([*args[:-1], str(tmp_path / "x.pt")]) == 2
+    assert "ending in .onnx" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.onnx", "r20.onnx.data", "r20.pt2"]
