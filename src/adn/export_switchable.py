@@ -107,6 +107,18 @@ def switchable_onnx(program: torch.export.ExportedProgram, path: str | Path, met
         onnx_program = torch.onnx.export(
             program, dynamo=True, input_names=["image", "skip"], output_names=["logits"], optimize=False, verbose=False
         )
+    # The graph as traced is full of shape plumbing (Shape/Expand/CastLike per norm) that keeps onnxruntime from
+    # fusing convolutions with their norms; onnxscript's optimizer removes it. Its constant folding is limited to
+    # small tensors by default, so no weight is folded into a per-branch copy: every weight stays stored once.
+    import onnxscript.optimizer
+
+    onnxscript.optimizer.optimize_ir(onnx_program.model)
+    # the exporter annotates every node with its source (stack trace, module path): megabytes for two
+    # branches per stage, nothing onnxruntime reads
+    for graph in (onnx_program.model.graph, *onnx_program.model.graphs()):
+        for node in graph:
+            node.metadata_props.clear()
+            node.doc_string = None
     if meta:
         onnx_program.model.metadata_props["adn"] = json.dumps(dict(meta))
     onnx_program.save(str(path), external_data=True)
