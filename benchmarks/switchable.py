@@ -90,15 +90,16 @@ def bench_model(name: str, args, out_dir: Path, calibrated: bool) -> tuple[list[
             x = torch.randn(batch, 3, res, res)
             feed, skip = x.numpy(), np.array(c)
             cols: dict[str, list[float]] = {"switchable": [], "single": [], "eager": [], "compile": []}
+            # ruff: B023 below is moot: every lambda is called before the loop moves on
             with torch.no_grad():
                 if compiled is not None:
                     compiled(x)  # compile outside the timed rounds
                 for _ in range(args.rounds):
-                    cols["switchable"].append(_min_ms(lambda: switch.run(None, {"image": feed, "skip": skip}), reps))
-                    cols["single"].append(_min_ms(lambda: flat.run(None, {"images": feed}), reps))
-                    cols["eager"].append(_min_ms(lambda: model(x, skip=c), reps))
+                    cols["switchable"].append(_min_ms(lambda: switch.run(None, {"image": feed, "skip": skip}), reps))  # noqa: B023
+                    cols["single"].append(_min_ms(lambda: flat.run(None, {"images": feed}), reps))  # noqa: B023
+                    cols["eager"].append(_min_ms(lambda: model(x, skip=c), reps))  # noqa: B023
                     if compiled is not None:
-                        cols["compile"].append(_min_ms(lambda: compiled(x), reps))
+                        cols["compile"].append(_min_ms(lambda: compiled(x), reps))  # noqa: B023
             best = {k: min(v) for k, v in cols.items() if v}
             ratio = {k: f"{v / best['single']:.3f}" for k, v in best.items()}
             rows.append(

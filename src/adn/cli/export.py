@@ -30,6 +30,14 @@ def get_args_parser() -> Parser:
     p.add_argument("--num-classes", type=int, help="classes (default: from --weights, else 1000)")
     p.add_argument("--model-ema", action="store_true", help="export the checkpoint's EMA weights")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="ONNX only: onnxruntime static INT8 quantization, calibrated on training images run through the "
+        "exported sub-network (the built-in data's, or --calib-data's train/)",
+    )
+    p.add_argument("--calib-data", help="image-folder root with train/ for --quantize (default: the built-in data)")
+    p.add_argument("--calib-images", type=int, default=256, help="calibration images for --quantize")
     return p
 
 
@@ -52,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("which model? give --model NAME (the weights file does not record it)")
     if not output.parent.is_dir():
         raise NotADirectoryError(f"output directory {output.parent} does not exist; create it first")
+    if args.quantize and (fmt != "onnx" or args.all_subnets):
+        raise UsageError("--quantize int8 writes one sub-network's ONNX file: give --skip-cfg and --output *.onnx")
     if args.all_subnets == bool(args.skip_cfg):
         raise UsageError("give either --skip-cfg (one sub-network) or --all-subnets (one file for every depth)")
     model, meta = build_model(name, args.weights, args.num_classes, ema=args.model_ema)
@@ -77,11 +87,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if fmt == "torchscript":
         export_torchscript(exported, example, output, meta)
+    elif args.quantize:
+        _export_int8(exported, example, output, args, meta, resolution)
     else:
         export_onnx(exported, example, output, args.opset, meta)
         print(f"onnxruntime vs PyTorch: max abs diff {onnx_max_abs_diff(output, exported, example):.2e}")
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {fmt})")
     return 0
+
+
+def _export_int8(exported, example, output: Path, args, meta: dict, resolution: int) -> None:
+    """``--quantize int8``: the float ONNX file in a temporary folder, then its INT8 version at ``output``."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from ..data.loaders import build_calibration_set
+    from ..export import export_onnx
+    from ..quantize import quantize_int8
+
+    images = build_calibration_set(args.calib_data, image_size=resolution, dataset=meta.get("dataset", "digits"))
+    loader = DataLoader(images, batch_size=32, shuffle=True, generator=__import__("torch").Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".adn-export-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        export_onnx(exported, example, float_path, args.opset, meta)
+        quantize_int8(float_path, Path(tmp) / output.name, loader, limit=args.calib_images)
+        Path(tmp, output.name).replace(output)
+    print(f"INT8 (onnxruntime static, QDQ, per-channel), calibrated on {min(args.calib_images, len(images))} images")
 
 
 def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
