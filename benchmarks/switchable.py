@@ -83,7 +83,7 @@ def bench_model(name: str, args, out_dir: Path, calibrated: bool) -> tuple[list[
         flat = _session(flat_path, args.threads)
         path = model.subnet(c)
         compiled = None
-        if args.inductor and (c == configs[0] or len(configs) <= 8 and name == "resnet20"):
+        if args.inductor and c == configs[0]:  # the super-net: compiling every path would dominate the run
             compiled = torch.compile(path.forward_plain)
         for batch in args.batch_sizes:
             reps = args.reps if batch == 1 else max(2, args.reps // 8)
@@ -134,9 +134,63 @@ def bench_model(name: str, args, out_dir: Path, calibrated: bool) -> tuple[list[
     return rows, [size_row]
 
 
+def _train_resnet20(epochs: int) -> torch.nn.Module:
+    """A resnet20 trained briefly on the built-in data (super- and base-net losses), enough to measure INT8."""
+    from torch.utils.data import DataLoader
+
+    from adn.data.loaders import build_calibration_set
+
+    torch.manual_seed(0)
+    model = adn.create_model("resnet20", num_classes=10)
+    data = DataLoader(build_calibration_set(image_size=32), batch_size=64, shuffle=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    for _ in range(epochs):
+        for x, y in data:
+            loss = sum(torch.nn.functional.cross_entropy(model(x, skip=s), y) for s in ("FFF", "TTT"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def int8_rows(args, out_dir: Path) -> list[str]:
+    """Acc@1 on the built-in val split and batch-1 latency of every resnet20 sub-network, float32 vs INT8."""
+    from torch.utils.data import DataLoader
+
+    from adn.data.loaders import build_calibration_set, build_eval_loader
+    from adn.quantize import quantize_int8
+
+    model = _train_resnet20(args.int8_epochs)
+    val, _ = build_eval_loader(image_size=32, batch_size=128)
+    calib = DataLoader(build_calibration_set(image_size=32), batch_size=32, shuffle=True)
+    rows = [
+        "| sub-network | Acc@1 float32 | Acc@1 INT8 | ORT ms float32 (b1) | ORT ms INT8 (b1) | MB float32 | MB INT8 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    x = np.random.rand(1, 3, 32, 32).astype("float32")
+    for c in adn.subnets(model):
+        label = adn.format_skip(c)
+        paths = [out_dir / f"int8-{label}.onnx", out_dir / f"int8-{label}-q.onnx"]
+        export_onnx(export_subnet(model, c), torch.randn(1, 3, 32, 32), paths[0], opset=18)
+        quantize_int8(paths[0], paths[1], calib, limit=256)
+        accs, lat = [], []
+        for path in paths:
+            session = _session(path, args.threads)
+            hits = sum(int((session.run(None, {"images": v.numpy()})[0].argmax(1) == t.numpy()).sum()) for v, t in val)
+            accs.append(100 * hits / len(val.dataset))
+            lat.append(min(_min_ms(lambda: session.run(None, {"images": x}), args.reps) for _ in range(args.rounds)))  # noqa: B023
+        rows.append(
+            f"| {label} | {accs[0]:.1f} | {accs[1]:.1f} | {lat[0]:.2f} | {lat[1]:.2f} | "
+            f"{onnx_size(paths[0]) / 1e6:.2f} | {onnx_size(paths[1]) / 1e6:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["resnet50", "mobilenet_v2", "resnet20"])
+    p.add_argument("--models", nargs="*", default=["resnet50", "mobilenet_v2", "resnet20"])
     p.add_argument("--calibrated", nargs="*", default=["resnet50"], help="models also measured calibrated")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--threads", type=int, default=2)
@@ -144,6 +198,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--no-inductor", dest="inductor", action="store_false")
     p.add_argument("--output", type=Path)
+    p.add_argument("--int8", action="store_true", help="also: resnet20 INT8 vs float32 (trains one briefly)")
+    p.add_argument("--int8-epochs", type=int, default=4)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     header = [
@@ -156,8 +212,15 @@ def main(argv=None) -> int:
         "export s | switching cost: alternating / grouped |",
         "|---|---|---|---|---|---|---|",
     ]
-    rows, size_rows = [], []
+    rows, size_rows, int8 = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.int8:
+            int8 = [
+                "",
+                "## INT8 (resnet20, trained briefly on the built-in data; val split)",
+                "",
+                *int8_rows(args, Path(tmp)),
+            ]
         for name in args.models:
             for calibrated in (False, True) if name in args.calibrated else (False,):
                 r, s = bench_model(name, args, Path(tmp), calibrated)
@@ -179,6 +242,7 @@ def main(argv=None) -> int:
             "",
             *size_header,
             *size_rows,
+            *int8,
             "",
         ]
     )

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
-from .skipconfig import format_skip, subnets
+from .skipconfig import subnets
 from .tree import REMOVED, substitute
 
 __all__ = ["GatheredNorm", "NormSwitch", "StageSwitch", "SwitchableNet", "check_skip", "switchable", "switchable_of"]
@@ -245,14 +245,3 @@ def _template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> 
     template, _ = substitute(model, replace)
     template.__dict__.update(_fixed=(False,) * model.num_stages)
     return template
-
-
-def describe(model: AdaptiveDepthNet) -> str:
-    """One line: how many switches the switchable form of ``model`` has (for the CLI)."""
-    outside = sum(1 for n, _ in model.layout.twins if not _within(n, [b for m, s in model.layout.stages for b in m]))
-    calibrated = model._modules.get("calibration") is not None
-    return (
-        f"{model.num_stages} stage switches, {outside} norm switches, {2**model.num_stages} sub-networks "
-        f"({'calibrated statistics gathered per config' if calibrated else 'trained statistics'}); "
-        f"super-net {format_skip((False,) * model.num_stages)}"
-    )
