@@ -289,9 +289,9 @@ class AdaptiveDepthNet(nn.Module):
                 pairs += p
         self.__dict__.update(_paths=paths, _calibrated_paths=calibrated, _path_pairs=pairs, _paths_valid=True)
         self._sync_training()
-        from .switchable import SwitchableNet  # what a tensor skip runs: built here, never inside torch.compile
+        from .switchable import build_switchable  # what a tensor skip runs: built here, never inside torch.compile
 
-        self.__dict__["_switchable"] = SwitchableNet(self)
+        self.__dict__["_switchable"] = build_switchable(self)
 
     def _sync_training(self) -> None:
         for copied, original in self.__dict__.get("_path_pairs", ()):

@@ -40,7 +40,16 @@ from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
 from .skipconfig import subnets
 from .tree import REMOVED, substitute
 
-__all__ = ["GatheredNorm", "NormSwitch", "StageSwitch", "SwitchableNet", "check_skip", "switchable", "switchable_of"]
+__all__ = [
+    "GatheredNorm",
+    "NormSwitch",
+    "StageSwitch",
+    "SwitchableNet",
+    "check_skip",
+    "build_switchable",
+    "switchable",
+    "switchable_of",
+]
 
 
 class _Flags:
@@ -175,7 +184,19 @@ def switchable_of(model: AdaptiveDepthNet) -> SwitchableNet:
         raise ValueError("a skip config given as a tensor needs eval mode (model.eval()); in training pass a tuple")
     if not model.__dict__.get("_paths_valid", False):
         model.subnet()  # rebuilds the paths (or says to call build_subnets() before torch.compile)
-    return model.__dict__["_switchable"]
+    built = model.__dict__["_switchable"]
+    if isinstance(built, Exception):
+        raise ValueError(f"{type(model).__name__} has no switchable form ({built}); pass the skip config as a tuple")
+    return built
+
+
+def build_switchable(model: AdaptiveDepthNet) -> SwitchableNet | Exception:
+    """:class:`SwitchableNet` of ``model``, or the error that prevented it (reported when a tensor skip is used:
+    a model whose layout the template cannot be made of still works with tuple configs)."""
+    try:
+        return SwitchableNet(model)
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+        return e
 
 
 # ------------------------------------------------------------------------------------------- the template
