@@ -25,6 +25,7 @@ from .conversion import convert, create_converted, load_pretrained
 from .engine import distillation_step, train_one_epoch
 from .evaluation import evaluate
 from .export import export_subnet
+from .export_switchable import export_switchable
 from .flops import count_flops, count_params
 from .losses import SelfDistillation, TeacherDistillation, distillation_loss
 from .registry import ModelInfo, create_model, list_models, model_info, register_model
@@ -37,6 +38,7 @@ from .skip import (
     parse_skip,
     subnets,
 )
+from .switchable import SwitchableNet, switchable
 
 __version__ = "0.1.0"
 
@@ -62,6 +64,7 @@ __all__ = [
     "SelfDistillation",
     "ModelInfo",
     "SkipAwareNorm",
+    "SwitchableNet",
     "Stage",
     "TeacherDistillation",
     "bench_subnets",
@@ -77,6 +80,7 @@ __all__ = [
     "distillation_step",
     "evaluate",
     "export_subnet",
+    "export_switchable",
     "format_skip",
     "is_calibrated",
     "list_models",
@@ -88,5 +92,6 @@ __all__ = [
     "save_weights",
     "select_subnet",
     "subnets",
+    "switchable",
     "train_one_epoch",
 ]

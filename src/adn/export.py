@@ -113,4 +113,11 @@ def onnx_max_abs_diff(path: str | Path, module: nn.Module, example: torch.Tensor
     return (torch.from_numpy(got) - want).abs().max().item()
 
 
-__all__ = ["export_onnx", "export_subnet", "export_torchscript", "onnx_max_abs_diff"]
+def onnx_size(path: str | Path) -> int:
+    """Bytes of an ONNX file plus its external-data file (``<file>.data``), if any."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+__all__ = ["export_onnx", "export_subnet", "export_torchscript", "onnx_max_abs_diff", "onnx_size"]

@@ -211,6 +211,9 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
                 pairs += p
         self.__dict__.update(_paths=paths, _calibrated_paths=calibrated, _path_pairs=pairs, _paths_valid=True)
         self._sync_training()
+        from .switchable import build_switchable  # what a tensor skip runs: built here, never inside torch.compile
+
+        self.__dict__["_switchable"] = build_switchable(self)
 
     def _sync_training(self) -> None:
         for copied, original in self.__dict__.get("_path_pairs", ()):
@@ -241,7 +244,12 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
         return self._paths[skip]
 
     def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
-        """Run sub-network ``skip`` (default: :attr:`skip`, the super-net unless set)."""
+        """Run sub-network ``skip`` (default: :attr:`skip`, the super-net unless set). A bool tensor ``skip``
+        (eval mode) runs the switchable form (:mod:`adn.switchable`): one ``torch.compile`` graph for every depth."""
+        if isinstance(skip, torch.Tensor):
+            from .switchable import switchable_of
+
+            return switchable_of(self)(x, skip)
         return self.subnet(skip).forward_plain(x)
 
     def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -277,7 +285,7 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
     def __getstate__(self) -> dict:
         # Paths are derived data (and full of references into the tree): rebuilt after unpickling/deepcopy.
         state = self.__dict__.copy()
-        for key in ("_paths", "_calibrated_paths", "_path_pairs"):
+        for key in ("_paths", "_calibrated_paths", "_path_pairs", "_switchable"):
             state.pop(key, None)
         state["_paths_valid"] = False
         return state

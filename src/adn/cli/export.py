@@ -10,18 +10,34 @@ from .options import Parser
 
 
 def get_args_parser() -> Parser:
-    p = Parser("adn export", "export one sub-network as a standalone TorchScript or ONNX file")
+    p = Parser(
+        "adn export", "export one sub-network as a standalone TorchScript or ONNX file, or every depth as one ONNX file"
+    )
     p.add_argument(
         "--model", default=None, help="model name (default: the one a --weights training checkpoint was trained as)"
     )
     p.add_argument("--weights", help="checkpoint or weights file (default: random weights)")
-    p.add_argument("--skip-cfg", nargs="+", required=True, help="the sub-network, e.g. TTFF or True True False False")
+    p.add_argument("--skip-cfg", nargs="+", help="the sub-network, e.g. TTFF or True True False False")
+    p.add_argument(
+        "--all-subnets",
+        action="store_true",
+        help="one file for every depth: ONNX (inputs image, skip) with its weights in <output>.data, plus a "
+        "torch.export program <output stem>.pt2 with the same interface",
+    )
     p.add_argument("--output", required=True, help="file to write: *.onnx for ONNX, anything else TorchScript")
     p.add_argument("--format", choices=("torchscript", "onnx"), default=None, help="default: from --output's suffix")
     p.add_argument("--resolution", type=int, help="input size of the example input (default: the model's)")
     p.add_argument("--num-classes", type=int, help="classes (default: from --weights, else 1000)")
     p.add_argument("--model-ema", action="store_true", help="export the checkpoint's EMA weights")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="ONNX only: onnxruntime static INT8 quantization, calibrated on training images run through the "
+        "exported sub-network (the built-in data's, or --calib-data's train/)",
+    )
+    p.add_argument("--calib-data", help="image-folder root with train/ for --quantize (default: the built-in data)")
+    p.add_argument("--calib-images", type=int, default=256, help="calibration images for --quantize")
     return p
 
 
@@ -44,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("which model? give --model NAME (the weights file does not record it)")
     if not output.parent.is_dir():
         raise NotADirectoryError(f"output directory {output.parent} does not exist; create it first")
+    if args.quantize and (fmt != "onnx" or args.all_subnets):
+        raise UsageError("--quantize int8 writes one sub-network's ONNX file: give --skip-cfg and --output *.onnx")
+    if args.all_subnets == bool(args.skip_cfg):
+        raise UsageError("give either --skip-cfg (one sub-network) or --all-subnets (one file for every depth)")
     model, meta = build_model(name, args.weights, args.num_classes, ema=args.model_ema)
+    if args.all_subnets:
+        return _export_all(model, name, meta, output, args)
     skip = parse_skip(" ".join(args.skip_cfg), model.num_stages)  # "TTFF" or "True True False False"
     resolution = args.resolution or model.info.input_size
     exported = export_subnet(model, skip)
@@ -65,10 +87,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if fmt == "torchscript":
         export_torchscript(exported, example, output, meta)
+    elif args.quantize:
+        _export_int8(exported, example, output, args, meta, resolution)
     else:
         export_onnx(exported, example, output, args.opset, meta)
         print(f"onnxruntime vs PyTorch: max abs diff {onnx_max_abs_diff(output, exported, example):.2e}")
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {fmt})")
+    return 0
+
+
+def _export_int8(exported, example, output: Path, args, meta: dict, resolution: int) -> None:
+    """``--quantize int8``: the float ONNX file in a temporary folder, then its INT8 version at ``output``."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from ..data.loaders import build_calibration_set
+    from ..export import export_onnx
+    from ..quantize import quantize_int8
+
+    images = build_calibration_set(args.calib_data, image_size=resolution, dataset=meta.get("dataset", "digits"))
+    loader = DataLoader(images, batch_size=32, shuffle=True, generator=__import__("torch").Generator().manual_seed(0))
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".adn-export-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        export_onnx(exported, example, float_path, args.opset, meta)
+        quantize_int8(float_path, Path(tmp) / output.name, loader, limit=args.calib_images)
+        Path(tmp, output.name).replace(output)
+    print(f"INT8 (onnxruntime static, QDQ, per-channel), calibrated on {min(args.calib_images, len(images))} images")
+
+
+def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
+    """``--all-subnets``: the switchable form as ONE ONNX file and a .pt2 program; super/base checked in ORT."""
+    import numpy as np
+    import torch
+
+    from ..export import onnx_size
+    from ..export_switchable import export_switchable
+
+    if output.suffix.lower() != ".onnx" or args.format == "torchscript":
+        raise UsageError(f"--all-subnets writes ONNX (+ .pt2): give --output ending in .onnx, not {output.name}")
+    resolution = args.resolution or model.info.input_size
+    paths = export_switchable(model, output, resolution=resolution, meta={**meta, "model": name})
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, resolution, resolution)
+    worst = 0.0
+    with torch.no_grad():
+        for skip in ((False,) * model.num_stages, (True,) * model.num_stages):
+            (got,) = session.run(None, {"image": x.numpy(), "skip": np.array(skip)})
+            worst = max(worst, (torch.from_numpy(got) - model(x, skip=skip)).abs().max().item())
+    print(f"{name}: {2**model.num_stages} sub-networks in one file; onnxruntime vs PyTorch: max abs diff {worst:.2e}")
+    print(f"wrote {paths['onnx']} ({onnx_size(paths['onnx']) / 1e6:.1f} MB with {paths['onnx'].name}.data, ONNX)")
+    print(f"wrote {paths['pt2']} ({paths['pt2'].stat().st_size / 1e6:.1f} MB, torch.export)")
     return 0
 
 

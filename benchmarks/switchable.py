@@ -1,0 +1,256 @@
+"""One file, every depth: what the switchable ONNX file costs against the single-depth files it replaces.
+
+For each model (default resnet50, mobilenet_v2, resnet20; random weights, the registered class count), at
+batch 1 and 32 and for a few sub-networks (super-net, base-net and mixed ones; every one for resnet20):
+onnxruntime CPU latency (ORT_ENABLE_ALL) of the switchable file (``adn export --all-subnets``) and of the
+single-depth file of the same sub-network (``adn export --skip-cfg``), eager PyTorch, and ``torch.compile``
+(inductor) of the sub-network's path, side by side as ratios to the single-depth file. ResNet-50 also with
+calibrated statistics (gathered per config at run time in the switchable file, baked into the single-depth
+one). Then the switching cost (alternating vs grouped configs, switchable file, batch 1) and the file sizes:
+switchable vs the super-net's single-depth file vs all 2^S single-depth files (estimated from the bytes per
+parameter of the super-net's file and the parameters each sub-network uses). Timing: min of N calls, in
+interleaved rounds, so drift in a shared machine's load hits every column alike.
+
+    python benchmarks/switchable.py --output benchmarks/results/switchable-cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+import adn
+from adn.export import export_onnx, export_subnet, onnx_size
+from adn.export_switchable import export_switchable
+
+
+def _min_ms(fn, reps: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    # idle onnxruntime threads spin by default: on a small shared CPU they would steal the cores PyTorch times on
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _configs(model) -> list[tuple[bool, ...]]:
+    all_configs = adn.subnets(model)
+    if len(all_configs) <= 8:
+        return all_configs
+    n = model.num_stages
+    return [all_configs[0], tuple(i < n // 2 for i in range(n)), all_configs[-1]]  # super, first half skipped, base
+
+
+def bench_model(name: str, args, out_dir: Path, calibrated: bool) -> tuple[list[str], list[str]]:
+    res = adn.model_info(name).input_size
+    model = adn.create_model(name).eval()
+    if calibrated:
+        torch.manual_seed(0)
+        adn.calibrate(model, [torch.randn(4, 3, res, res)], batches=1)
+    tag = f"{name}{' (calibrated)' if calibrated else ''}"
+    start = time.time()
+    sw_path = export_switchable(model, out_dir / f"{name}-{calibrated}-all.onnx", resolution=res, pt2=False)["onnx"]
+    export_s = time.time() - start
+    switch = _session(sw_path, args.threads)
+    configs = _configs(model)
+    rows, sizes = [], {}
+    for c in configs:
+        label = adn.format_skip(c)
+        flat_path = out_dir / f"{name}-{calibrated}-{label}.onnx"
+        sub = export_subnet(model, c)
+        export_onnx(sub, torch.randn(1, 3, res, res), flat_path, opset=18)
+        sizes[label] = onnx_size(flat_path)
+        flat = _session(flat_path, args.threads)
+        path = model.subnet(c)
+        compiled = None
+        if args.inductor and c == configs[0]:  # the super-net: compiling every path would dominate the run
+            compiled = torch.compile(path.forward_plain)
+        for batch in args.batch_sizes:
+            reps = args.reps if batch == 1 else max(2, args.reps // 8)
+            x = torch.randn(batch, 3, res, res)
+            feed, skip = x.numpy(), np.array(c)
+            cols: dict[str, list[float]] = {"switchable": [], "single": [], "eager": [], "compile": []}
+            # ruff: B023 below is moot: every lambda is called before the loop moves on
+            with torch.no_grad():
+                if compiled is not None:
+                    compiled(x)  # compile outside the timed rounds
+                for _ in range(args.rounds):
+                    cols["switchable"].append(_min_ms(lambda: switch.run(None, {"image": feed, "skip": skip}), reps))  # noqa: B023
+                    cols["single"].append(_min_ms(lambda: flat.run(None, {"images": feed}), reps))  # noqa: B023
+                    cols["eager"].append(_min_ms(lambda: model(x, skip=c), reps))  # noqa: B023
+                    if compiled is not None:
+                        cols["compile"].append(_min_ms(lambda: compiled(x), reps))  # noqa: B023
+            best = {k: min(v) for k, v in cols.items() if v}
+            ratio = {k: f"{v / best['single']:.3f}" for k, v in best.items()}
+            rows.append(
+                f"| {tag} | {label} | {batch} | {best['single']:.1f} | {ratio['switchable']} | {ratio['eager']} | "
+                f"{ratio.get('compile', 'n/a')} |"
+            )
+            print(rows[-1], flush=True)
+    # switching cost: the switchable file, batch 1, alternating super/base vs all super then all base
+    x = np.random.rand(1, 3, res, res).astype("float32")
+    ends = [np.array(configs[0]), np.array(configs[-1])]
+    n = args.reps
+
+    def alternating():
+        for i in range(2 * n):
+            switch.run(None, {"image": x, "skip": ends[i % 2]})
+
+    def grouped():
+        for i in range(2 * n):
+            switch.run(None, {"image": x, "skip": ends[i // n]})
+
+    alt = min(_min_ms(alternating, 1) for _ in range(args.rounds))
+    grp = min(_min_ms(grouped, 1) for _ in range(args.rounds))
+    per_param = sizes[adn.format_skip(configs[0])] / adn.count_params(model, configs[0])
+    all_files = sum(adn.count_params(model, c) for c in adn.subnets(model)) * per_param
+    super_size = sizes[adn.format_skip(configs[0])]
+    size_row = (
+        f"| {tag} | {onnx_size(sw_path) / 1e6:.1f} | {super_size / 1e6:.1f} | "
+        f"{onnx_size(sw_path) / super_size:.3f} | {2**model.num_stages} files: {all_files / 1e6:.0f} | "
+        f"{export_s:.0f} | {alt / grp:.3f} |"
+    )
+    print(size_row, flush=True)
+    return rows, [size_row]
+
+
+def _train_resnet20(epochs: int) -> torch.nn.Module:
+    """A resnet20 trained briefly on the built-in data (super- and base-net losses), enough to measure INT8."""
+    from torch.utils.data import DataLoader
+
+    from adn.data.loaders import build_calibration_set
+
+    torch.manual_seed(0)
+    model = adn.create_model("resnet20", num_classes=10)
+    data = DataLoader(build_calibration_set(image_size=32), batch_size=64, shuffle=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    for _ in range(epochs):
+        for x, y in data:
+            loss = sum(torch.nn.functional.cross_entropy(model(x, skip=s), y) for s in ("FFF", "TTT"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def int8_rows(args, out_dir: Path) -> list[str]:
+    """Acc@1 on the built-in val split and batch-1 latency of every resnet20 sub-network, float32 vs INT8."""
+    from torch.utils.data import DataLoader
+
+    from adn.data.loaders import build_calibration_set, build_eval_loader
+    from adn.quantize import quantize_int8
+
+    model = _train_resnet20(args.int8_epochs)
+    val, _ = build_eval_loader(image_size=32, batch_size=128)
+    calib = DataLoader(build_calibration_set(image_size=32), batch_size=32, shuffle=True)
+    rows = [
+        "| sub-network | Acc@1 float32 | Acc@1 INT8 | ORT ms float32 (b1) | ORT ms INT8 (b1) | MB float32 | MB INT8 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    x = np.random.rand(1, 3, 32, 32).astype("float32")
+    for c in adn.subnets(model):
+        label = adn.format_skip(c)
+        paths = [out_dir / f"int8-{label}.onnx", out_dir / f"int8-{label}-q.onnx"]
+        export_onnx(export_subnet(model, c), torch.randn(1, 3, 32, 32), paths[0], opset=18)
+        quantize_int8(paths[0], paths[1], calib, limit=256)
+        accs, lat = [], []
+        for path in paths:
+            session = _session(path, args.threads)
+            hits = sum(int((session.run(None, {"images": v.numpy()})[0].argmax(1) == t.numpy()).sum()) for v, t in val)
+            accs.append(100 * hits / len(val.dataset))
+            lat.append(min(_min_ms(lambda: session.run(None, {"images": x}), args.reps) for _ in range(args.rounds)))  # noqa: B023
+        rows.append(
+            f"| {label} | {accs[0]:.1f} | {accs[1]:.1f} | {lat[0]:.2f} | {lat[1]:.2f} | "
+            f"{onnx_size(paths[0]) / 1e6:.2f} | {onnx_size(paths[1]) / 1e6:.2f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="*", default=["resnet50", "mobilenet_v2", "resnet20"])
+    p.add_argument("--calibrated", nargs="*", default=["resnet50"], help="models also measured calibrated")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=8, help="calls per timing at batch 1 (batch 32: reps/8)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--no-inductor", dest="inductor", action="store_false")
+    p.add_argument("--output", type=Path)
+    p.add_argument("--int8", action="store_true", help="also: resnet20 INT8 vs float32 (trains one briefly)")
+    p.add_argument("--int8-epochs", type=int, default=4)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    header = [
+        "| model | skip | batch | single-depth ORT ms | switchable ORT / single | eager PyTorch / single | "
+        "torch.compile (inductor) / single |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    size_header = [
+        "| model | switchable MB | single-depth super-net MB | ratio | all single-depth files MB (est.) | "
+        "export s | switching cost: alternating / grouped |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows, size_rows, int8 = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.int8:
+            int8 = [
+                "",
+                "## INT8 (resnet20, trained briefly on the built-in data; val split)",
+                "",
+                *int8_rows(args, Path(tmp)),
+            ]
+        for name in args.models:
+            for calibrated in (False, True) if name in args.calibrated else (False,):
+                r, s = bench_model(name, args, Path(tmp), calibrated)
+                rows += r
+                size_rows += s
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    text = "\n".join(
+        [
+            "# The switchable ONNX file vs single-depth files (CPU)",
+            "",
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores SHARED with other jobs (load average at the end: {load}), onnxruntime "
+            f"{ort.__version__} ORT_ENABLE_ALL, torch {torch.__version__}, {args.threads} threads; min of "
+            f"{args.reps} calls (batch 32: {max(2, args.reps // 8)}) over {args.rounds} interleaved rounds; "
+            "random weights. Command: `python benchmarks/switchable.py " + " ".join(sys.argv[1:]) + "`",
+            "",
+            *header,
+            *rows,
+            "",
+            *size_header,
+            *size_rows,
+            *int8,
+            "",
+        ]
+    )
+    print(text)
+    if args.output:
+        args.output.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

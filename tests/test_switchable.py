@@ -1,0 +1,233 @@
+"""The switchable form: the skip config as a tensor input; eager, torch.export (.pt2) and onnxruntime equal
+``model.eval()(x, skip=c)`` for every config c, calibrated and not."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import adn
+from adn.export_switchable import export_program, export_switchable
+from adn.skip import NORM_TYPES
+from adn.switchable import switchable
+
+# (model, calibrated): every small registered model as trained (constant norms) and a converted torchvision ResNet
+# calibrated (its BatchNorms gather per-config statistics). Exports are the slow part: one per case.
+CASES = [
+    ("resnet20", False),
+    ("mobilenet_v2_cifar", False),
+    ("vit_cifar", False),
+    ("converted_resnet", True),
+]
+NO_ONNX: set[str] = set()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomize_norms(model):
+    # Twins start as copies of the main norms: make every norm different so using the wrong set shows.
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, NORM_TYPES):
+            for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+                if t.is_floating_point():
+                    lo, hi = (0.5, 1.5) if name in ("weight", "running_var") else (-0.5, 0.5)
+                    t.data.uniform_(lo, hi)
+    return model.eval()
+
+
+def make_model(name, calibrated=False):
+    if name == "converted_resnet":  # a torchvision model made adaptive by adn.convert, at a tiny size
+        tv = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=10)
+        model, size = _randomize_norms(adn.convert(tv, input_size=32)), 32
+    else:
+        info = adn.model_info(name)
+        model, size = _randomize_norms(adn.create_model(name, **info.test_kwargs)), info.input_size
+    if calibrated:
+        torch.manual_seed(1)
+        adn.calibrate(model, [torch.randn(4, 3, size, size) for _ in range(2)], batches=2)
+    return model.eval(), size
+
+
+def close(got, want):
+    got = torch.as_tensor(got)
+    # random norms make deep nets' logits large: a relative bound
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(model, size, paths) per case, exported once for the module."""
+    cache = {}
+
+    def get(name, calibrated):
+        if (name, calibrated) not in cache:
+            model, size = make_model(name, calibrated)
+            out = tmp_path_factory.mktemp(f"{name}-{calibrated}") / "net.onnx"
+            paths = export_switchable(model, out, resolution=size, onnx=name not in NO_ONNX)
+            cache[name, calibrated] = model, size, paths
+        return cache[name, calibrated]
+
+    return get
+
+
+def test_small_models_covered():
+    small = {n for n in adn.list_models() if adn.model_info(n).input_size <= 64}
+    # resnet56 is resnet20, deeper; Swin's switchable form runs in eager and torch.compile, not export (torch 2.14)
+    assert small - {"resnet56", "swin_cifar"} == {n for n, _ in CASES} - {"converted_resnet"}
+
+
+def test_swin_eager_every_config():
+    model, size = make_model("swin_cifar")
+    net, x = switchable(model), torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for c in adn.subnets(model):
+            close(net(x, torch.tensor(c)), model(x, skip=c))
+
+
+@pytest.mark.parametrize(("name", "calibrated"), CASES)
+def test_every_config_equals_eager(name, calibrated, exported):
+    import onnxruntime as ort
+
+    model, size, paths = exported(name, calibrated)
+    assert adn.is_calibrated(model) == calibrated
+    session = None
+    if "onnx" in paths:
+        session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["image", "skip"]
+    program = torch.export.load(paths["pt2"]).module()
+    net = switchable(model)
+    x = torch.randn(3, 3, size, size)  # batch 3: the batch axis is dynamic (traced at 2)
+    with torch.no_grad():
+        for c in adn.subnets(model):
+            want, skip = model(x, skip=c), torch.tensor(c)
+            close(net(x, skip), want)
+            close(program(x, skip), want)
+            if session is not None:
+                close(session.run(None, {"image": x.numpy(), "skip": np.array(c)})[0], want)
+    if session is None:
+        return
+    meta = json.loads(onnx.load(str(paths["onnx"]), load_external_data=False).metadata_props[0].value)
+    assert meta["num_stages"] == model.num_stages and len(meta["subnets"]) == 2**model.num_stages
+    assert meta["input_size"] == size
+
+
+def test_weights_stored_once(exported):
+    model, _, paths = exported("resnet20", False)
+    weights = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    data = paths["onnx"].with_name(paths["onnx"].name + ".data").stat().st_size
+    assert data <= 1.05 * weights  # every branch of every If reads the outer initializers
+
+
+def test_bad_skip_tensor():
+    model, size = make_model("resnet20")
+    net, x = switchable(model), torch.randn(1, 3, size, size)
+    with pytest.raises(ValueError, match=r"shape \[3\]"):
+        net(x, torch.tensor([True, False]))
+    with pytest.raises(ValueError, match="torch.bool"):
+        net(x, torch.tensor([1, 0, 1]))
+    with pytest.raises(ValueError, match="bool tensor"):
+        net(x, "TFT")
+    with pytest.raises(ValueError, match="inference only"):
+        net.train()
+
+
+class _Branchy(nn.Module):  # a residual block with data-dependent Python control flow
+    def __init__(self, c):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return x + y if y.mean() > 0 else x - y
+
+
+def test_untraceable_model_gets_one_line(tmp_path):
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), *[_Branchy(8) for _ in range(4)], nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net.append(nn.Linear(8, 10))
+    model = adn.convert(net, input_size=16).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():  # eager: fine
+        base = (True,) * model.num_stages
+        close(switchable(model)(x, torch.tensor(base)), model(x, skip=base))
+    with pytest.raises(ValueError, match=r"cannot make \S+ \(_Branchy\) switchable.*single depths"):
+        export_switchable(model, tmp_path / "x.onnx", resolution=16)
+    assert list(tmp_path.iterdir()) == []  # nothing written on failure
+    with pytest.raises(ValueError, match="single depths"):
+        export_program(model, x)
+
+
+def test_pt2_runs_without_adn(exported, tmp_path):
+    model, size, paths = exported("converted_resnet", True)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        want = model(x, skip="TFTF")
+    torch.save(x, tmp_path / "x.pt")
+    code = (
+        "import sys; sys.modules['adn'] = None\n"
+        "import json, torch\n"
+        f"p = torch.export.load({str(paths['pt2'])!r}).module()\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
+        "print(json.dumps(p(x, torch.tensor([True, False, True, False])).flatten().tolist()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    close(torch.tensor(json.loads(out.stdout.strip().splitlines()[-1])).reshape(want.shape), want)
+
+
+def test_torch_compile_every_config_default_settings():
+    """torch.compile(model, fullgraph=True) with dynamo's defaults: one frame serves all 32 sub-networks of
+    mobilenet_v2_cifar (the default recompile limit is 8), then a second model in the same process."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    for name, frames in (("mobilenet_v2_cifar", 1), ("vit_cifar", 1)):
+        model, size = make_model(name)
+        counter = CompileCounter()
+        compiled = torch.compile(model, fullgraph=True, backend=counter)
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            for c in adn.subnets(model):
+                close(compiled(x, torch.tensor(c)), model(x, skip=c))
+        assert counter.frame_count == frames, name
+
+
+def test_torch_compile_inductor_tiny():
+    # a transformer: torch 2.14's inductor miscompiles a torch.cond around convolutions on the CPU (it lays the
+    # branch input out channels-last but the branch expects it contiguous), see docs/deploy.md
+    torch._dynamo.reset()
+    model, size = make_model("vit_cifar")
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for c in [(False,) * 4, (True, False, True, False), (True,) * 4]:
+            close(compiled(x, torch.tensor(c)), model(x, skip=c))
+
+
+def test_cli_all_subnets(tmp_path, capsys):
+    from adn.cli import main as cli_main
+
+    out = tmp_path / "r20.onnx"
+    args = ["export", "--model", "resnet20", "--num-classes", "10", "--all-subnets", "--output", str(out)]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "8 sub-networks in one file" in printed
+    assert float(printed.split("max abs diff")[1].split()[0]) < 1e-4
+    assert out.exists() and out.with_name("r20.onnx.data").exists() and out.with_suffix(".pt2").exists()
+    assert cli_main([*args[:-2], "--skip-cfg", "TTT", "--output", str(tmp_path / "x.onnx")]) == 2
+    assert "either --skip-cfg" in capsys.readouterr().err
+    assert cli_main([*args[:-1], str(tmp_path / "x.pt")]) == 2
+    assert "ending in .onnx" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.onnx", "r20.onnx.data", "r20.pt2"]
