@@ -39,3 +39,24 @@ def run(
         proc.communicate()
         raise
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def randomize_norms(model, twins_only: bool = False, seed: int | None = None):
+    """Random parameters and statistics for every norm (or only the twins), so that using the wrong norm set shows
+    in the outputs (fresh twins are copies of their main norms). ``seed``: seed torch's RNG first."""
+    import torch
+
+    import adn
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    if twins_only:
+        norms = [m.skip_norm for m in model.modules() if isinstance(m, adn.SkipAwareNorm)]
+    else:
+        norms = [m for m in model.modules() if isinstance(m, adn.skip.NORM_TYPES)]
+    with torch.no_grad():
+        for m in norms:
+            for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+                if t.is_floating_point():
+                    t.uniform_(*((0.5, 1.5) if name in ("weight", "running_var") else (-0.5, 0.5)))
+    return model

@@ -19,7 +19,7 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 import adn
 from adn.conversion import adaptive_class, convert, create_converted, load_pretrained
-from helpers import run
+from helpers import randomize_norms, run
 
 convert_module = importlib.import_module("adn.conversion")  # `adn.convert` is the function
 
@@ -65,20 +65,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _randomize_norms(model, twins_only=False):
-    """Random norms (or only the twins), so that a norm mix-up shows in the outputs."""
-    if twins_only:
-        norms = [m.skip_norm for m in model.modules() if isinstance(m, adn.SkipAwareNorm)]
-    else:
-        norms = [m for m in model.modules() if isinstance(m, adn.skip.NORM_TYPES)]
-    with torch.no_grad():
-        for m in norms:
-            for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
-                if t.is_floating_point():
-                    t.uniform_(*((0.5, 1.5) if name in ("weight", "running_var") else (-0.5, 0.5)))
-    return model
-
-
 def _some(configs, limit=16):
     """All configs up to ``limit``, else both extremes and every stage skipped alone and kept alone."""
     if len(configs) <= limit:
@@ -90,11 +76,11 @@ def _some(configs, limit=16):
 def converted(request):
     build, skippable = TORCHVISION[request.param]
     torch.manual_seed(0)
-    original = _randomize_norms(build()).eval()
+    original = randomize_norms(build()).eval()
     reference = copy.deepcopy(original)
     model = convert(original, input_size=SIZE)
     assert model is original  # in place
-    return request.param, reference, _randomize_norms(model, twins_only=True).eval(), SIZE, skippable
+    return request.param, reference, randomize_norms(model, twins_only=True).eval(), SIZE, skippable
 
 
 def test_layout_supernet_keys_and_flops(converted):
@@ -258,9 +244,9 @@ def test_resnext_and_wide_resnet():
     """The other ResNet variants (grouped and wide bottlenecks), shallow: parity and both sub-networks."""
     for kwargs in (dict(groups=32, width_per_group=4), dict(width_per_group=128)):
         torch.manual_seed(0)
-        original = _randomize_norms(ResNet(Bottleneck, [2, 1, 1, 1], num_classes=10, **kwargs)).eval()
+        original = randomize_norms(ResNet(Bottleneck, [2, 1, 1, 1], num_classes=10, **kwargs)).eval()
         reference = copy.deepcopy(original)
-        model = _randomize_norms(convert(original, input_size=SIZE), twins_only=True)
+        model = randomize_norms(convert(original, input_size=SIZE), twins_only=True)
         assert model.num_stages == 1  # one-block stages have nothing to skip
         x = torch.randn(2, 3, SIZE, SIZE)
         with torch.no_grad():
@@ -301,7 +287,7 @@ def test_class_is_cached_and_keeps_the_original():
 # ------------------------------------------------------------------------------ saving and loading
 def test_torch_save_loads_in_a_fresh_process(tmp_path):
     torch.manual_seed(0)
-    model = _randomize_norms(convert(tvm.mobilenet_v3_small(num_classes=10))).eval()
+    model = randomize_norms(convert(tvm.mobilenet_v3_small(num_classes=10))).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.save({"x": x, "out": model(x, skip="TFTF")}, tmp_path / "expected.pt")
@@ -324,7 +310,7 @@ def test_torch_save_loads_in_a_fresh_process(tmp_path):
 
 def test_load_pretrained_reads_the_original_weights(tmp_path):
     torch.manual_seed(0)
-    original = _randomize_norms(tvm.mobilenet_v3_small(num_classes=10, width_mult=0.5)).eval()
+    original = randomize_norms(tvm.mobilenet_v3_small(num_classes=10, width_mult=0.5)).eval()
     torch.save(original.state_dict(), tmp_path / "plain.pt")
     torch.save({"model": original.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
     x = torch.randn(2, 3, SIZE, SIZE)
@@ -332,7 +318,7 @@ def test_load_pretrained_reads_the_original_weights(tmp_path):
         want = original(x)
     for source in (tmp_path / "plain.pt", tmp_path / "checkpoint.pt", {"state_dict": original.state_dict()}):
         model = create_converted("tv:mobilenet_v3_small", num_classes=10, width_mult=0.5)
-        _randomize_norms(model).eval()
+        randomize_norms(model).eval()
         assert load_pretrained(model, source) is model
         with torch.no_grad():
             torch.testing.assert_close(model(x), want)
@@ -377,14 +363,14 @@ class Custom(nn.Module):
 
 def test_generic_conversion_of_a_custom_model_and_its_weights():
     torch.manual_seed(0)
-    original = _randomize_norms(Custom()).eval()
+    original = randomize_norms(Custom()).eval()
     model = convert(copy.deepcopy(original), input_size=SIZE)
     assert model.layout.stages == (
         (("stages_.0.0", "stages_.0.1"), ("stages_.0.2",)),
         (("stages_.1.0",), ("stages_.1.1",)),
     )
     assert {n for n, _ in model.layout.twins} == {f"stages_.{i}.bn_skip" for i in ("0.0", "0.1", "1.0")}
-    model = load_pretrained(_randomize_norms(model), original.state_dict())
+    model = load_pretrained(randomize_norms(model), original.state_dict())
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(model(x), original(x))
@@ -447,9 +433,9 @@ TIMM = {
 def test_timm_models(name):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
-    original = _randomize_norms(timm.create_model(name, pretrained=False, num_classes=10, **TIMM[name])).eval()
+    original = randomize_norms(timm.create_model(name, pretrained=False, num_classes=10, **TIMM[name])).eval()
     reference = copy.deepcopy(original)
-    model = _randomize_norms(convert(original), twins_only=True)
+    model = randomize_norms(convert(original), twins_only=True)
     assert model.num_stages >= 4 and isinstance(model, type(reference))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -6,8 +6,8 @@ import torch
 import adn
 from adn.cli import main as cli_main
 from adn.export import export_onnx, export_subnet, export_torchscript, onnx_max_abs_diff
-from adn.skip import NORM_TYPES, SkipAwareNorm
-from helpers import ADN, run
+from adn.skip import SkipAwareNorm
+from helpers import ADN, randomize_norms, run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated upstream
 
@@ -16,18 +16,6 @@ SMALL_MODELS = [n for n in adn.list_models() if adn.model_info(n).input_size <= 
 
 def _num_params(module):
     return sum(p.numel() for p in module.parameters())
-
-
-def _randomize_norms(model):
-    # Fresh twins are copies of the main norms; make every norm different so using the wrong set shows.
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, NORM_TYPES):
-            for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
-                if t.is_floating_point():
-                    lo, hi = (0.5, 1.5) if name in ("weight", "running_var") else (-0.5, 0.5)
-                    t.data.uniform_(lo, hi)
-    return model
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,7 +30,7 @@ def one_thread():
 @pytest.fixture(scope="module", params=SMALL_MODELS)
 def small_model(request):
     info = adn.model_info(request.param)
-    model = _randomize_norms(adn.create_model(request.param, **info.test_kwargs)).eval()
+    model = randomize_norms(adn.create_model(request.param, **info.test_kwargs), seed=0).eval()
     return model, info.input_size
 
 
@@ -124,7 +112,7 @@ def test_export_cli_onnx_subprocess(tmp_path):
 
 def test_export_cli_torchscript_and_errors(tmp_path, capsys):
     out, weights = tmp_path / "r20.pt", tmp_path / "weights.pth"
-    model = _randomize_norms(adn.create_model("resnet20", num_classes=10)).eval()
+    model = randomize_norms(adn.create_model("resnet20", num_classes=10), seed=0).eval()
     torch.save({"model": model.state_dict()}, weights)
     # The class count comes from the weights' classifier.
     assert (

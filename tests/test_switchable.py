@@ -14,8 +14,8 @@ from torch import nn
 
 import adn
 from adn.export_switchable import export_program, export_switchable
-from adn.skip import NORM_TYPES
 from adn.switchable import switchable
+from helpers import randomize_norms
 
 # (model, calibrated): every small registered model as trained (constant norms) and a converted torchvision ResNet
 # calibrated (its BatchNorms gather per-config statistics). Exports are the slow part: one per case.
@@ -36,25 +36,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _randomize_norms(model):
-    # Twins start as copies of the main norms: make every norm different so using the wrong set shows.
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, NORM_TYPES):
-            for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
-                if t.is_floating_point():
-                    lo, hi = (0.5, 1.5) if name in ("weight", "running_var") else (-0.5, 0.5)
-                    t.data.uniform_(lo, hi)
-    return model.eval()
-
-
 def make_model(name, calibrated=False):
     if name == "converted_resnet":  # a torchvision model made adaptive by adn.convert, at a tiny size
         tv = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=10)
-        model, size = _randomize_norms(adn.convert(tv, input_size=32)), 32
+        model, size = randomize_norms(adn.convert(tv, input_size=32), seed=0).eval(), 32
     else:
         info = adn.model_info(name)
-        model, size = _randomize_norms(adn.create_model(name, **info.test_kwargs)), info.input_size
+        model, size = randomize_norms(adn.create_model(name, **info.test_kwargs), seed=0).eval(), info.input_size
     if calibrated:
         torch.manual_seed(1)
         adn.calibrate(model, [torch.randn(4, 3, size, size) for _ in range(2)], batches=2)
