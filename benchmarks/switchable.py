@@ -134,8 +134,9 @@ def bench_model(name: str, args, out_dir: Path, calibrated: bool) -> tuple[list[
     return rows, [size_row]
 
 
-def _train_resnet20(epochs: int) -> torch.nn.Module:
-    """A resnet20 trained briefly on the built-in data (super- and base-net losses), enough to measure INT8."""
+def train_resnet20(epochs: int) -> torch.nn.Module:
+    """A resnet20 trained briefly on the built-in data (super- and base-net losses), enough to measure INT8
+    (``tests/test_quantize.py`` uses it too)."""
     from torch.utils.data import DataLoader
 
     from adn.data.loaders import build_calibration_set
@@ -161,7 +162,7 @@ def int8_rows(args, out_dir: Path) -> list[str]:
     from adn.data.loaders import build_calibration_set, build_eval_loader
     from adn.quantize import quantize_int8
 
-    model = _train_resnet20(args.int8_epochs)
+    model = train_resnet20(args.int8_epochs)
     val, _ = build_eval_loader(image_size=32, batch_size=128)
     calib = DataLoader(build_calibration_set(image_size=32), batch_size=32, shuffle=True)
     rows = [

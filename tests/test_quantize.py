@@ -1,30 +1,24 @@
 """adn export --quantize int8: onnxruntime static INT8 of one sub-network, within 1 pt of float32 on the
 built-in data for a briefly trained resnet20 (its base- and super-net)."""
 
+import importlib.util
+
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
-import adn
 from adn.cli import main as cli_main
-from adn.data.loaders import build_calibration_set, build_eval_loader
+from adn.data.loaders import build_eval_loader
+from helpers import ROOT
 
 ort = pytest.importorskip("onnxruntime")
 
 
 def _train_resnet20(epochs: int = 4) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = adn.create_model("resnet20", num_classes=10)
-    data = DataLoader(build_calibration_set(image_size=32), batch_size=64, shuffle=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    for _ in range(epochs):
-        for x, y in data:  # super-net and base-net, as ADN training does (without the distillation term)
-            loss = sum(torch.nn.functional.cross_entropy(model(x, skip=s), y) for s in ("FFF", "TTT"))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    """The benchmark's briefly trained resnet20 (benchmarks/switchable.py), loaded from its file."""
+    spec = importlib.util.spec_from_file_location("adn_bench_switchable", ROOT / "benchmarks" / "switchable.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.train_resnet20(epochs)
 
 
 def _accuracy(path, loader) -> float:
