@@ -119,6 +119,43 @@ def test_weights_stored_once(exported):
     assert data <= 1.05 * weights  # every branch of every If reads the outer initializers
 
 
+def _graphs(graph, outer=None):
+    """(graph, enclosing graph) for ``graph`` and every ``If`` branch below it."""
+    yield graph, outer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g, graph)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2_cifar"])
+def test_branch_weights_are_branch_initializers(name, exported):
+    # onnxruntime pre-packs (NCHWc) only convolutions whose weight is an initializer of their own graph: a weight
+    # that one branch alone reads must live in that branch, and a weight two branches read stays outside, once
+    _, _, paths = exported(name, False)
+    graphs = list(_graphs(onnx.load(str(paths["onnx"]), load_external_data=False).graph))
+    readers: dict[str, int] = {}
+    for graph, _ in graphs:
+        for used in {i for node in graph.node for i in node.input}:
+            readers[used] = readers.get(used, 0) + 1
+    main = graphs[0][0]
+    outer_only = [
+        i.name
+        for i in main.initializer
+        if readers.get(i.name, 0) == 1 and i.name not in {x for node in main.node for x in node.input}
+    ]
+    assert not outer_only
+    branch_convs = [
+        (node, graph) for graph, outer in graphs if outer is not None for node in graph.node if node.op_type == "Conv"
+    ]
+    local = [node.input[1] in {i.name for i in graph.initializer} for node, graph in branch_convs]
+    assert branch_convs and all(ok or readers[node.input[1]] >= 2 for ok, (node, _) in zip(local, branch_convs))
+    assert any(local)
+    # mobilenet's stem and first and last blocks join the first and last stages' conds: one If per stage
+    ifs = [node for node in main.node if node.op_type == "If"]
+    assert len(ifs) == (3 if name == "resnet20" else 5)
+
+
 def test_bad_skip_tensor():
     model, size = make_model("resnet20")
     net, x = switchable(model), torch.randn(1, 3, size, size)

@@ -113,6 +113,7 @@ def switchable_onnx(program: torch.export.ExportedProgram, path: str | Path, met
     import onnxscript.optimizer
 
     onnxscript.optimizer.optimize_ir(onnx_program.model)
+    _localize_initializers(onnx_program.model)
     # the exporter annotates every node with its source (stack trace, module path): megabytes for two
     # branches per stage, nothing onnxruntime reads
     for graph in (onnx_program.model.graph, *onnx_program.model.graphs()):
@@ -122,6 +123,24 @@ def switchable_onnx(program: torch.export.ExportedProgram, path: str | Path, met
     if meta:
         onnx_program.model.metadata_props["adn"] = json.dumps(dict(meta))
     onnx_program.save(str(path), external_data=True)
+
+
+def _localize_initializers(model) -> int:
+    """Move each weight that only one ``If`` branch reads from the outer graph into that branch; returns how many.
+
+    Why: onnxruntime pre-packs a convolution's weight into its blocked NCHWc layout only when the weight is an
+    initializer of the convolution's own graph, so a branch that reads its weights from the outer scope runs
+    unfused, plain-layout convolutions (ResNet-50's super-net: 1.15-1.23x the single-depth file; 1.02-1.03x with
+    the weights moved). Weights that both branches of a stage read stay outside, still stored once; onnxruntime
+    folds each branch's norms into its own copy of them when the session is made."""
+    main, moved = model.graph, 0
+    for name, value in list(main.initializers.items()):
+        graphs = {id(node.graph): node.graph for node, _ in value.uses()}
+        if len(graphs) == 1 and (graph := next(iter(graphs.values()))) is not main:
+            main.initializers.pop(name)
+            graph.register_initializer(value)
+            moved += 1
+    return moved
 
 
 def default_meta(model: nn.Module, resolution: int, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -240,10 +240,60 @@ def _twin_of(model: nn.Module, name: str) -> nn.Module | None:
     return model.get_submodule(name)._modules.get(TWIN)
 
 
+def _unit_of(model: nn.Module, name: str, in_stages: Sequence[str]) -> str | None:
+    """The largest module around the twinned norm ``name`` that holds no stage block and is an element of an
+    ``nn.Sequential`` (so it is called with the features alone), or None."""
+    parts = name.split(".")
+    for k in range(1, len(parts) + 1):
+        unit = ".".join(parts[:k])
+        if not any(_within(b, [unit]) for b in in_stages):
+            parent = model.get_submodule(".".join(parts[: k - 1]))
+            return unit if type(parent) is nn.Sequential else None
+    return None
+
+
+def _siblings(names: Sequence[str]) -> tuple[str, list[int]] | None:
+    """``(parent, indices)`` if every name is an element of one ``nn.Sequential`` ``parent``, else None."""
+    parents = {n.rpartition(".")[0] for n in names}
+    if len(parents) != 1 or not all(n.rpartition(".")[2].isdigit() for n in names):
+        return None
+    return parents.pop(), sorted(int(n.rpartition(".")[2]) for n in names)
+
+
+def _absorb(stage: Sequence[str], units: set[str]) -> tuple[list[str], list[str]]:
+    """The ``units`` (of the stage's flag) right before and right after the stage's blocks in their
+    ``nn.Sequential``: they join the stage's ``cond``, one ``If`` fewer each in the ONNX file."""
+    found = _siblings(stage)
+    if found is None:
+        return [], []
+    parent, indices = found
+    before, after = [], []
+    i = indices[0] - 1
+    while f"{parent}.{i}" in units:
+        before.insert(0, f"{parent}.{i}")
+        i -= 1
+    i = indices[-1] + 1
+    while f"{parent}.{i}" in units:
+        after.append(f"{parent}.{i}")
+        i += 1
+    return before, after
+
+
 def _template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> nn.Module:
+    """The model with one ``cond`` per stage. Twinned norms outside the stages switch with the module around them
+    that holds no stage block (MobileNetV2's stem, first and last blocks): a ``cond`` between two copies of it, so
+    that each branch has its convolution and norm together and onnxruntime fuses them; that module joins its
+    stage's ``cond`` where it is next to the stage's blocks. Other twinned norms get a ``cond`` each."""
     layout = model.layout
     gathered = _gathered_norms(model, flags, holder)
     in_stages = [b for mandatory, skippable in layout.stages for b in (*mandatory, *skippable)]
+    outside = [(n, s) for n, s in layout.twins if not _within(n, in_stages)]
+    unit_stages: dict[str, set[int]] = {}
+    for name, stage in outside:
+        unit = _unit_of(model, name, in_stages)
+        if unit is not None:
+            unit_stages.setdefault(unit, set()).add(stage)
+    units = {u: next(iter(s)) for u, s in unit_stages.items() if len(s) == 1}  # unit -> the one flag it follows
     kept_tree = _variant(model, {}, gathered)
     replace: dict[str, object] = {
         name: module
@@ -251,15 +301,20 @@ def _template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> 
         if not _within(name, in_stages) and TWIN not in name.split(".")
     }
     for i, (mandatory, skippable) in enumerate(layout.stages):
-        swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i and _within(n, mandatory)}
+        mine = {u for u, s in units.items() if s == i}
+        swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i and _within(n, [*mandatory, *mine])}
         swaps.update({n: nn.Identity() for n, s in layout.inactive if s == i})
         skipped_tree = _variant(model, swaps, gathered)
-        skipped = [skipped_tree.get_submodule(n) for n in mandatory]
-        kept = [kept_tree.get_submodule(n) for n in (*mandatory, *skippable)]
-        replace[mandatory[0]] = StageSwitch(flags, i, skipped, kept)
-        replace.update(dict.fromkeys([*mandatory[1:], *skippable], REMOVED))
-    for name, stage in layout.twins:
-        if not _within(name, in_stages):
+        before, after = _absorb([*mandatory, *skippable], mine)
+        skipped = [skipped_tree.get_submodule(n) for n in (*before, *mandatory, *after)]
+        kept = [kept_tree.get_submodule(n) for n in (*before, *mandatory, *skippable, *after)]
+        first, *rest = (*before, *mandatory, *skippable, *after)
+        replace[first] = StageSwitch(flags, i, skipped, kept)
+        replace.update(dict.fromkeys(rest, REMOVED))
+        for unit in mine - {*before, *after}:
+            replace[unit] = StageSwitch(flags, i, [skipped_tree.get_submodule(unit)], [kept_tree.get_submodule(unit)])
+    for name, stage in outside:
+        if not any(_within(name, [u]) for u in units):
             main = gathered.get(name, model.get_submodule(name))
             twin = gathered.get(f"{name}.{TWIN}", _twin_of(model, name))
             replace[name] = NormSwitch(flags, stage, main, twin)
