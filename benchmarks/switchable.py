@@ -1,17 +1,20 @@
 """One file, every depth: what the switchable ONNX file costs against the single-depth files it replaces.
 
-For each model (default resnet50, mobilenet_v2, resnet20; random weights, the registered class count), at
+For each model (default resnet50, mobilenet_v2, resnet20; random weights and norm statistics, the registered
+class count), at
 batch 1 and 32 and for a few sub-networks (super-net, base-net and mixed ones; every one for resnet20):
 onnxruntime CPU latency (ORT_ENABLE_ALL) of the switchable file (``adn export --all-subnets``) and of the
 single-depth file of the same sub-network (``adn export --skip-cfg``), eager PyTorch, and ``torch.compile``
 (inductor) of the sub-network's path, side by side as ratios to the single-depth file. ResNet-50 also with
-calibrated statistics (gathered per config at run time in the switchable file, baked into the single-depth
-one). Then the switching cost (alternating vs grouped configs, switchable file, batch 1) and the file sizes:
-switchable vs the super-net's single-depth file vs all 2^S single-depth files (estimated from the bytes per
-parameter of the super-net's file and the parameters each sub-network uses). Timing: min of N calls, in
+calibrated statistics, both ways the switchable file can hold them (``--calibrated-stats gathered``: gathered
+per config at run time; ``constant``: folded into a branch per upstream config), baked into the single-depth
+one. Then the switching cost (alternating vs grouped configs, switchable file, batch 1), the file sizes
+(switchable vs the super-net's single-depth file vs all 2^S single-depth files, estimated from the bytes per
+parameter of the super-net's file and the parameters each sub-network uses) and the resident memory of an
+onnxruntime session of the switchable file vs the super-net's file. Timing: min of N calls, in
 interleaved rounds, so drift in a shared machine's load hits every column alike.
 
-    python benchmarks/switchable.py --output benchmarks/results/switchable-cpu.md
+    python benchmarks/switchable.py --no-inductor --output benchmarks/results/switchable-cpu-quiet.md
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,22 +65,50 @@ def _configs(model) -> list[tuple[bool, ...]]:
     return [all_configs[0], tuple(i < n // 2 for i in range(n)), all_configs[-1]]  # super, first half skipped, base
 
 
-def bench_model(name: str, args, out_dir: Path, calibrated: bool) -> tuple[list[str], list[str]]:
+def _session_mb(path: Path, threads: int) -> float:
+    """Resident memory an onnxruntime session of ``path`` adds, in a fresh process (MB)."""
+    code = (
+        "import onnxruntime as ort, sys\n"
+        "rss = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
+        "before = rss(); o = ort.SessionOptions(); o.intra_op_num_threads = int(sys.argv[2])\n"
+        "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider']); print((rss() - before) / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(threads)], capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """Random norm parameters and statistics, as training leaves them: a freshly made model's (1, 0, 0, 1) norms
+    fold away in the exporters and every one of them reads the same deduplicated constants."""
+    gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            for t, low, high in ((module.weight, 0.5, 1.5), (module.bias, -0.2, 0.2)):
+                t.data.copy_(torch.rand(t.shape, generator=gen) * (high - low) + low)
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
+    return model
+
+
+def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list[str], list[str]]:
+    """Rows for ``name``; ``stats``: None (not calibrated), else how the switchable file holds calibrated stats."""
     res = adn.model_info(name).input_size
-    model = adn.create_model(name).eval()
-    if calibrated:
+    model = _trained_like(adn.create_model(name)).eval()
+    if stats:
         torch.manual_seed(0)
         adn.calibrate(model, [torch.randn(4, 3, res, res)], batches=1)
-    tag = f"{name}{' (calibrated)' if calibrated else ''}"
+    tag = f"{name}{f' (calibrated, {stats} stats)' if stats else ''}"
     start = time.time()
-    sw_path = export_switchable(model, out_dir / f"{name}-{calibrated}-all.onnx", resolution=res, pt2=False)["onnx"]
+    sw_path = export_switchable(
+        model, out_dir / f"{name}-{stats}-all.onnx", resolution=res, pt2=False, stats=stats or "gathered"
+    )["onnx"]
     export_s = time.time() - start
     switch = _session(sw_path, args.threads)
     configs = _configs(model)
     rows, sizes = [], {}
     for c in configs:
         label = adn.format_skip(c)
-        flat_path = out_dir / f"{name}-{calibrated}-{label}.onnx"
+        flat_path = out_dir / f"{name}-{stats}-{label}.onnx"
         sub = export_subnet(model, c)
         export_onnx(sub, torch.randn(1, 3, res, res), flat_path, opset=18)
         sizes[label] = onnx_size(flat_path)
@@ -125,10 +157,13 @@ def bench_model(name: str, args, out_dir: Path, calibrated: bool) -> tuple[list[
     per_param = sizes[adn.format_skip(configs[0])] / adn.count_params(model, configs[0])
     all_files = sum(adn.count_params(model, c) for c in adn.subnets(model)) * per_param
     super_size = sizes[adn.format_skip(configs[0])]
+    memory = [
+        _session_mb(p, args.threads) for p in (sw_path, out_dir / f"{name}-{stats}-{adn.format_skip(configs[0])}.onnx")
+    ]
     size_row = (
         f"| {tag} | {onnx_size(sw_path) / 1e6:.1f} | {super_size / 1e6:.1f} | "
         f"{onnx_size(sw_path) / super_size:.3f} | {2**model.num_stages} files: {all_files / 1e6:.0f} | "
-        f"{export_s:.0f} | {alt / grp:.3f} |"
+        f"{memory[0]:.0f} / {memory[1]:.0f} | {export_s:.0f} | {alt / grp:.3f} |"
     )
     print(size_row, flush=True)
     return rows, [size_row]
@@ -210,8 +245,8 @@ def main(argv=None) -> int:
     ]
     size_header = [
         "| model | switchable MB | single-depth super-net MB | ratio | all single-depth files MB (est.) | "
-        "export s | switching cost: alternating / grouped |",
-        "|---|---|---|---|---|---|---|",
+        "ORT session MB: switchable / super-net file | export s | switching cost: alternating / grouped |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows, size_rows, int8 = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,8 +258,8 @@ def main(argv=None) -> int:
                 *int8_rows(args, Path(tmp)),
             ]
         for name in args.models:
-            for calibrated in (False, True) if name in args.calibrated else (False,):
-                r, s = bench_model(name, args, Path(tmp), calibrated)
+            for stats in (None, "gathered", "constant") if name in args.calibrated else (None,):
+                r, s = bench_model(name, args, Path(tmp), stats)
                 rows += r
                 size_rows += s
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -233,10 +268,10 @@ def main(argv=None) -> int:
             "# The switchable ONNX file vs single-depth files (CPU)",
             "",
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores SHARED with other jobs (load average at the end: {load}), onnxruntime "
+            f"{os.cpu_count()} cores (load average at the end: {load}), onnxruntime "
             f"{ort.__version__} ORT_ENABLE_ALL, torch {torch.__version__}, {args.threads} threads; min of "
             f"{args.reps} calls (batch 32: {max(2, args.reps // 8)}) over {args.rounds} interleaved rounds; "
-            "random weights. Command: `python benchmarks/switchable.py " + " ".join(sys.argv[1:]) + "`",
+            "random weights and norms. Command: `python benchmarks/switchable.py " + " ".join(sys.argv[1:]) + "`",
             "",
             *header,
             *rows,

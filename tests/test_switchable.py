@@ -17,13 +17,15 @@ from adn.export_switchable import export_program, export_switchable
 from adn.switchable import switchable
 from helpers import randomize_norms
 
-# (model, calibrated): every small registered model as trained (constant norms) and a converted torchvision ResNet
-# calibrated (its BatchNorms gather per-config statistics). Exports are the slow part: one per case.
+# (model, calibrated statistics): every small registered model as trained (None: constant norms), a converted
+# torchvision ResNet calibrated with its BatchNorms gathering per-config statistics, and a calibrated ResNet-20
+# holding them as constants of a branch per upstream config. Exports are the slow part: one per case.
 CASES = [
-    ("resnet20", False),
-    ("mobilenet_v2_cifar", False),
-    ("vit_cifar", False),
-    ("converted_resnet", True),
+    ("resnet20", None),
+    ("mobilenet_v2_cifar", None),
+    ("vit_cifar", None),
+    ("converted_resnet", "gathered"),
+    ("resnet20", "constant"),
 ]
 NO_ONNX: set[str] = set()
 
@@ -62,9 +64,10 @@ def exported(tmp_path_factory):
 
     def get(name, calibrated):
         if (name, calibrated) not in cache:
-            model, size = make_model(name, calibrated)
+            model, size = make_model(name, calibrated is not None)
             out = tmp_path_factory.mktemp(f"{name}-{calibrated}") / "net.onnx"
-            paths = export_switchable(model, out, resolution=size, onnx=name not in NO_ONNX)
+            mode = calibrated or "gathered"
+            paths = export_switchable(model, out, resolution=size, onnx=name not in NO_ONNX, stats=mode)
             cache[name, calibrated] = model, size, paths
         return cache[name, calibrated]
 
@@ -90,7 +93,7 @@ def test_every_config_equals_eager(name, calibrated, exported):
     import onnxruntime as ort
 
     model, size, paths = exported(name, calibrated)
-    assert adn.is_calibrated(model) == calibrated
+    assert adn.is_calibrated(model) == (calibrated is not None)
     session = None
     if "onnx" in paths:
         session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
@@ -109,11 +112,11 @@ def test_every_config_equals_eager(name, calibrated, exported):
         return
     meta = json.loads(onnx.load(str(paths["onnx"]), load_external_data=False).metadata_props[0].value)
     assert meta["num_stages"] == model.num_stages and len(meta["subnets"]) == 2**model.num_stages
-    assert meta["input_size"] == size
+    assert meta["input_size"] == size and meta["calibrated_stats"] == (calibrated or "none")
 
 
 def test_weights_stored_once(exported):
-    model, _, paths = exported("resnet20", False)
+    model, _, paths = exported("resnet20", None)
     weights = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
     data = paths["onnx"].with_name(paths["onnx"].name + ".data").stat().st_size
     assert data <= 1.05 * weights  # every branch of every If reads the outer initializers
@@ -132,7 +135,7 @@ def _graphs(graph, outer=None):
 def test_branch_weights_are_branch_initializers(name, exported):
     # onnxruntime pre-packs (NCHWc) only convolutions whose weight is an initializer of their own graph: a weight
     # that one branch alone reads must live in that branch, and a weight two branches read stays outside, once
-    _, _, paths = exported(name, False)
+    _, _, paths = exported(name, None)
     graphs = list(_graphs(onnx.load(str(paths["onnx"]), load_external_data=False).graph))
     readers: dict[str, int] = {}
     for graph, _ in graphs:
@@ -149,11 +152,40 @@ def test_branch_weights_are_branch_initializers(name, exported):
         (node, graph) for graph, outer in graphs if outer is not None for node in graph.node if node.op_type == "Conv"
     ]
     local = [node.input[1] in {i.name for i in graph.initializer} for node, graph in branch_convs]
-    assert branch_convs and all(ok or readers[node.input[1]] >= 2 for ok, (node, _) in zip(local, branch_convs))
+    assert branch_convs and all(
+        ok or readers[node.input[1]] >= 2 for ok, (node, _) in zip(local, branch_convs, strict=True)
+    )
     assert any(local)
     # mobilenet's stem and first and last blocks join the first and last stages' conds: one If per stage
     ifs = [node for node in main.node if node.op_type == "If"]
     assert len(ifs) == (3 if name == "resnet20" else 5)
+
+
+def test_constant_stats_are_branch_constants(exported):
+    # stage i's cond sits under a tree over the i flags before it: 2^(i+1) branches, no statistics gathered
+    model, _, paths = exported("resnet20", "constant")
+    graphs = list(_graphs(onnx.load(str(paths["onnx"]), load_external_data=False).graph))
+    ifs = sum(node.op_type == "If" for graph, _ in graphs for node in graph.node)
+    assert ifs == sum(2 ** (i + 1) - 1 for i in range(model.num_stages))
+    constants = {i.name for graph, _ in graphs for i in graph.initializer}
+    norms = [node for graph, _ in graphs for node in graph.node if node.op_type == "BatchNormalization"]
+    assert norms and all(set(node.input[3:5]) <= constants for node in norms)  # mean, var: no Gather output
+
+
+def test_constant_stats_fall_back_to_gathered():
+    # calibrated for two configs only: the others keep the trained statistics, so a norm's statistics depend
+    # on downstream flags too and cannot be one constant per upstream config
+    model, size = make_model("resnet20")
+    torch.manual_seed(1)
+    adn.calibrate(model, [torch.randn(4, 3, size, size)], batches=1, subnets=["FFF", "TTT"])
+    net, x = switchable(model, "constant"), torch.randn(2, 3, size, size)
+    assert net.stats_mode == "gathered"
+    with torch.no_grad():
+        for c in adn.subnets(model):
+            close(net(x, torch.tensor(c)), model(x, skip=c))
+    assert switchable(make_model("resnet20")[0], "constant").stats_mode == "none"
+    with pytest.raises(ValueError, match="stats must be one of gathered, constant"):
+        switchable(model, "folded")
 
 
 def test_bad_skip_tensor():
@@ -195,7 +227,7 @@ def test_untraceable_model_gets_one_line(tmp_path):
 
 
 def test_pt2_runs_without_adn(exported, tmp_path):
-    model, size, paths = exported("converted_resnet", True)
+    model, size, paths = exported("converted_resnet", "gathered")
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         want = model(x, skip="TFTF")

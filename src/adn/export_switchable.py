@@ -168,21 +168,24 @@ def export_switchable(
     meta: Mapping[str, Any] | None = None,
     pt2: bool = True,
     onnx: bool = True,
+    stats: str = "gathered",
 ) -> dict[str, Path]:
     """Write the switchable form of ``model`` as ONE ONNX file (``path``, weights in ``path.data``) and, with
     ``pt2``, a ``torch.export`` program (``path`` with suffix ``.pt2``), both with inputs ``image`` and ``skip``
     and ``meta`` (class names, normalisation ...) stored with them. Returns ``{"onnx": ..., "pt2": ...}``.
 
-    ``model`` is put in eval mode; its calibrated statistics, if any, are used per config. ``onnx=False``: the
+    ``model`` is put in eval mode; its calibrated statistics, if any, are used per config, held as ``stats``
+    says (:func:`adn.switchable`: ``"gathered"`` at run time, or ``"constant"`` in a branch per upstream config;
+    the metadata's ``calibrated_stats`` says which was used). ``onnx=False``: the
     ``.pt2`` program only. torch 2.14 can neither save nor translate to ONNX the switchable form of Swin (its
     attention makes tensor constants inside a ``torch.cond`` branch): a ``ValueError`` says so."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"output directory {path.parent} does not exist; create it first")
-    net = switchable(model)
+    net = switchable(model, stats)
     resolution = resolution or getattr(getattr(net.model, "info", None), "input_size", None) or 224
     program = export_program(net, torch.randn(2, 3, resolution, resolution))
-    meta = default_meta(net.model, resolution, meta)
+    meta = {**default_meta(net.model, resolution, meta), "calibrated_stats": net.stats_mode}
     written = {**({"onnx": path} if onnx else {}), **({"pt2": path.with_suffix(".pt2")} if pt2 else {})}
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".adn-export-") as tmp:
         if onnx:

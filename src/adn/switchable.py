@@ -2,22 +2,27 @@
 
 :func:`switchable` wraps a model (registered or made by :func:`adn.convert`) in a :class:`SwitchableNet` whose
 ``forward(image, skip)`` takes ``skip`` as a bool tensor of shape ``[num_stages]``. Under ``torch.export`` and
-``torch.compile`` only the chosen sub-network is computed, through one ``torch.cond`` per stage: the first block
-of each stage (in a :func:`adn.tree.substitute` copy of the model, the *template*) becomes a :class:`StageSwitch`
-that runs either the mandatory blocks with the stage's twins (skipped) or the mandatory blocks with the main norms
+``torch.compile`` only the chosen sub-network is computed, through one ``torch.cond`` per stage: the first block of
+each stage (in a :func:`adn.tree.substitute` copy of the model, the *template*) becomes a :class:`StageSwitch` that
+runs either the mandatory blocks with the stage's twins (skipped) or the mandatory blocks with the main norms
 followed by the skippable ones (kept); the stage's other blocks are left out of the template. Twinned norms outside
-the stages (MobileNetV2's stem and last layers, Swin's patch merging) get a small ``cond`` each
-(:class:`NormSwitch`). The architecture's own, unmodified ``forward`` runs on the template, as it runs on a
-sub-network's path in eager mode.
+the stages switch with the module around them (MobileNetV2's stem, first and last blocks join the ``cond`` of the
+stage next to them; Swin's patch merging gets its own); :mod:`adn.switchable_template` builds the template. The
+architecture's own, unmodified ``forward`` runs on the template, as it runs on a sub-network's path in eager mode.
 
 Why one ``cond`` per stage and not a tree of ``2^S`` flat paths: the tree makes the exported graph, the export
 time and ``torch.compile``'s tracing ``2^S`` times larger (ResNet-50: 16 traced networks, 390 s to translate to
 ONNX here, and an 886 MB file because every leaf gets its own folded weights), while a per-stage ``cond`` costs
 about two traced networks whatever ``S``. What it costs instead: calibrated BatchNorm statistics depend on the
-whole config, not on one stage's flag, so a calibrated model's BatchNorms gather their statistics at run time
-from a ``[2^S, C]`` stack indexed by the config's number (:class:`GatheredNorm`); they are then inputs rather
-than constants of the convolutions, and onnxruntime cannot fold them into them (see ``benchmarks/switchable.py``
-for what that costs). An uncalibrated model's norms stay constants.
+config, not on one stage's flag. Two ways to hold them (``stats``): *gathered* -- each BatchNorm gathers its
+statistics at run time from a ``[2^S, C]`` stack indexed by the config's number (:class:`GatheredNorm`); they
+are then inputs rather than constants of the convolutions and onnxruntime cannot fold them in (~1.6x the
+latency of a single-depth file) -- or *constant* -- a norm's calibrated statistics depend only on the depth
+upstream of it, so stage ``i``'s ``cond`` goes under a tree of ``cond`` s on the ``i`` flags before it and each
+leaf holds its statistics as constants (as fast as a single-depth file; the file still stores every weight once,
+but onnxruntime folds each leaf's norms into its own copy of the weights, so its session holds up to ``2^S``
+copies of the last stage). ``benchmarks/switchable.py`` measures both. An uncalibrated model's norms stay
+constants of the one ``cond`` per stage.
 
 Where the flags come from: the architecture's ``forward`` passes only the features from block to block, so
 :class:`SwitchableNet` hands the skip tensor to its switches through one small state object for the duration of a
@@ -30,17 +35,17 @@ switchable form is for inference and export.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
-from .skipconfig import subnets
-from .tree import REMOVED, substitute
+from .skip import AdaptiveDepthNet
+from .switchable_template import GatheredNorm, NormSwitch, StageSwitch, _Flags, build_template
+
+STATS_MODES = ("gathered", "constant")
 
 __all__ = [
+    "STATS_MODES",
     "GatheredNorm",
     "NormSwitch",
     "StageSwitch",
@@ -50,59 +55,6 @@ __all__ = [
     "switchable",
     "switchable_of",
 ]
-
-
-class _Flags:
-    """The skip flags of the call in progress (a bool tensor, or a tuple of bools in eager mode) and its index."""
-
-    skip: torch.Tensor | tuple[bool, ...] | None = None
-    index: torch.Tensor | int = 0
-
-
-class StageSwitch(nn.Module):
-    """Stage ``stage``: ``skipped`` blocks (mandatory, with twins) if its flag is set, else ``kept`` blocks."""
-
-    def __init__(self, flags: _Flags, stage: int, skipped: Sequence[nn.Module], kept: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.__dict__["flags"] = flags  # shared by every switch of one SwitchableNet, not a submodule
-        self.stage = stage
-        self.skipped = nn.Sequential(*skipped)
-        self.kept = nn.Sequential(*kept)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cond(self.flags.skip[self.stage], self.skipped, self.kept, (x,))
-
-
-class NormSwitch(nn.Module):
-    """A twinned norm outside the stages: its twin while stage ``stage`` is skipped, else the main norm."""
-
-    def __init__(self, flags: _Flags, stage: int, main: nn.Module, twin: nn.Module) -> None:
-        super().__init__()
-        self.__dict__["flags"] = flags
-        self.stage, self.main, self.twin = stage, main, twin
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cond(self.flags.skip[self.stage], self.twin, self.main, (x,))
-
-
-class GatheredNorm(nn.Module):
-    """A BatchNorm (eval semantics) whose running statistics are row ``index`` of a ``[2^S, C]`` stack: the ones
-    calibrated for the config being run (the trained ones for configs that were not calibrated or never use it).
-    The affine parameters are read from ``norm`` at call time (the model's own tensors)."""
-
-    def __init__(self, flags: _Flags, norm: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> None:
-        super().__init__()
-        self.__dict__.update(flags=flags, norm=norm)
-        self.register_buffer("running_mean", mean)
-        self.register_buffer("running_var", var)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        i, n = self.flags.index, self.norm
-        if isinstance(i, int):
-            mean, var = self.running_mean[i], self.running_var[i]
-        else:  # a 1-element index tensor: index_select keeps the shapes static (no data-dependent size)
-            mean, var = self.running_mean.index_select(0, i)[0], self.running_var.index_select(0, i)[0]
-        return F.batch_norm(x, mean, var, n.weight, n.bias, False, 0.0, n.eps)
 
 
 def check_skip(skip: object, num_stages: int) -> torch.Tensor:
@@ -125,17 +77,20 @@ class SwitchableNet(nn.Module):
 
     Build it with :func:`switchable`; ``model`` is a submodule (its parameters and buffers are this module's), so
     ``torch.export.export(net, (image, skip))`` and ``torch.compile(net, fullgraph=True)`` see every depth in one
-    graph. Rebuild it after changing the model's modules or calibration.
+    graph. Rebuild it after changing the model's modules or calibration. ``stats``: how a calibrated model's
+    per-config BatchNorm statistics are held, see :func:`switchable`; :attr:`stats_mode` says which was used.
     """
 
-    def __init__(self, model: AdaptiveDepthNet) -> None:
+    def __init__(self, model: AdaptiveDepthNet, stats: str = "gathered") -> None:
         super().__init__()
+        if stats not in STATS_MODES:
+            raise ValueError(f"stats must be one of {', '.join(STATS_MODES)}, got {stats!r}")
         self.model = model
         self.num_stages = model.num_stages
         self.__dict__["flags"] = _Flags()
         self.__dict__["_lock"] = threading.Lock()
         self.stats = nn.ModuleDict()  # GatheredNorms of a calibrated model (their stacked statistics)
-        self.__dict__["template"] = _template(model, self.flags, self.stats)
+        self.__dict__["template"], self.stats_mode = build_template(model, self.flags, self.stats, stats)
 
     def forward(self, image: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_compiling():
@@ -165,16 +120,23 @@ class SwitchableNet(nn.Module):
         return f"{self.num_stages} stages, {2**self.num_stages} sub-networks, skip: bool tensor [{self.num_stages}]"
 
 
-def switchable(model: AdaptiveDepthNet) -> SwitchableNet:
+def switchable(model: AdaptiveDepthNet, stats: str = "gathered") -> SwitchableNet:
     """The switchable form of ``model`` (put in eval mode): ``switchable(model)(x, skip)`` equals
-    ``model.eval()(x, skip=tuple(skip))`` for every config, calibrated statistics included."""
+    ``model.eval()(x, skip=tuple(skip))`` for every config, calibrated statistics included.
+
+    ``stats`` matters for a calibrated model only. ``"gathered"``: one ``cond`` per stage, and every BatchNorm
+    gathers its statistics from a ``[2^S, C]`` stack at run time (compact; onnxruntime cannot fold them into the
+    convolutions). ``"constant"``: stage ``i``'s ``cond`` sits under a tree of ``cond`` s on the flags of the
+    stages before it, and each leaf holds its statistics as constants (``2^(i+1)`` branches for stage ``i``: as
+    fast as a single-depth file in onnxruntime, which holds each leaf's folded weights in memory); it falls back
+    to ``"gathered"`` when some statistics depend on more than the flags up to their stage."""
     net = getattr(model, "module", model)
     if not isinstance(net, AdaptiveDepthNet) or getattr(net, "_fixed", None) is not None:
         raise ValueError("switchable() needs an adaptive model (adn.create_model or adn.convert), not a sub-network")
     net.eval()
     if not net.__dict__.get("_paths_valid", False):
         net.build_subnets()
-    return SwitchableNet(net).eval()
+    return SwitchableNet(net, stats).eval()
 
 
 def switchable_of(model: AdaptiveDepthNet) -> SwitchableNet:
@@ -197,127 +159,3 @@ def build_switchable(model: AdaptiveDepthNet) -> SwitchableNet | Exception:
         return SwitchableNet(model)
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         return e
-
-
-# ------------------------------------------------------------------------------------------- the template
-def _within(name: str, blocks: Sequence[str]) -> bool:
-    return any(name == b or name.startswith(b + ".") for b in blocks)
-
-
-def _gathered_norms(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> dict[str, nn.Module]:
-    """``{module name: GatheredNorm}`` for every BatchNorm (main or twin) of a calibrated model, else ``{}``."""
-    calibration = model._modules.get("calibration")
-    if calibration is None or not calibration.configs():
-        return {}
-    twin_stage = dict(model.layout.twins)
-    out: dict[str, nn.Module] = {}
-    for name, norm in model.named_modules():
-        parts = name.split(".")
-        if not isinstance(norm, BATCH_NORM_TYPES) or parts[0] == "calibration" or norm.running_mean is None:
-            continue
-        position, is_twin = (name.rpartition(".")[0], True) if parts[-1] == TWIN else (name, False)
-        rows_mean, rows_var = [], []
-        for config in subnets(model.num_stages):
-            used = position in twin_stage and config[twin_stage[position]] == is_twin or position not in twin_stage
-            stats = calibration.stats(config).get(position) if used else None
-            rows_mean.append(stats.running_mean if stats is not None else norm.running_mean)
-            rows_var.append(stats.running_var if stats is not None else norm.running_var)
-        gathered = GatheredNorm(flags, norm, torch.stack(rows_mean), torch.stack(rows_var))
-        holder[name.replace(".", "__")] = gathered
-        out[name] = gathered
-    return out
-
-
-def _variant(model: AdaptiveDepthNet, swaps: dict[str, nn.Module], gathered: dict[str, nn.Module]) -> nn.Module:
-    """A substitute copy of ``model`` with ``swaps`` (name -> module) and the gathered norms applied."""
-    replace = {n: m for n, m in gathered.items() if n.rpartition(".")[2] != TWIN}  # twins come in by swaps
-    for name, module in swaps.items():
-        replace[name] = gathered.get(f"{name}.{TWIN}", module) if module is _twin_of(model, name) else module
-    return substitute(model, replace)[0]
-
-
-def _twin_of(model: nn.Module, name: str) -> nn.Module | None:
-    return model.get_submodule(name)._modules.get(TWIN)
-
-
-def _unit_of(model: nn.Module, name: str, in_stages: Sequence[str]) -> str | None:
-    """The largest module around the twinned norm ``name`` that holds no stage block and is an element of an
-    ``nn.Sequential`` (so it is called with the features alone), or None."""
-    parts = name.split(".")
-    for k in range(1, len(parts) + 1):
-        unit = ".".join(parts[:k])
-        if not any(_within(b, [unit]) for b in in_stages):
-            parent = model.get_submodule(".".join(parts[: k - 1]))
-            return unit if type(parent) is nn.Sequential else None
-    return None
-
-
-def _siblings(names: Sequence[str]) -> tuple[str, list[int]] | None:
-    """``(parent, indices)`` if every name is an element of one ``nn.Sequential`` ``parent``, else None."""
-    parents = {n.rpartition(".")[0] for n in names}
-    if len(parents) != 1 or not all(n.rpartition(".")[2].isdigit() for n in names):
-        return None
-    return parents.pop(), sorted(int(n.rpartition(".")[2]) for n in names)
-
-
-def _absorb(stage: Sequence[str], units: set[str]) -> tuple[list[str], list[str]]:
-    """The ``units`` (of the stage's flag) right before and right after the stage's blocks in their
-    ``nn.Sequential``: they join the stage's ``cond``, one ``If`` fewer each in the ONNX file."""
-    found = _siblings(stage)
-    if found is None:
-        return [], []
-    parent, indices = found
-    before, after = [], []
-    i = indices[0] - 1
-    while f"{parent}.{i}" in units:
-        before.insert(0, f"{parent}.{i}")
-        i -= 1
-    i = indices[-1] + 1
-    while f"{parent}.{i}" in units:
-        after.append(f"{parent}.{i}")
-        i += 1
-    return before, after
-
-
-def _template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> nn.Module:
-    """The model with one ``cond`` per stage. Twinned norms outside the stages switch with the module around them
-    that holds no stage block (MobileNetV2's stem, first and last blocks): a ``cond`` between two copies of it, so
-    that each branch has its convolution and norm together and onnxruntime fuses them; that module joins its
-    stage's ``cond`` where it is next to the stage's blocks. Other twinned norms get a ``cond`` each."""
-    layout = model.layout
-    gathered = _gathered_norms(model, flags, holder)
-    in_stages = [b for mandatory, skippable in layout.stages for b in (*mandatory, *skippable)]
-    outside = [(n, s) for n, s in layout.twins if not _within(n, in_stages)]
-    unit_stages: dict[str, set[int]] = {}
-    for name, stage in outside:
-        unit = _unit_of(model, name, in_stages)
-        if unit is not None:
-            unit_stages.setdefault(unit, set()).add(stage)
-    units = {u: next(iter(s)) for u, s in unit_stages.items() if len(s) == 1}  # unit -> the one flag it follows
-    kept_tree = _variant(model, {}, gathered)
-    replace: dict[str, object] = {
-        name: module
-        for name, module in gathered.items()
-        if not _within(name, in_stages) and TWIN not in name.split(".")
-    }
-    for i, (mandatory, skippable) in enumerate(layout.stages):
-        mine = {u for u, s in units.items() if s == i}
-        swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i and _within(n, [*mandatory, *mine])}
-        swaps.update({n: nn.Identity() for n, s in layout.inactive if s == i})
-        skipped_tree = _variant(model, swaps, gathered)
-        before, after = _absorb([*mandatory, *skippable], mine)
-        skipped = [skipped_tree.get_submodule(n) for n in (*before, *mandatory, *after)]
-        kept = [kept_tree.get_submodule(n) for n in (*before, *mandatory, *skippable, *after)]
-        first, *rest = (*before, *mandatory, *skippable, *after)
-        replace[first] = StageSwitch(flags, i, skipped, kept)
-        replace.update(dict.fromkeys(rest, REMOVED))
-        for unit in mine - {*before, *after}:
-            replace[unit] = StageSwitch(flags, i, [skipped_tree.get_submodule(unit)], [kept_tree.get_submodule(unit)])
-    for name, stage in outside:
-        if not any(_within(name, [u]) for u in units):
-            main = gathered.get(name, model.get_submodule(name))
-            twin = gathered.get(f"{name}.{TWIN}", _twin_of(model, name))
-            replace[name] = NormSwitch(flags, stage, main, twin)
-    template, _ = substitute(model, replace)
-    template.__dict__.update(_fixed=(False,) * model.num_stages)
-    return template

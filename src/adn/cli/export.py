@@ -24,6 +24,14 @@ def get_args_parser() -> Parser:
         help="one file for every depth: ONNX (inputs image, skip) with its weights in <output>.data, plus a "
         "torch.export program <output stem>.pt2 with the same interface",
     )
+    p.add_argument(
+        "--calibrated-stats",
+        choices=("gathered", "constant"),
+        default="gathered",
+        help="--all-subnets of a calibrated model: gathered = each BatchNorm picks its per-config statistics at run "
+        "time (memory ~1x a single-depth session, ~1.6x its latency); constant = a branch per config of the stages "
+        "upstream, statistics folded in (latency ~1.0x, ~10x the memory for ResNet-50; see docs/deploy.md)",
+    )
     p.add_argument("--output", required=True, help="file to write: *.onnx for ONNX, anything else TorchScript")
     p.add_argument("--format", choices=("torchscript", "onnx"), default=None, help="default: from --output's suffix")
     p.add_argument("--resolution", type=int, help="input size of the example input (default: the model's)")
@@ -123,11 +131,14 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
 
     from ..export import onnx_size
     from ..export_switchable import export_switchable
+    from ..switchable import switchable
 
     if output.suffix.lower() != ".onnx" or args.format == "torchscript":
         raise UsageError(f"--all-subnets writes ONNX (+ .pt2): give --output ending in .onnx, not {output.name}")
     resolution = args.resolution or model.info.input_size
-    paths = export_switchable(model, output, resolution=resolution, meta={**meta, "model": name})
+    paths = export_switchable(
+        model, output, resolution=resolution, meta={**meta, "model": name}, stats=args.calibrated_stats
+    )
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
@@ -138,6 +149,9 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
             (got,) = session.run(None, {"image": x.numpy(), "skip": np.array(skip)})
             worst = max(worst, (torch.from_numpy(got) - model(x, skip=skip)).abs().max().item())
     print(f"{name}: {2**model.num_stages} sub-networks in one file; onnxruntime vs PyTorch: max abs diff {worst:.2e}")
+    mode = switchable(model, args.calibrated_stats).stats_mode
+    if mode != "none":  # "constant" falls back to "gathered" for a model calibrated for some configs only
+        print(f"calibrated statistics: {mode} (--calibrated-stats {args.calibrated_stats})")
     print(f"wrote {paths['onnx']} ({onnx_size(paths['onnx']) / 1e6:.1f} MB with {paths['onnx'].name}.data, ONNX)")
     print(f"wrote {paths['pt2']} ({paths['pt2'].stat().st_size / 1e6:.1f} MB, torch.export)")
     return 0

@@ -1,0 +1,307 @@
+"""How :class:`adn.switchable.SwitchableNet` is built: the *template*, a :func:`adn.tree.substitute` copy of the
+model in which each stage's first block is a :class:`StageSwitch` (one ``torch.cond`` between the stage's two
+branches) and the stage's other blocks are left out; and a calibrated model's per-config BatchNorm statistics,
+either gathered at run time (:class:`GatheredNorm`) or held as constants of a branch per upstream config. See
+:mod:`adn.switchable` for why it is made this way and what each choice costs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
+from .skipconfig import subnets
+from .stats import FrozenStatsNorm
+from .tree import REMOVED, substitute
+
+__all__ = ["GatheredNorm", "NormSwitch", "StageSwitch", "build_template"]
+
+
+class _Flags:
+    """The skip flags of the call in progress (a bool tensor, or a tuple of bools in eager mode) and its index."""
+
+    skip: torch.Tensor | tuple[bool, ...] | None = None
+    index: torch.Tensor | int = 0
+
+
+class StageSwitch(nn.Module):
+    """Stage ``stage``: ``skipped`` blocks (mandatory, with twins) if its flag is set, else ``kept`` blocks."""
+
+    def __init__(self, flags: _Flags, stage: int, skipped: Sequence[nn.Module], kept: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.__dict__["flags"] = flags  # shared by every switch of one SwitchableNet, not a submodule
+        self.stage = stage
+        self.skipped = nn.Sequential(*skipped)
+        self.kept = nn.Sequential(*kept)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cond(self.flags.skip[self.stage], self.skipped, self.kept, (x,))
+
+
+class NormSwitch(nn.Module):
+    """A twinned norm outside the stages: its twin while stage ``stage`` is skipped, else the main norm."""
+
+    def __init__(self, flags: _Flags, stage: int, main: nn.Module, twin: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["flags"] = flags
+        self.stage, self.main, self.twin = stage, main, twin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cond(self.flags.skip[self.stage], self.twin, self.main, (x,))
+
+
+class GatheredNorm(nn.Module):
+    """A BatchNorm (eval semantics) whose running statistics are row ``index`` of a ``[2^S, C]`` stack: the ones
+    calibrated for the config being run (the trained ones for configs that were not calibrated or never use it).
+    The affine parameters are read from ``norm`` at call time (the model's own tensors)."""
+
+    def __init__(self, flags: _Flags, norm: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> None:
+        super().__init__()
+        self.__dict__.update(flags=flags, norm=norm)
+        self.register_buffer("running_mean", mean)
+        self.register_buffer("running_var", var)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i, n = self.flags.index, self.norm
+        if isinstance(i, int):
+            mean, var = self.running_mean[i], self.running_var[i]
+        else:  # a 1-element index tensor: index_select keeps the shapes static (no data-dependent size)
+            mean, var = self.running_mean.index_select(0, i)[0], self.running_var.index_select(0, i)[0]
+        return F.batch_norm(x, mean, var, n.weight, n.bias, False, 0.0, n.eps)
+
+
+# ------------------------------------------------------------------------------------------- the template
+def _within(name: str, blocks: Sequence[str]) -> bool:
+    return any(name == b or name.startswith(b + ".") for b in blocks)
+
+
+def _gathered_norms(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> dict[str, nn.Module]:
+    """``{module name: GatheredNorm}`` for every BatchNorm (main or twin) of a calibrated model, else ``{}``."""
+    calibration = model._modules.get("calibration")
+    if calibration is None or not calibration.configs():
+        return {}
+    twin_stage = dict(model.layout.twins)
+    out: dict[str, nn.Module] = {}
+    for name, norm in model.named_modules():
+        parts = name.split(".")
+        if not isinstance(norm, BATCH_NORM_TYPES) or parts[0] == "calibration" or norm.running_mean is None:
+            continue
+        position, is_twin = (name.rpartition(".")[0], True) if parts[-1] == TWIN else (name, False)
+        rows_mean, rows_var = [], []
+        for config in subnets(model.num_stages):
+            used = position in twin_stage and config[twin_stage[position]] == is_twin or position not in twin_stage
+            stats = calibration.stats(config).get(position) if used else None
+            rows_mean.append(stats.running_mean if stats is not None else norm.running_mean)
+            rows_var.append(stats.running_var if stats is not None else norm.running_var)
+        gathered = GatheredNorm(flags, norm, torch.stack(rows_mean), torch.stack(rows_var))
+        holder[name.replace(".", "__")] = gathered
+        out[name] = gathered
+    return out
+
+
+def _variant(model: AdaptiveDepthNet, swaps: dict[str, nn.Module], gathered: dict[str, nn.Module]) -> nn.Module:
+    """A substitute copy of ``model`` with ``swaps`` (name -> module) and the gathered norms applied."""
+    replace = {n: m for n, m in gathered.items() if n.rpartition(".")[2] != TWIN}  # twins come in by swaps
+    for name, module in swaps.items():
+        replace[name] = gathered.get(f"{name}.{TWIN}", module) if module is _twin_of(model, name) else module
+    return substitute(model, replace)[0]
+
+
+def _twin_of(model: nn.Module, name: str) -> nn.Module | None:
+    return model.get_submodule(name)._modules.get(TWIN)
+
+
+def _unit_of(model: nn.Module, name: str, in_stages: Sequence[str]) -> str | None:
+    """The largest module around the twinned norm ``name`` that holds no stage block and is an element of an
+    ``nn.Sequential`` (so it is called with the features alone), or None."""
+    parts = name.split(".")
+    for k in range(1, len(parts) + 1):
+        unit = ".".join(parts[:k])
+        if not any(_within(b, [unit]) for b in in_stages):
+            parent = model.get_submodule(".".join(parts[: k - 1]))
+            return unit if type(parent) is nn.Sequential else None
+    return None
+
+
+def _siblings(names: Sequence[str]) -> tuple[str, list[int]] | None:
+    """``(parent, indices)`` if every name is an element of one ``nn.Sequential`` ``parent``, else None."""
+    parents = {n.rpartition(".")[0] for n in names}
+    if len(parents) != 1 or not all(n.rpartition(".")[2].isdigit() for n in names):
+        return None
+    return parents.pop(), sorted(int(n.rpartition(".")[2]) for n in names)
+
+
+def _absorb(stage: Sequence[str], units: set[str]) -> tuple[list[str], list[str]]:
+    """The ``units`` (of the stage's flag) right before and right after the stage's blocks in their
+    ``nn.Sequential``: they join the stage's ``cond``, one ``If`` fewer each in the ONNX file."""
+    found = _siblings(stage)
+    if found is None:
+        return [], []
+    parent, indices = found
+    before, after = [], []
+    i = indices[0] - 1
+    while f"{parent}.{i}" in units:
+        before.insert(0, f"{parent}.{i}")
+        i -= 1
+    i = indices[-1] + 1
+    while f"{parent}.{i}" in units:
+        after.append(f"{parent}.{i}")
+        i += 1
+    return before, after
+
+
+def _units(model: AdaptiveDepthNet, in_stages: Sequence[str]) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """The twinned norms outside the stages, and ``{unit: stage}`` for those that switch with a unit."""
+    outside = [(n, s) for n, s in model.layout.twins if not _within(n, in_stages)]
+    unit_stages: dict[str, set[int]] = {}
+    for name, stage in outside:
+        unit = _unit_of(model, name, in_stages)
+        if unit is not None:
+            unit_stages.setdefault(unit, set()).add(stage)
+    return outside, {u: next(iter(s)) for u, s in unit_stages.items() if len(s) == 1}
+
+
+def build_template(
+    model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, stats: str = "gathered"
+) -> tuple[nn.Module, str]:
+    """The model with one ``cond`` per stage, and how a calibrated model's statistics are held in it (``"none"``
+    if it is not calibrated). Twinned norms outside the stages switch with the module around them that holds no
+    stage block (MobileNetV2's stem, first and last blocks): a ``cond`` between two copies of it, so that each
+    branch has its convolution and norm together and onnxruntime fuses them; that module joins its stage's
+    ``cond`` where it is next to the stage's blocks. Other twinned norms get a ``cond`` each."""
+    calibration = model._modules.get("calibration")
+    if calibration is None or not calibration.configs():
+        return _gathered_template(model, flags, holder), "none"
+    if stats == "constant":
+        template = _constant_template(model, flags)
+        if template is not None:
+            return template, "constant"
+    return _gathered_template(model, flags, holder), "gathered"
+
+
+def _gathered_template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> nn.Module:
+    layout = model.layout
+    gathered = _gathered_norms(model, flags, holder)
+    in_stages = [b for mandatory, skippable in layout.stages for b in (*mandatory, *skippable)]
+    outside, units = _units(model, in_stages)
+    kept_tree = _variant(model, {}, gathered)
+    replace: dict[str, object] = {
+        name: module
+        for name, module in gathered.items()
+        if not _within(name, in_stages) and TWIN not in name.split(".")
+    }
+    for i, (mandatory, skippable) in enumerate(layout.stages):
+        mine = {u for u, s in units.items() if s == i}
+        swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i and _within(n, [*mandatory, *mine])}
+        swaps.update({n: nn.Identity() for n, s in layout.inactive if s == i})
+        skipped_tree = _variant(model, swaps, gathered)
+        before, after = _absorb([*mandatory, *skippable], mine)
+        skipped = [skipped_tree.get_submodule(n) for n in (*before, *mandatory, *after)]
+        kept = [kept_tree.get_submodule(n) for n in (*before, *mandatory, *skippable, *after)]
+        first, *rest = (*before, *mandatory, *skippable, *after)
+        replace[first] = StageSwitch(flags, i, skipped, kept)
+        replace.update(dict.fromkeys(rest, REMOVED))
+        for unit in mine - {*before, *after}:
+            replace[unit] = StageSwitch(flags, i, [skipped_tree.get_submodule(unit)], [kept_tree.get_submodule(unit)])
+    for name, stage in outside:
+        if not any(_within(name, [u]) for u in units):
+            main = gathered.get(name, model.get_submodule(name))
+            twin = gathered.get(f"{name}.{TWIN}", _twin_of(model, name))
+            replace[name] = NormSwitch(flags, stage, main, twin)
+    return _finish(model, replace)
+
+
+def _finish(model: AdaptiveDepthNet, replace: dict[str, object]) -> nn.Module:
+    template, _ = substitute(model, replace)
+    template.__dict__.update(_fixed=(False,) * model.num_stages)
+    return template
+
+
+# ------------------------------------------------------------ calibrated statistics as constants, per branch
+def _norm_stats(modules: Sequence[nn.Module]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, running mean, running var) of every BatchNorm in ``modules`` (calibrated or not)."""
+    out = []
+    for k, module in enumerate(modules):
+        for name, norm in module.named_modules():
+            norm = norm.norm if isinstance(norm, FrozenStatsNorm) else norm
+            if isinstance(norm, BATCH_NORM_TYPES) and norm.running_mean is not None:
+                out.append((f"{k}.{name}", norm.running_mean, norm.running_var))
+    return out
+
+
+def _same_stats(variants: Sequence[Sequence[nn.Module]]) -> bool:
+    first = _norm_stats(variants[0])
+    for other in variants[1:]:
+        stats = _norm_stats(other)
+        if [n for n, *_ in stats] != [n for n, *_ in first] or not all(
+            torch.equal(m, m0) and torch.equal(v, v0) for (_, m, v), (_, m0, v0) in zip(stats, first, strict=True)
+        ):
+            return False
+    return True
+
+
+class _Constant(Exception):
+    """The calibrated statistics depend on more than the flags up to their stage: gather them instead."""
+
+
+def _prefix_switch(model: AdaptiveDepthNet, flags: _Flags, stage: int, skipped: Sequence[str], kept: Sequence[str]):
+    """The modules ``skipped`` / ``kept`` of stage ``stage``'s two branches, taken from the calibrated paths, under
+    a ``cond`` tree over the flags of the stages before it: a BatchNorm's calibrated statistics depend only on the
+    depth upstream of it, so each leaf holds them as constants (which onnxruntime folds into the convolutions)."""
+    configs = subnets(model.num_stages)
+
+    def branch(prefix: tuple[bool, ...]) -> list[nn.Module]:
+        names = skipped if prefix[-1] else kept
+        variants = [[model.subnet(c).get_submodule(n) for n in names] for c in configs if c[: len(prefix)] == prefix]
+        if not _same_stats(variants):
+            raise _Constant
+        return variants[0]
+
+    def tree(prefix: tuple[bool, ...]) -> nn.Module:
+        if len(prefix) == stage:
+            return StageSwitch(flags, stage, branch((*prefix, True)), branch((*prefix, False)))
+        return StageSwitch(flags, len(prefix), [tree((*prefix, True))], [tree((*prefix, False))])
+
+    return tree(())
+
+
+def _constant_template(model: AdaptiveDepthNet, flags: _Flags) -> nn.Module | None:
+    """The template with every calibrated statistic a constant of its branch, or None where some depend on more
+    than the flags up to their stage (a calibration of some configs only)."""
+    layout = model.layout
+    in_stages = [b for mandatory, skippable in layout.stages for b in (*mandatory, *skippable)]
+    outside, units = _units(model, in_stages)
+    replace: dict[str, object] = {}
+    switched: list[str] = list(in_stages)
+    try:
+        for i, (mandatory, skippable) in enumerate(layout.stages):
+            mine = {u for u, s in units.items() if s == i}
+            before, after = _absorb([*mandatory, *skippable], mine)
+            first, *rest = (*before, *mandatory, *skippable, *after)
+            replace[first] = _prefix_switch(
+                model, flags, i, (*before, *mandatory, *after), (*before, *mandatory, *skippable, *after)
+            )
+            replace.update(dict.fromkeys(rest, REMOVED))
+            for unit in mine - {*before, *after}:
+                replace[unit] = _prefix_switch(model, flags, i, [unit], [unit])
+            switched += mine
+        for name, stage in outside:
+            if not any(_within(name, [u]) for u in units):
+                replace[name] = _prefix_switch(model, flags, stage, [name], [name])
+                switched.append(name)
+        for name, norm in model.named_modules():  # the rest (the stem's norm ...) must not depend on the config
+            if (
+                isinstance(norm, BATCH_NORM_TYPES)
+                and not _within(name, [*switched, "calibration"])
+                and TWIN not in name.split(".")
+            ):
+                variants = [[model.subnet(c).get_submodule(name)] for c in subnets(model.num_stages)]
+                if not _same_stats(variants):
+                    raise _Constant
+                replace[name] = variants[0][0]
+    except _Constant:
+        return None
+    return _finish(model, replace)
