@@ -64,3 +64,17 @@ def test_count_params_excludes_unused_norm_set():
     total = sum(p.numel() for p in model.parameters())
     twins = sum(p.numel() for n, p in model.named_parameters() if ".skip_norm." in n)
     assert adn.count_params(model, "FFF") == total - twins
+
+
+def test_own_counts_are_not_labelled_published(capsys):
+    # a model without a published table holds our own counts: `adn models` must not call them published
+    from adn.cli import main as cli_main
+
+    ours = {n for n in adn.list_models() if adn.model_info(n).published_by == "adn"}
+    assert {"resnet101", "resnet50vd", "swin_v2_t", "vit_b_32", "convnext_tiny"} <= ours
+    assert all(acc is None for n in ours for _, acc in adn.model_info(n).published.values())
+    assert cli_main(["models", "--model", "resnet101"]) == 0
+    out = capsys.readouterr().out
+    assert "published" not in out.splitlines()[2] and "reference GFLOPs (adn)" in out
+    assert cli_main(["models", "--model", "resnet50"]) == 0
+    assert "published GFLOPs  published Acc@1" in capsys.readouterr().out

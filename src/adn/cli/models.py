@@ -29,10 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<20} {info.input_size:>4}px  {info.description}")
         print("\nand any torchvision/timm classifier converted on the fly: tv:NAME, timm:NAME (see adn.convert)")
         return 0
-    size = args.resolution or model_info(args.model).input_size
+    info = model_info(args.model)
+    size = args.resolution or info.input_size
     rows = subnet_table(args.model, args.resolution)
     print(f"{args.model} at {size}x{size}, GFLOPs = MACs")
-    print(format_table(rows, COLUMNS))
+    columns = COLUMNS
+    if info.published_by != "paper":  # no published table: the registry holds our own count, not the paper's
+        columns = [*COLUMNS[:3], ("published_gflops", f"reference GFLOPs ({info.published_by})", ".2f")]
+        print(f"no published results for {args.model}: reference GFLOPs are {info.published_by}'s own count")
+    print(format_table(rows, columns))
     return 0
 
 

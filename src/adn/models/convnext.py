@@ -38,6 +38,7 @@ class ConvNeXt(AdaptiveDepthNet, tv.ConvNeXt):
     input_size=224,
     classifier="classifier.2",
     # no published ADN results: adn.count_flops at 224 px of the sub-networks, kept as the reference counts
+    published_by="adn",
     published={
         "FFFF": (4.46, None),
         "TFFF": (4.21, None),

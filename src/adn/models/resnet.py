@@ -115,19 +115,19 @@ def resnet50(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> R
     return ResNet(Bottleneck, [3, 4, 6, 3], widths, num_classes, **kwargs)
 
 
-@register_model(input_size=224, published=flops_table(RESNET101_GMACS), test_kwargs=_TINY_WIDE)
+@register_model(input_size=224, published=flops_table(RESNET101_GMACS), published_by="adn", test_kwargs=_TINY_WIDE)
 def resnet101(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-101-ADN: stages [3, 4, 23, 3], skippable [1, 2, 11, 1]."""
     return ResNet(Bottleneck, [3, 4, 23, 3], widths, num_classes, **kwargs)
 
 
-@register_model(input_size=224, published=flops_table(RESNET50VD_GMACS), test_kwargs=_TINY_WIDE)
+@register_model(input_size=224, published=flops_table(RESNET50VD_GMACS), published_by="adn", test_kwargs=_TINY_WIDE)
 def resnet50vd(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-50-D-ADN: resnet50 with average-pooled strided shortcuts (the reference's ResNet-D)."""
     return ResNet(Bottleneck, [3, 4, 6, 3], widths, num_classes, avg_down=True, **kwargs)
 
 
-@register_model(input_size=224, published=flops_table(RESNET101VD_GMACS), test_kwargs=_TINY_WIDE)
+@register_model(input_size=224, published=flops_table(RESNET101VD_GMACS), published_by="adn", test_kwargs=_TINY_WIDE)
 def resnet101vd(num_classes: int = 1000, widths: list[int] = WIDTHS, **kwargs) -> ResNet:
     """ResNet-101-D-ADN: resnet101 with average-pooled strided shortcuts (the reference's ResNet-D)."""
     return ResNet(Bottleneck, [3, 4, 23, 3], widths, num_classes, avg_down=True, **kwargs)

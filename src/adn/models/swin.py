@@ -85,6 +85,7 @@ SWIN_V2_T_GMACS = (
     input_size=224,
     classifier="head",
     published=flops_table(SWIN_V2_T_GMACS),
+    published_by="adn",
     test_kwargs={"num_classes": 10, "embed_dim": 16, "num_heads": [1, 2, 4, 8], "window_size": [4, 4]},
 )
 def swin_v2_t(num_classes: int = 1000, stochastic_depth_prob: float = 0.1, **kwargs: Any) -> SwinTransformer:

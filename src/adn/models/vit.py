@@ -72,6 +72,7 @@ VIT_B_32_GMACS = (
     input_size=224,
     classifier="heads.head",
     published=flops_table(VIT_B_32_GMACS),
+    published_by="adn",
     test_kwargs={"num_classes": 10, "image_size": 64, "hidden_dim": 48, "mlp_dim": 96, "num_heads": 2},
 )
 def vit_b_32(num_classes: int = 1000, image_size: int = 224, **kwargs: Any) -> VisionTransformer:
