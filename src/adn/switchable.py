@@ -16,7 +16,7 @@ ONNX here, and an 886 MB file because every leaf gets its own folded weights), w
 about two traced networks whatever ``S``. What it costs instead: calibrated BatchNorm statistics depend on the
 config, not on one stage's flag. Two ways to hold them (``stats``): *gathered* -- each BatchNorm gathers its
 statistics at run time from a ``[2^S, C]`` stack indexed by the config's number (:class:`GatheredNorm`); they
-are then inputs rather than constants of the convolutions and onnxruntime cannot fold them in (~1.6x the
+are then inputs rather than constants of the convolutions and onnxruntime cannot fold them in (1.3-1.7x the
 latency of a single-depth file) -- or *constant* -- a norm's calibrated statistics depend only on the depth
 upstream of it, so stage ``i``'s ``cond`` goes under a tree of ``cond`` s on the ``i`` flags before it and each
 leaf holds its statistics as constants (as fast as a single-depth file; the file still stores every weight once,

@@ -29,8 +29,8 @@ def get_args_parser() -> Parser:
         choices=("gathered", "constant"),
         default="gathered",
         help="--all-subnets of a calibrated model: gathered = each BatchNorm picks its per-config statistics at run "
-        "time (memory ~1x a single-depth session, ~1.6x its latency); constant = a branch per config of the stages "
-        "upstream, statistics folded in (latency ~1.0x, ~10x the memory for ResNet-50; see docs/deploy.md)",
+        "time (memory ~1x a single-depth session, ~1.3-1.7x its latency); constant = a branch per config of the "
+        "stages upstream, statistics folded in (latency ~1.05x, ~9x the memory for ResNet-50; see docs/deploy.md)",
     )
     p.add_argument("--output", required=True, help="file to write: *.onnx for ONNX, anything else TorchScript")
     p.add_argument("--format", choices=("torchscript", "onnx"), default=None, help="default: from --output's suffix")
