@@ -40,14 +40,13 @@ import torch
 from torch import nn
 
 from .skip import AdaptiveDepthNet
-from .switchable_template import GatheredNorm, NormSwitch, StageSwitch, _Flags, build_template
+from .switchable_template import GatheredNorm, StageSwitch, _Flags, build_template
 
 STATS_MODES = ("gathered", "constant")
 
 __all__ = [
     "STATS_MODES",
     "GatheredNorm",
-    "NormSwitch",
     "StageSwitch",
     "SwitchableNet",
     "check_skip",

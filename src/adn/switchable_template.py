@@ -17,7 +17,7 @@ from .skipconfig import subnets
 from .stats import FrozenStatsNorm
 from .tree import REMOVED, substitute
 
-__all__ = ["GatheredNorm", "NormSwitch", "StageSwitch", "build_template"]
+__all__ = ["GatheredNorm", "StageSwitch", "build_template"]
 
 
 class _Flags:
@@ -39,18 +39,6 @@ class StageSwitch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cond(self.flags.skip[self.stage], self.skipped, self.kept, (x,))
-
-
-class NormSwitch(nn.Module):
-    """A twinned norm outside the stages: its twin while stage ``stage`` is skipped, else the main norm."""
-
-    def __init__(self, flags: _Flags, stage: int, main: nn.Module, twin: nn.Module) -> None:
-        super().__init__()
-        self.__dict__["flags"] = flags
-        self.stage, self.main, self.twin = stage, main, twin
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cond(self.flags.skip[self.stage], self.twin, self.main, (x,))
 
 
 class GatheredNorm(nn.Module):
@@ -153,15 +141,27 @@ def _absorb(stage: Sequence[str], units: set[str]) -> tuple[list[str], list[str]
     return before, after
 
 
-def _units(model: AdaptiveDepthNet, in_stages: Sequence[str]) -> tuple[list[tuple[str, int]], dict[str, int]]:
-    """The twinned norms outside the stages, and ``{unit: stage}`` for those that switch with a unit."""
-    outside = [(n, s) for n, s in model.layout.twins if not _within(n, in_stages)]
+def _plan(model: AdaptiveDepthNet) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:
+    """``(stage, skipped, kept)`` per ``cond`` of the template: the names of the modules each branch runs, the
+    first of ``kept`` being where the ``cond`` goes (the rest of ``kept`` leave the template). One per stage, with
+    the units next to it; one per other unit; one per other twinned norm outside the stages."""
+    layout = model.layout
+    in_stages = [b for mandatory, skippable in layout.stages for b in (*mandatory, *skippable)]
+    outside = [(n, s) for n, s in layout.twins if not _within(n, in_stages)]
     unit_stages: dict[str, set[int]] = {}
     for name, stage in outside:
         unit = _unit_of(model, name, in_stages)
         if unit is not None:
             unit_stages.setdefault(unit, set()).add(stage)
-    return outside, {u: next(iter(s)) for u, s in unit_stages.items() if len(s) == 1}
+    units = {u: next(iter(s)) for u, s in unit_stages.items() if len(s) == 1}  # unit -> the one flag it follows
+    plan = []
+    for i, (mandatory, skippable) in enumerate(layout.stages):
+        mine = {u for u, s in units.items() if s == i}
+        before, after = _absorb([*mandatory, *skippable], mine)
+        plan.append((i, (*before, *mandatory, *after), (*before, *mandatory, *skippable, *after)))
+        plan += [(i, (unit,), (unit,)) for unit in sorted(mine - {*before, *after})]
+    plan += [(s, (n,), (n,)) for n, s in outside if not any(_within(n, [u]) for u in units)]
+    return plan
 
 
 def build_template(
@@ -172,45 +172,35 @@ def build_template(
     stage block (MobileNetV2's stem, first and last blocks): a ``cond`` between two copies of it, so that each
     branch has its convolution and norm together and onnxruntime fuses them; that module joins its stage's
     ``cond`` where it is next to the stage's blocks. Other twinned norms get a ``cond`` each."""
+    plan = _plan(model)
     calibration = model._modules.get("calibration")
     if calibration is None or not calibration.configs():
-        return _gathered_template(model, flags, holder), "none"
+        return _gathered_template(model, flags, holder, plan), "none"
     if stats == "constant":
-        template = _constant_template(model, flags)
+        template = _constant_template(model, flags, plan)
         if template is not None:
             return template, "constant"
-    return _gathered_template(model, flags, holder), "gathered"
+    return _gathered_template(model, flags, holder, plan), "gathered"
 
 
-def _gathered_template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> nn.Module:
+def _gathered_template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, plan) -> nn.Module:
     layout = model.layout
     gathered = _gathered_norms(model, flags, holder)
-    in_stages = [b for mandatory, skippable in layout.stages for b in (*mandatory, *skippable)]
-    outside, units = _units(model, in_stages)
+    switched = [n for _, _, kept in plan for n in kept]
     kept_tree = _variant(model, {}, gathered)
     replace: dict[str, object] = {
-        name: module
-        for name, module in gathered.items()
-        if not _within(name, in_stages) and TWIN not in name.split(".")
+        name: module for name, module in gathered.items() if not _within(name, switched) and TWIN not in name.split(".")
     }
-    for i, (mandatory, skippable) in enumerate(layout.stages):
-        mine = {u for u, s in units.items() if s == i}
-        swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i and _within(n, [*mandatory, *mine])}
-        swaps.update({n: nn.Identity() for n, s in layout.inactive if s == i})
-        skipped_tree = _variant(model, swaps, gathered)
-        before, after = _absorb([*mandatory, *skippable], mine)
-        skipped = [skipped_tree.get_submodule(n) for n in (*before, *mandatory, *after)]
-        kept = [kept_tree.get_submodule(n) for n in (*before, *mandatory, *skippable, *after)]
-        first, *rest = (*before, *mandatory, *skippable, *after)
-        replace[first] = StageSwitch(flags, i, skipped, kept)
+    skipped_trees: dict[int, nn.Module] = {}
+    for i, skipped, kept in plan:
+        if i not in skipped_trees:  # the model as stage i's skipped branch sees it: its twins and idle modules
+            swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i}
+            swaps.update({n: nn.Identity() for n, s in layout.inactive if s == i})
+            skipped_trees[i] = _variant(model, swaps, gathered)
+        first, *rest = kept
+        skipped_modules = [skipped_trees[i].get_submodule(n) for n in skipped]
+        replace[first] = StageSwitch(flags, i, skipped_modules, [kept_tree.get_submodule(n) for n in kept])
         replace.update(dict.fromkeys(rest, REMOVED))
-        for unit in mine - {*before, *after}:
-            replace[unit] = StageSwitch(flags, i, [skipped_tree.get_submodule(unit)], [kept_tree.get_submodule(unit)])
-    for name, stage in outside:
-        if not any(_within(name, [u]) for u in units):
-            main = gathered.get(name, model.get_submodule(name))
-            twin = gathered.get(f"{name}.{TWIN}", _twin_of(model, name))
-            replace[name] = NormSwitch(flags, stage, main, twin)
     return _finish(model, replace)
 
 
@@ -268,30 +258,16 @@ def _prefix_switch(model: AdaptiveDepthNet, flags: _Flags, stage: int, skipped: 
     return tree(())
 
 
-def _constant_template(model: AdaptiveDepthNet, flags: _Flags) -> nn.Module | None:
+def _constant_template(model: AdaptiveDepthNet, flags: _Flags, plan) -> nn.Module | None:
     """The template with every calibrated statistic a constant of its branch, or None where some depend on more
     than the flags up to their stage (a calibration of some configs only)."""
-    layout = model.layout
-    in_stages = [b for mandatory, skippable in layout.stages for b in (*mandatory, *skippable)]
-    outside, units = _units(model, in_stages)
     replace: dict[str, object] = {}
-    switched: list[str] = list(in_stages)
     try:
-        for i, (mandatory, skippable) in enumerate(layout.stages):
-            mine = {u for u, s in units.items() if s == i}
-            before, after = _absorb([*mandatory, *skippable], mine)
-            first, *rest = (*before, *mandatory, *skippable, *after)
-            replace[first] = _prefix_switch(
-                model, flags, i, (*before, *mandatory, *after), (*before, *mandatory, *skippable, *after)
-            )
+        for i, skipped, kept in plan:
+            first, *rest = kept
+            replace[first] = _prefix_switch(model, flags, i, skipped, kept)
             replace.update(dict.fromkeys(rest, REMOVED))
-            for unit in mine - {*before, *after}:
-                replace[unit] = _prefix_switch(model, flags, i, [unit], [unit])
-            switched += mine
-        for name, stage in outside:
-            if not any(_within(name, [u]) for u in units):
-                replace[name] = _prefix_switch(model, flags, stage, [name], [name])
-                switched.append(name)
+        switched = [n for _, _, kept in plan for n in kept]
         for name, norm in model.named_modules():  # the rest (the stem's norm ...) must not depend on the config
             if (
                 isinstance(norm, BATCH_NORM_TYPES)
