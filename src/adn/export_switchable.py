@@ -161,7 +161,7 @@ def default_meta(model: nn.Module, resolution: int, meta: Mapping[str, Any] | No
 
 
 def export_switchable(
-    model: nn.Module,
+    model: nn.Module | SwitchableNet,
     path: str | Path,
     *,
     resolution: int | None = None,
@@ -176,13 +176,14 @@ def export_switchable(
 
     ``model`` is put in eval mode; its calibrated statistics, if any, are used per config, held as ``stats``
     says (:func:`adn.switchable`: ``"gathered"`` at run time, or ``"constant"`` in a branch per upstream config;
-    the metadata's ``calibrated_stats`` says which was used). ``onnx=False``: the
-    ``.pt2`` program only. torch 2.14 can neither save nor translate to ONNX the switchable form of Swin (its
-    attention makes tensor constants inside a ``torch.cond`` branch): a ``ValueError`` says so."""
+    the metadata's ``calibrated_stats`` says which was used); a :class:`~adn.switchable.SwitchableNet` is exported
+    as it was built. ``onnx=False``: the ``.pt2`` program only. torch 2.14 can neither save nor translate to ONNX
+    the switchable form of Swin (its attention makes tensor constants inside a ``torch.cond`` branch): a
+    ``ValueError`` says so."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"output directory {path.parent} does not exist; create it first")
-    net = switchable(model, stats)
+    net = model if isinstance(model, SwitchableNet) else switchable(model, stats)
     resolution = resolution or getattr(getattr(net.model, "info", None), "input_size", None) or 224
     program = export_program(net, torch.randn(2, 3, resolution, resolution))
     meta = {**default_meta(net.model, resolution, meta), "calibrated_stats": net.stats_mode}

@@ -136,9 +136,8 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
     if output.suffix.lower() != ".onnx" or args.format == "torchscript":
         raise UsageError(f"--all-subnets writes ONNX (+ .pt2): give --output ending in .onnx, not {output.name}")
     resolution = args.resolution or model.info.input_size
-    paths = export_switchable(
-        model, output, resolution=resolution, meta={**meta, "model": name}, stats=args.calibrated_stats
-    )
+    net = switchable(model, args.calibrated_stats)
+    paths = export_switchable(net, output, resolution=resolution, meta={**meta, "model": name})
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
@@ -149,9 +148,8 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
             (got,) = session.run(None, {"image": x.numpy(), "skip": np.array(skip)})
             worst = max(worst, (torch.from_numpy(got) - model(x, skip=skip)).abs().max().item())
     print(f"{name}: {2**model.num_stages} sub-networks in one file; onnxruntime vs PyTorch: max abs diff {worst:.2e}")
-    mode = switchable(model, args.calibrated_stats).stats_mode
-    if mode != "none":  # "constant" falls back to "gathered" for a model calibrated for some configs only
-        print(f"calibrated statistics: {mode} (--calibrated-stats {args.calibrated_stats})")
+    if net.stats_mode != "none":  # "constant" falls back to "gathered" for a model calibrated for some configs only
+        print(f"calibrated statistics: {net.stats_mode} (--calibrated-stats {args.calibrated_stats})")
     print(f"wrote {paths['onnx']} ({onnx_size(paths['onnx']) / 1e6:.1f} MB with {paths['onnx'].name}.data, ONNX)")
     print(f"wrote {paths['pt2']} ({paths['pt2'].stat().st_size / 1e6:.1f} MB, torch.export)")
     return 0
