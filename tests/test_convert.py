@@ -23,7 +23,10 @@ from helpers import randomize_norms, run
 
 convert_module = importlib.import_module("adn.conversion")  # `adn.convert` is the function
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated upstream
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),  # TorchScript is deprecated upstream
+    pytest.mark.usefixtures("one_thread"),  # tiny models: one thread (conftest.py)
+]
 
 SWIN = dict(patch_size=[2, 2], embed_dim=16, depths=[2, 2, 4, 2], num_heads=[1, 2, 2, 4], window_size=[2, 2])
 CONVNEXT = [CNBlockConfig(16, 32, 2), CNBlockConfig(32, 64, 2), CNBlockConfig(64, 128, 3), CNBlockConfig(128, None, 2)]
@@ -54,15 +57,6 @@ TORCHVISION = {
     "vit": (lambda: VisionTransformer(**VIT, num_classes=10), [1, 1, 1, 1]),
 }
 SIZE = 32
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads thrash.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _some(configs, limit=16):

@@ -16,18 +16,11 @@ import adn
 from adn.detection import build_detector, load_detector_weights, tiny_resnet
 from adn.detection.losses import DetectionDistillation, bernoulli_kl, detection_step, feature_term
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
+
 SMALL = dict(out_channels=8, representation_size=16, mask_channels=(8,), min_size=64, max_size=64)
 RCNN = dict(rpn_pre_nms_top_n_train=40, rpn_post_nms_top_n_train=16, rpn_pre_nms_top_n_test=40)
 RCNN.update(rpn_post_nms_top_n_test=16, box_batch_size_per_image=16, box_score_thresh=0.0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # two shared cores: OpenMP threads spin against each other and run these tiny ops ~100x slower
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(kind: str, **kwargs) -> adn.detection.AdaptiveDetector:

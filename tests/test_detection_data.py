@@ -20,15 +20,10 @@ from adn.detection.data import coco_dataset, detection_transforms, load_coco, ma
 from adn.detection.evaluate import coco_map
 
 # pycocotools' RLE decoding under numpy 2 (its issue, not ours)
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    pytest.mark.usefixtures("one_thread"),  # tiny models: one thread (conftest.py)
+]
 
 
 def test_scenes_boxes_and_masks_match_the_drawn_digits():

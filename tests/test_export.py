@@ -9,22 +9,16 @@ from adn.export import export_onnx, export_subnet, export_torchscript, onnx_max_
 from adn.skip import SkipAwareNorm
 from helpers import ADN, randomize_norms, run
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # TorchScript is deprecated upstream
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),  # TorchScript is deprecated upstream
+    pytest.mark.usefixtures("one_thread"),  # tiny models: one thread (conftest.py)
+]
 
 SMALL_MODELS = [n for n in adn.list_models() if adn.model_info(n).input_size <= 64]
 
 
 def _num_params(module):
     return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny convolutions gain nothing from a second thread, and on a busy 2-core machine two threads thrash.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=SMALL_MODELS)

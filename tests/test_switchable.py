@@ -17,6 +17,8 @@ from adn.export_switchable import export_program, export_switchable
 from adn.switchable import switchable
 from helpers import randomize_norms
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
+
 # (model, calibrated statistics): every small registered model as trained (None: constant norms), a converted
 # torchvision ResNet calibrated with its BatchNorms gathering per-config statistics, and a calibrated ResNet-20
 # holding them as constants of a branch per upstream config. Exports are the slow part: one per case.
@@ -28,14 +30,6 @@ CASES = [
     ("resnet20", "constant"),
 ]
 NO_ONNX: set[str] = set()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_model(name, calibrated=False):
