@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 import adn
-from adn.config import TrainConfig
+from adn.core.network import init_skip_norms_from_main
 from adn.data import build_data, calibration_loader
-from adn.engine import StepOptions, train_one_epoch
-from adn.evaluation import evaluate, evaluate_subnets
-from adn.losses import SelfDistillation
-from adn.optim import build_optimizer, build_scheduler
-from adn.skip import init_skip_norms_from_main
-from adn.train import build_distillation
+from adn.evaluation.evaluate import evaluate, evaluate_subnets
+from adn.training.config import TrainConfig
+from adn.training.engine import StepOptions, train_one_epoch
+from adn.training.fit import build_distillation
+from adn.training.losses import SelfDistillation
+from adn.training.optim import build_optimizer, build_scheduler
 
 QUIET = 10**9
 

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from adn.calibrate import clear_calibration
+from adn.core.calibrate import clear_calibration
+from adn.core.network import init_skip_norms_from_main
 from adn.detection.config import DataConfig, DetectorConfig, TrainConfig
 from adn.detection.data import collate
 from adn.detection.evaluate import calibrate_detector, evaluate_subnets
 from adn.detection.train import build_split, load_trained, train_detector
-from adn.skip import init_skip_norms_from_main
 
 RESULTS = Path(__file__).parent / "results"
 CLAIM = (

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from adn.train import build_distillation
+from adn.training.fit import build_distillation
 from common import (
     adn_epoch,
     calib_loader,

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import adn
-from adn.train import build_distillation
+from adn.training.fit import build_distillation
 from common import adn_epoch, calib_loader, flags_of, loaders, plain_epoch, run_config, subnet_rows, train_epochs
 
 FT_EPOCHS = (1, 2, 3, 5)

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 
 import adn
 from adn import data as adn_data
-from adn.bench import switching_cost
-from adn.engine import StepOptions, train_step
-from adn.losses import SelfDistillation
+from adn.deploy.bench import switching_cost
+from adn.training.engine import StepOptions, train_step
+from adn.training.losses import SelfDistillation
 
 KD_TOPK, ALPHA, TEMPERATURE = 500, 0.5, 1.0  # adn train's defaults
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -187,7 +187,7 @@ def compile_model(model, mode: str | None, args):
 
 # ----------------------------------------------------------------------------------------------- training
 def make_steps(model, sup, base, opt, scaler, x, y, dtype, topk: int):
-    """The plain step and the ADN self-distillation step (``adn.engine.train_step``: the trainer's own)."""
+    """The plain step and the ADN self-distillation step (``adn.training.engine.train_step``: the trainer's own)."""
     autocast = partial(torch.autocast, x.device.type, dtype=dtype)
 
     def backward(loss):
@@ -412,7 +412,7 @@ def header(report, args, device, argv) -> None:
         "`perf_counter` around the timed steps. **plain**: super-net forward, cross-entropy, backward, step. "
         f"**ADN**: super-net forward, {ALPHA} * CE, backward; base-net forward, {1 - ALPHA} * T^2 * KL to the "
         f"detached super-net logits (T {TEMPERATURE}, top-{KD_TOPK} classes), backward; one step: "
-        "`adn.engine.train_step`, the one the trainer runs (no host sync; fp16: GradScaler.step still "
+        "`adn.training.engine.train_step`, the one the trainer runs (no host sync; fp16: GradScaler.step still "
         "syncs once to check for inf). 1000 classes at 224 px, 100 at 32 px (smoke: 10). **ADN/plain**: step-time "
         "ratio; **FLOPs ratio**: (super + base) / super forward MACs (`adn.count_flops`). **torch.compile** rows "
         f"({args.compile_dtype}): the model is compiled (a forward and an AOTAutograd backward graph per "
@@ -465,7 +465,7 @@ def header(report, args, device, argv) -> None:
         "",
         '**torch.compile**: one graph per sub-network; **CUDA graphs**: `mode="reduce-overhead"` (Inductor and '
         "CUDA graph trees; a *cudagraph skip* means a graph ran without them). Warm-up: 3 calls of each "
-        f"sub-network. Switching cost (`adn.bench.switching_cost`, `torch.utils.benchmark`, {args.rounds} "
+        f"sub-network. Switching cost (`adn.deploy.bench.switching_cost`, `torch.utils.benchmark`, {args.rounds} "
         f"interleaved rounds of {args.min_run_time} s): per-call time of the same calls alternating (S B S B) "
         "and grouped (S S B B); the difference is what switching costs.",
         *table(

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 import torch
 
 import adn
-from adn.bench import switching_cost, time_forward
+from adn.deploy.bench import switching_cost, time_forward
 
 DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "swin_t", "vit_b_16"]
 

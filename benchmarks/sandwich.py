@@ -20,10 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import adn
-from adn.engine import StepOptions, train_one_epoch
-from adn.evaluation import evaluate_subnets
-from adn.optim import build_optimizer, build_scheduler
-from adn.train import build_distillation
+from adn.evaluation.evaluate import evaluate_subnets
+from adn.training.engine import StepOptions, train_one_epoch
+from adn.training.fit import build_distillation
+from adn.training.optim import build_optimizer, build_scheduler
 from common import QUIET, calib_loader, loaders, run_config
 
 

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from adn.checkpoint import load_checkpoint  # noqa: E402
+from adn.core.checkpoint import load_checkpoint  # noqa: E402
 
 
 def main() -> None:

@@ -34,8 +34,8 @@ import onnxruntime as ort
 import torch
 
 import adn
-from adn.export import export_onnx, export_subnet, onnx_size
-from adn.export_switchable import export_switchable
+from adn.deploy.export import export_onnx, export_subnet, onnx_size
+from adn.deploy.export_switchable import export_switchable
 
 
 def _min_ms(fn, reps: int) -> float:
@@ -202,7 +202,7 @@ def int8_rows(args, out_dir: Path) -> list[str]:
     from torch.utils.data import DataLoader
 
     from adn.data.loaders import build_calibration_set, build_eval_loader
-    from adn.quantize import quantize_int8
+    from adn.deploy.quantize import quantize_int8
 
     model = train_resnet20(args.int8_epochs)
     val, _ = build_eval_loader(image_size=32, batch_size=128)

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 import adn
-from adn.bench import load_results
 from adn.data import build_datasets
+from adn.deploy.bench import load_results
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -41,7 +41,7 @@ serves shallower; when they run early, deeper.
 
 **Concurrency**: inference runs in a thread pool on the one shared model -- several requests at different
 depths at once. That is safe because ``model(x, skip=c)`` is a pure function of the weights, ``x`` and
-``c`` (see :mod:`adn.skip`): each sub-network is a prebuilt module path sharing the model's parameters, and a
+``c`` (see :mod:`adn.core.network`): each sub-network is a prebuilt module path sharing the model's parameters, and a
 call writes no state, so no lock is needed and no request can see another's depth. Each worker thread uses
 ``--threads`` intra-op threads (default 1, with as many workers as CPU cores: on a shared or busy CPU,
 intra-op threads that wait for each other's cores cost far more than they gain at batch 1).
@@ -78,7 +78,7 @@ from aiohttp import web
 
 import adn
 from adn import format_skip, parse_skip
-from adn.bench import load_results, time_forward
+from adn.deploy.bench import load_results, time_forward
 
 
 # ----------------------------------------------------------------------------------------------- the policy
@@ -525,7 +525,7 @@ def measure_table(
     """A quick ``adn bench`` table: batch 1 and ``threads`` intra-op threads, as a server worker runs.
 
     One :func:`adn.bench_subnets` sweep over all sub-networks, then ``rounds - 1`` more of the timing alone
-    (:func:`adn.bench.time_forward`); each latency is the lowest of the sweeps' medians, so that a burst of
+    (:func:`adn.deploy.bench.time_forward`); each latency is the lowest of the sweeps' medians, so that a burst of
     load from other processes on a shared machine, which hits some sweeps, is less likely to reorder the
     sub-networks (the server's feedback scales the table to the load it meets).
     With ``eval_data`` (``builtin`` or an ImageFolder root) also Acc@1/Acc@5.

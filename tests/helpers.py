@@ -53,7 +53,7 @@ def randomize_norms(model, twins_only: bool = False, seed: int | None = None):
     if twins_only:
         norms = [m.skip_norm for m in model.modules() if isinstance(m, adn.SkipAwareNorm)]
     else:
-        norms = [m for m in model.modules() if isinstance(m, adn.skip.NORM_TYPES)]
+        norms = [m for m in model.modules() if isinstance(m, adn.core.network.NORM_TYPES)]
     with torch.no_grad():
         for m in norms:
             for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:

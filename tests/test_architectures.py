@@ -15,11 +15,11 @@ from torchvision.models.swin_transformer import SwinTransformer as TVSwin
 from torchvision.models.vision_transformer import VisionTransformer as TVViT
 
 import adn
-from adn.checkpoint import load_state_dict_compat
+from adn.core.checkpoint import load_state_dict_compat
+from adn.core.network import SkipAwareNorm
 from adn.models.convnext import ConvNeXt
 from adn.models.swin import SwinTransformer
 from adn.models.vit import VisionTransformer
-from adn.skip import SkipAwareNorm
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def test_every_registered_model_runs_every_subnet_forward_backward(name):
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         assert grads and all(torch.isfinite(g).all() for g in grads.values()), adn.format_skip(skip)
         assert {n for n in grads} == {
-            n for n, p in model.named_parameters() if any(p is q for q in adn.skip.used_parameters(model, skip))
+            n for n, p in model.named_parameters() if any(p is q for q in adn.core.network.used_parameters(model, skip))
         }
 
 

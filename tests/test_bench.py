@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import adn
-from adn.bench import pareto_front, select_subnet
 from adn.cli import main as cli_main
 from adn.cli.bench import select_main
-from adn.plots import plot_pareto
+from adn.deploy.bench import pareto_front, select_subnet
+from adn.evaluation.plots import plot_pareto
 from helpers import ADN, run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import adn
-from adn.checkpoint import convert_published_state_dict, load_state_dict_compat
+from adn.core.checkpoint import convert_published_state_dict, load_state_dict_compat
 
 
 def test_published_resnet_names_round_trip():

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from adn.checkpoint import load_checkpoint
 from adn.cli import COMMANDS
 from adn.cli import main as cli_main
+from adn.core.checkpoint import load_checkpoint
 from helpers import ADN, ROOT, child_env, run
 
 TINY = ["--train-subset", "64", "--val-subset", "48", "-b", "32", "--print-freq", "100", "--calib-images", "64"]

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 import adn
-from adn.features import capture_stage_outputs, pool_channels
-from adn.losses import SelfDistillation, TeacherDistillation, feature_distillation_loss
-from adn.teacher import load_teacher, teacher_fingerprint
+from adn.core.features import capture_stage_outputs, pool_channels
+from adn.training.losses import SelfDistillation, TeacherDistillation, feature_distillation_loss
+from adn.training.teacher import load_teacher, teacher_fingerprint
 
 CE = torch.nn.CrossEntropyLoss()
 
@@ -163,7 +163,7 @@ def test_load_teacher_from_a_local_file(tmp_path):
 def test_adn_train_with_a_teacher_records_it_by_name_and_hash_only(tmp_path):
     import torchvision
 
-    from adn.checkpoint import load_checkpoint
+    from adn.core.checkpoint import load_checkpoint
     from helpers import ADN, run
 
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "teacher.pth")
@@ -203,8 +203,8 @@ def test_adn_train_with_a_teacher_records_it_by_name_and_hash_only(tmp_path):
 def test_dataset_index_cache_reuses_the_scan_until_a_class_folder_changes(tmp_path):
     from PIL import Image
 
+    from adn.data.cache import dataset_index_cache
     from adn.data.folder import _ImageFolder
-    from adn.datacache import dataset_index_cache
 
     for c in ("a", "b"):
         (tmp_path / "d" / c).mkdir(parents=True)

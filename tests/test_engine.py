@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import adn
-from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint
-from adn.engine import StepOptions, train_one_epoch
-from adn.losses import SelfDistillation, distillation_loss
+from adn.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from adn.training.engine import StepOptions, train_one_epoch
+from adn.training.losses import SelfDistillation, distillation_loss
 from helpers import ROOT, run
 
 
@@ -82,8 +82,8 @@ def test_one_step_trains_main_norms_twins_and_skippable_blocks():
 
 
 def test_amp_ema_and_top_k_step_runs_on_cpu():
-    from adn.config import OptimConfig
-    from adn.optim import build_ema
+    from adn.training.config import OptimConfig
+    from adn.training.optim import build_ema
 
     torch.manual_seed(0)
     model = adn.create_model("resnet20", num_classes=10)
@@ -173,8 +173,8 @@ _DDP_WORKER = textwrap.dedent("""
     import torch, torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     import adn
-    from adn.engine import StepOptions, train_one_epoch
-    from adn.losses import SelfDistillation
+    from adn.training.engine import StepOptions, train_one_epoch
+    from adn.training.losses import SelfDistillation
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()

@@ -5,8 +5,8 @@ import torch
 
 import adn
 from adn.cli import main as cli_main
-from adn.export import export_onnx, export_subnet, export_torchscript, onnx_max_abs_diff
-from adn.skip import SkipAwareNorm
+from adn.core.network import SkipAwareNorm
+from adn.deploy.export import export_onnx, export_subnet, export_torchscript, onnx_max_abs_diff
 from helpers import ADN, randomize_norms, run
 
 pytestmark = [

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import adn
-from adn.engine import train_one_epoch
-from adn.losses import SelfDistillation
-from adn.multinode import ProcessGroupSpec, process_group_spec
+from adn.runtime.multinode import ProcessGroupSpec, process_group_spec
+from adn.training.engine import train_one_epoch
+from adn.training.losses import SelfDistillation
 from helpers import child_env
 
 STEPS, GLOBAL_BATCH = 2, 8
@@ -29,9 +29,9 @@ _WORKER = textwrap.dedent(
     import sys
     import torch
     import adn
-    from adn.distributed import cleanup_distributed, init_distributed
-    from adn.engine import StepOptions, train_one_epoch
-    from adn.losses import SelfDistillation
+    from adn.runtime.distributed import cleanup_distributed, init_distributed
+    from adn.training.engine import StepOptions, train_one_epoch
+    from adn.training.losses import SelfDistillation
 
     state = init_distributed("cpu")  # torchrun's environment, as the trainer reads it
     assert state.distributed and state.world_size == 2, state
@@ -149,7 +149,7 @@ _SRUN_TASK = textwrap.dedent(
     import sys
     import torch
     import torch.distributed as dist
-    from adn.distributed import cleanup_distributed, init_distributed
+    from adn.runtime.distributed import cleanup_distributed, init_distributed
 
     state = init_distributed("cpu", world_size=2, dist_url=sys.argv[1])
     t = torch.tensor([float(state.rank + 1)])
@@ -194,7 +194,7 @@ def test_world_size_flag_is_kept_apart_from_the_groups_size_in_checkpoints(tmp_p
     """``--world-size`` is ``RunConfig.dist_world_size``; a checkpoint's ``world_size`` is the group's actual size
     (the reference layout). Neither the flag nor the init URL comes back on resume: the group is the invocation's."""
     from adn.cli.train import parse, parse_config
-    from adn.run import resumed_config
+    from adn.training.run import resumed_config
 
     config = parse_config(["--world-size", "2", "--dist-url", "tcp://127.0.0.1:29500", "--device", "cpu"])
     assert (config.run.dist_world_size, config.run.dist_url) == (2, "tcp://127.0.0.1:29500")

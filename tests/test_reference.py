@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import adn
-from adn.checkpoint import convert_published_state_dict, load_state_dict_compat
+from adn.core.checkpoint import convert_published_state_dict, load_state_dict_compat
 
 DATA = Path(__file__).parent / "data" / "reference-state-dicts"
 
@@ -164,7 +164,7 @@ def test_swin_base_net_has_no_stochastic_depth_in_train_mode():
 
 def test_default_distillation_is_top_500_capped():
     from adn.cli.train import parse
-    from adn.losses import DEFAULT_TOPK, SelfDistillation
+    from adn.training.losses import DEFAULT_TOPK, SelfDistillation
 
     assert DEFAULT_TOPK == 500 and SelfDistillation().topk == 500
     assert parse(["--kd-topk", "7"]).kd_topk == 7 and parse([]).kd_topk is None  # None: min(500, classes) at start
@@ -185,7 +185,7 @@ def test_resnet_d_shortcut_average_pools_before_its_conv():
 
 @pytest.mark.parametrize("name", NEWER)
 def test_registry_holds_the_flops_of_every_subnetwork(name):
-    from adn.flops import count_flops_table
+    from adn.core.flops import count_flops_table
 
     info = adn.model_info(name)
     with torch.device("meta"):

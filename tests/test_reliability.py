@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 import adn
-from adn.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from adn.cli import main as cli_main
 from adn.cli.train import default_output_dir
+from adn.core.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
 from helpers import ADN, ROOT, child_env, run
 
 TINY = [
@@ -321,18 +321,18 @@ def test_sigkill_then_elastic_restart_resumes_bit_exact(uninterrupted, tmp_path)
 # A worker that dies hard (SIGKILL) in its first life, once epoch 0's checkpoint is on disk.
 _CRASH_ONCE = """
 import os, signal, sys
-import adn.train
+import adn.training.fit
 from adn.cli import main
 
 if os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
-    train_one_epoch = adn.train.train_one_epoch
+    train_one_epoch = adn.training.fit.train_one_epoch
 
     def crash_at_epoch_1(*args, **kwargs):  # epoch 0's checkpoint is on disk by then, whatever the machine's speed
         if args[6] == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         return train_one_epoch(*args, **kwargs)
 
-    adn.train.train_one_epoch = crash_at_epoch_1
+    adn.training.fit.train_one_epoch = crash_at_epoch_1
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -12,16 +12,16 @@ import torch
 from torch import nn
 
 import adn
-from adn.checkpoint import load_checkpoint, save_weights
+from adn.core.checkpoint import load_checkpoint, save_weights
 from helpers import ROOT
 
 TINY = ["--train-subset", "32", "--val-subset", "32", "-b", "16", "--max-steps", "1", "-q", "--device", "cpu"]
 
 
 def test_importing_the_trainer_keeps_adn_evaluate_the_function():
-    importlib.import_module("adn.train")
+    importlib.import_module("adn.training.fit")
     assert callable(adn.evaluate) and not isinstance(adn.evaluate, types.ModuleType)
-    assert importlib.import_module("adn.evaluation").evaluate_subnets  # evaluation lives under its own name
+    assert importlib.import_module("adn.evaluation.evaluate").evaluate_subnets  # evaluation lives under its own name
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_train_crop_size_does_not_become_the_inference_size(cropped_run):
 
 
 def test_resume_with_ema_starts_from_uncalibrated_ema_statistics(cropped_run, monkeypatch):
-    import adn.train
+    import adn.training.fit
     from adn.cli.train import main
 
     ema_state = load_checkpoint(cropped_run / "checkpoint.pth")["model_ema"]
@@ -58,7 +58,7 @@ def test_resume_with_ema_starts_from_uncalibrated_ema_statistics(cropped_run, mo
         seen.append(adn.is_calibrated(ema.module))
         raise Stop
 
-    monkeypatch.setattr(adn.train, "train_one_epoch", spy)
+    monkeypatch.setattr(adn.training.fit, "train_one_epoch", spy)
     with pytest.raises(Stop):
         main(["--resume", str(cropped_run / "checkpoint.pth"), "--epochs", "2", "-q"])
     assert seen == [False]
@@ -95,7 +95,7 @@ def _autocast_in_backward(model: nn.Module) -> list[bool]:
 
 
 def test_train_one_epoch_runs_backward_outside_autocast():
-    from adn.engine import StepOptions, train_one_epoch
+    from adn.training.engine import StepOptions, train_one_epoch
 
     torch.manual_seed(0)
     model = adn.create_model("resnet20", num_classes=4)
@@ -108,13 +108,13 @@ def test_train_one_epoch_runs_backward_outside_autocast():
 
 
 def test_gpu_benchmark_times_the_trainers_step(monkeypatch):
-    import adn.engine
+    import adn.training.engine
 
     spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)
     calls = []
-    real = adn.engine.train_step
+    real = adn.training.engine.train_step
     monkeypatch.setattr(gpu, "train_step", lambda *a, **k: calls.append(1) or real(*a, **k), raising=False)
     model = adn.create_model("resnet20", num_classes=4)
     seen = _autocast_in_backward(model)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import adn
-from adn.checkpoint import load_checkpoint
+from adn.core.checkpoint import load_checkpoint
 from helpers import ROOT, run
 
 # The reference README's training commands (`torchrun --nproc_per_node=N train_adn.py` prefix and the

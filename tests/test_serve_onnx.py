@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import adn
-from adn.export_switchable import export_switchable
+from adn.deploy.export_switchable import export_switchable
 from helpers import ROOT
 
 CODE = """

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import adn
-from adn.skip import SkipAwareNorm
+from adn.core.network import SkipAwareNorm
 
 
 # ----------------------------------------------------------------------------------------------- parse_skip

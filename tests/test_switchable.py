@@ -13,8 +13,8 @@ import torchvision
 from torch import nn
 
 import adn
-from adn.export_switchable import export_program, export_switchable
-from adn.switchable import switchable
+from adn.deploy.export_switchable import export_program, export_switchable
+from adn.deploy.switchable import switchable
 from helpers import randomize_norms
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)

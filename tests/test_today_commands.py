@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from adn.checkpoint import load_checkpoint
 from adn.cli.train import parse
+from adn.core.checkpoint import load_checkpoint
 from helpers import ROOT, run
 
 # today's README training commands (`torchrun --nproc_per_node=4 train_adn.py` removed), placeholders as {out}/{data}

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from adn.checkpoint import load_checkpoint
+from adn.core.checkpoint import load_checkpoint
 from helpers import ADN, run
 
 TINY = ["--train-subset", "64", "--val-subset", "48", "-b", "32", "--epochs", "1", "--calib-images", "32"]

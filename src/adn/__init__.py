@@ -8,10 +8,26 @@
 """
 
 from . import models  # noqa: F401  (registers the architectures)
-from .bench import bench_subnets, select_subnet
-from .calibrate import calibrate, clear_calibration, is_calibrated
-from .checkpoint import load_weights, save_weights
-from .config import (
+from .conversion import convert, create_converted, load_pretrained
+from .core.calibrate import calibrate, clear_calibration, is_calibrated
+from .core.checkpoint import load_weights, save_weights
+from .core.flops import count_flops, count_params
+from .core.network import (
+    AdaptiveDepthNet,
+    SkipAwareNorm,
+    Stage,
+    convert_sync_batchnorm,
+    format_skip,
+    parse_skip,
+    subnets,
+)
+from .deploy.bench import bench_subnets, select_subnet
+from .deploy.export import export_subnet
+from .deploy.export_switchable import export_switchable
+from .deploy.switchable import SwitchableNet, switchable
+from .evaluation.evaluate import evaluate
+from .models.registry import ModelInfo, create_model, list_models, model_info, register_model
+from .training.config import (
     CheckpointConfig,
     DataConfig,
     DistillConfig,
@@ -21,31 +37,15 @@ from .config import (
     TrainConfig,
     train_config,
 )
-from .conversion import convert, create_converted, load_pretrained
-from .engine import distillation_step, train_one_epoch
-from .evaluation import evaluate
-from .export import export_subnet
-from .export_switchable import export_switchable
-from .flops import count_flops, count_params
-from .losses import SelfDistillation, TeacherDistillation, distillation_loss
-from .registry import ModelInfo, create_model, list_models, model_info, register_model
-from .skip import (
-    AdaptiveDepthNet,
-    SkipAwareNorm,
-    Stage,
-    convert_sync_batchnorm,
-    format_skip,
-    parse_skip,
-    subnets,
-)
-from .switchable import SwitchableNet, switchable
+from .training.engine import distillation_step, train_one_epoch
+from .training.losses import SelfDistillation, TeacherDistillation, distillation_loss
 
 __version__ = "0.1.0"
 
 
 def fit(config: TrainConfig) -> int:
-    """Run a :class:`TrainConfig` -- what ``adn train`` runs (see :func:`adn.train.fit`)."""
-    from .train import fit as _fit
+    """Run a :class:`TrainConfig` -- what ``adn train`` runs (see :func:`adn.training.fit.fit`)."""
+    from .training.fit import fit as _fit
 
     return _fit(config)
 

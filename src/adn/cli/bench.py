@@ -49,12 +49,12 @@ def get_args_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from ..bench import COLUMNS, bench_subnets, device_name, mark_pareto, timing_warnings
-    from ..checkpoint import peek_checkpoint_arg
-    from ..evaluation import default_input_size
-    from ..loading import build_model
-    from ..skipconfig import parse_skip
-    from ..summary import format_table
+    from ..core.checkpoint import peek_checkpoint_arg
+    from ..core.skipconfig import parse_skip
+    from ..deploy.bench import COLUMNS, bench_subnets, device_name, mark_pareto, timing_warnings
+    from ..evaluation.evaluate import default_input_size
+    from ..evaluation.summary import format_table
+    from ..models.loading import build_model
 
     args = get_args_parser().parse_args(list(argv or []))
     model_name = args.model or (peek_checkpoint_arg(args.weights, "model") if args.weights else None)
@@ -127,8 +127,8 @@ def _save(rows, args, model_name: str, dataset, device, resolution: int, batch_s
     """<model>-bench.csv and .json (what adn select reads) and the Pareto plot, in ``out_dir``."""
     import torch
 
-    from ..bench import device_name, save_results
-    from ..plots import plot_pareto
+    from ..deploy.bench import device_name, save_results
+    from ..evaluation.plots import plot_pareto
 
     where = device_name(device)
     meta = {

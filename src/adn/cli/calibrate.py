@@ -1,5 +1,5 @@
 """``adn calibrate``: estimate every sub-network's BatchNorm statistics of a trained model (ours or a reference
-checkpoint) on training images, and write a new weights file that carries them (see :mod:`adn.calibrate`)."""
+checkpoint) on training images, and write a new weights file that carries them (see :mod:`adn.core.calibrate`)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     import torch
 
-    from ..calibrate import calibrate, clear_calibration
+    from ..core.calibrate import calibrate, clear_calibration
     from ..data import calibration_loader, eval_loader
-    from ..evaluation import default_input_size, evaluate_subnets, format_rows
-    from ..loading import build_model
+    from ..evaluation.evaluate import default_input_size, evaluate_subnets, format_rows
+    from ..models.loading import build_model
 
     config = eval_config(args)
     source = Path(config.source)
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             row.update(acc1=new["acc1"], acc5=new["acc5"])
         print(format_rows(rows, "table", num_classes))
         meta = {**meta, "subnets": rows}
-    from ..checkpoint import save_weights
+    from ..core.checkpoint import save_weights
 
     save_weights(model, output, meta={**meta, "model": args.model, "num_classes": num_classes})
     print(f"wrote {output}")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..checkpoint import peek_checkpoint_arg
-from ..config import EvalConfig
+from ..core.checkpoint import peek_checkpoint_arg
 from ..errors import UsageError
-from ..presets import preset_for
-from ..registry import resolve_model_name
+from ..models.registry import resolve_model_name
+from ..training.config import EvalConfig
+from ..training.recipes import preset_for
 from .options import (
     DATASETS,
     DEFAULT_MODEL,
@@ -74,7 +74,7 @@ def _cuda() -> bool:
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
-    """The :class:`~adn.config.EvalConfig` of resolved evaluation flags (``adn eval``, ``adn train --test-only``)."""
+    """The :class:`~adn.EvalConfig` of resolved evaluation flags (``adn eval``, ``adn train --test-only``)."""
     return EvalConfig(
         model=args.model,
         source=args.resume or args.weights,
@@ -96,7 +96,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, argv = get_args_parser(), list(argv or [])
     args = resolve_eval_args(parser.parse_args(argv), explicit_dests(parser, argv))
-    from ..evaluation import run_evaluation
+    from ..evaluation.evaluate import run_evaluation
 
     return run_evaluation(eval_config(args))
 

@@ -52,10 +52,10 @@ def get_args_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from ..checkpoint import peek_checkpoint_arg
-    from ..export import export_onnx, export_subnet, export_torchscript, onnx_max_abs_diff
-    from ..loading import build_model
-    from ..skipconfig import format_skip, parse_skip
+    from ..core.checkpoint import peek_checkpoint_arg
+    from ..core.skipconfig import format_skip, parse_skip
+    from ..deploy.export import export_onnx, export_subnet, export_torchscript, onnx_max_abs_diff
+    from ..models.loading import build_model
 
     args = get_args_parser().parse_args(list(argv or []))
     output = Path(args.output)
@@ -111,8 +111,8 @@ def _export_int8(exported, example, output: Path, args, meta: dict, resolution: 
     from torch.utils.data import DataLoader
 
     from ..data.loaders import build_calibration_set
-    from ..export import export_onnx
-    from ..quantize import quantize_int8
+    from ..deploy.export import export_onnx
+    from ..deploy.quantize import quantize_int8
 
     images = build_calibration_set(args.calib_data, image_size=resolution, dataset=meta.get("dataset", "digits"))
     loader = DataLoader(images, batch_size=32, shuffle=True, generator=__import__("torch").Generator().manual_seed(0))
@@ -129,9 +129,9 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
     import numpy as np
     import torch
 
-    from ..export import onnx_size
-    from ..export_switchable import export_switchable
-    from ..switchable import switchable
+    from ..deploy.export import onnx_size
+    from ..deploy.export_switchable import export_switchable
+    from ..deploy.switchable import switchable
 
     if output.suffix.lower() != ".onnx" or args.format == "torchscript":
         raise UsageError(f"--all-subnets writes ONNX (+ .pt2): give --output ending in .onnx, not {output.name}")

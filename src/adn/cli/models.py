@@ -16,8 +16,8 @@ COLUMNS = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..registry import list_models, model_info
-    from ..summary import format_table, subnet_table
+    from ..evaluation.summary import format_table, subnet_table
+    from ..models.registry import list_models, model_info
 
     parser = Parser("adn models", "list the models, or one model's sub-network table (GFLOPs = MACs, params)")
     parser.add_argument("--model", help="show this model's sub-network table")

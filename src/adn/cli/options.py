@@ -13,9 +13,9 @@ from dataclasses import fields
 
 import torch
 
-from ..config import DataConfig
 from ..errors import UsageError
-from ..registry import list_models
+from ..models.registry import list_models
+from ..training.config import DataConfig
 from .parser import HelpFormatter, Parser, explicit_dests  # noqa: F401  (re-exported)
 
 BAD_IMAGE_POLICIES = ("stop", "skip")
@@ -122,7 +122,7 @@ def add_augment_args(p: argparse.ArgumentParser) -> None:
 def add_optim_args(p: argparse.ArgumentParser) -> None:
     """Optimisation and self-distillation flags (``adn train``): the torchvision reference's and the reference ADN
     code's."""
-    from ..optim import OPTIMIZERS, SCHEDULERS
+    from ..training.optim import OPTIMIZERS, SCHEDULERS
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="total epochs (default: 15 built-in, 90 with --data-path)")
@@ -292,7 +292,7 @@ def check_device(name: str) -> torch.device:
 
 
 def data_config(args: argparse.Namespace) -> DataConfig:
-    """The data flags a command has, as a :class:`~adn.config.DataConfig` (the others keep their defaults)."""
+    """The data flags a command has, as a :class:`~adn.training.config.DataConfig` (the others keep their defaults)."""
     return DataConfig(**{f.name: getattr(args, f.name) for f in fields(DataConfig) if hasattr(args, f.name)})
 
 

@@ -52,10 +52,10 @@ def preprocess(meta: dict):
 def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
-    from ..checkpoint import load_checkpoint
+    from ..core.checkpoint import load_checkpoint
+    from ..core.skipconfig import format_skip, parse_skip
     from ..data import load_image
-    from ..loading import build_model, checkpoint_meta
-    from ..skipconfig import format_skip, parse_skip
+    from ..models.loading import build_model, checkpoint_meta
 
     args = get_args_parser().parse_args(list(argv or []))
     if args.topk < 1:

@@ -1,16 +1,16 @@
 """The flags the reference's README of today uses beyond the seed's: feature self-distillation (``--fpn``), an
 external teacher (``train_adn_distill.py``'s ``--distillation``/``--compile``, with ``--teacher``/
 ``--teacher-weights`` since adn downloads nothing), ``--torch-compile``, ``--cache-dataset`` and torchvision's
-``--world-size``/``--dist-url``. Declared and checked here; :mod:`adn.train` hands them, typed, to
-:func:`adn.teacher.make_distillation`, :func:`adn.datacache.dataset_index_cache` and
-:func:`adn.multinode.process_group_spec`."""
+``--world-size``/``--dist-url``. Declared and checked here; :mod:`adn.training.fit` hands them, typed, to
+:func:`adn.training.teacher.make_distillation`, :func:`adn.data.cache.dataset_index_cache` and
+:func:`adn.runtime.multinode.process_group_spec`."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..errors import UsageError
-from ..teacher import REFERENCE_TEACHER
+from ..training.teacher import REFERENCE_TEACHER
 
 
 def add_reference_today_args(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from .options import Parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..bench import _has, select_subnet
+    from ..deploy.bench import _has, select_subnet
 
     parser = Parser("adn select", "pick the most accurate sub-network within a latency/FLOPs budget")
     parser.add_argument("--results", required=True, help="JSON file written by adn bench --output-dir")

@@ -1,6 +1,6 @@
 """``adn train`` (and ``python train_adn.py``): the flags of the reference code's ``train_adn.py`` -- those of the
-torchvision classification reference plus self-distillation -- resolved into the :class:`~adn.config.TrainConfig`
-of a run (presets: :mod:`adn.presets`).
+torchvision classification reference plus self-distillation -- resolved into the :class:`~adn.TrainConfig`
+of a run (presets: :mod:`adn.training.recipes`).
 
     adn train                                          # ResNet-20-ADN on the built-in digits
     torchrun --nproc_per_node=4 train_adn.py --model resnet50 --data-path /data/imagenet ...
@@ -14,11 +14,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..checkpoint import peek_checkpoint_arg, peek_checkpoint_args
-from ..config import TrainConfig
+from ..core.checkpoint import peek_checkpoint_arg, peek_checkpoint_args
 from ..errors import UsageError
-from ..presets import BUILTIN_PRESET, FINETUNE_PRESET, REFERENCE_DEFAULTS, default_output_dir, fill_presets
-from ..registry import resolve_model_name
+from ..models.registry import resolve_model_name
+from ..training.config import TrainConfig
+from ..training.recipes import BUILTIN_PRESET, FINETUNE_PRESET, REFERENCE_DEFAULTS, default_output_dir, fill_presets
 from .options import (
     DEFAULT_MODEL,
     Parser,
@@ -255,7 +255,7 @@ def parse(argv: Sequence[str] | None, prog: str = "adn train") -> argparse.Names
 
 
 def parse_config(argv: Sequence[str] | None) -> TrainConfig:
-    """The :class:`~adn.config.TrainConfig` ``adn train ARGV`` runs."""
+    """The :class:`~adn.training.config.TrainConfig` ``adn train ARGV`` runs."""
     return TrainConfig.from_flat(vars(parse(argv)))
 
 
@@ -263,11 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``adn train`` / ``python train_adn.py``: train, or evaluate with ``--test-only``."""
     args = parse(argv)
     if args.test_only:
-        from ..evaluation import run_evaluation
+        from ..evaluation.evaluate import run_evaluation
         from .eval import eval_config
 
         return run_evaluation(eval_config(args))
-    from ..train import fit
+    from ..training.fit import fit
 
     return fit(TrainConfig.from_flat(vars(args)))
 

@@ -4,7 +4,7 @@ model, in place.
 :func:`convert` keeps the model's module tree, its parameter names and its own ``forward``; it finds the
 residual *stages*, makes the last ``floor(n/2)`` blocks of each stage of ``n >= 2`` blocks skippable, gives the
 norms of the mandatory blocks their twins (copies of the main norms) and swaps the instance's class for a cached
-subclass ``(AdaptiveDepthNet, OriginalClass)``. The result *is* an :class:`~adn.skip.AdaptiveDepthNet` (and
+subclass ``(AdaptiveDepthNet, OriginalClass)``. The result *is* an :class:`~adn.core.network.AdaptiveDepthNet` (and
 still an ``OriginalClass``): ``model(x, skip=...)``, ``model.skip``, ``num_stages``, :func:`adn.count_flops`,
 :func:`adn.calibrate`, :func:`adn.bench_subnets`, :func:`adn.export_subnet`, training -- all work as for the
 registered models. Its state dict is the original's plus the twins' ``*.skip_norm.*`` entries, so
@@ -63,7 +63,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from ..skip import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet
 from .builders import create_converted, load_pretrained
 from .classes import _clashes, _restore, adaptive_class  # noqa: F401  (_restore: what pickles name)
 from .discover import discover, resolve_twins

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..skip import AdaptiveDepthNet, init_skip_norms_from_main
+from ..core.network import AdaptiveDepthNet, init_skip_norms_from_main
 
 _PREFIXES = {"tv": "torchvision", "torchvision": "torchvision", "timm": "timm"}
 
@@ -69,7 +69,7 @@ def load_pretrained(
     file (``torch.save`` or ``*.safetensors``) or a mapping. Each twin norm becomes a copy of its main norm.
     adn's own checkpoints of the converted model (twins included) load too. Returns ``model``.
     """
-    from ..checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
+    from ..core.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
 
     what = "the state dict" if isinstance(source, Mapping) else str(source)
     obj = source if isinstance(source, Mapping) else load_checkpoint(source, weights_only=weights_only)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..skip import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet
 
 _CLASSES: dict[type, type] = {}
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..skip import NORM_TYPES
+from ..core.network import NORM_TYPES
 from .families import Blocks, split_at_non_residual
 
 __all__ = ["DEFAULT_INPUT", "Inspector", "first_param", "generic_stages", "group", "probe_size"]

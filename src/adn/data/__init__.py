@@ -17,7 +17,7 @@ One module per job: :mod:`~adn.data.presets` (transforms and normalisation const
 (ImageFolder trees, unreadable images), :mod:`~adn.data.sampler` (samplers), :mod:`~adn.data.seeding`
 (per-sample RNG seeding), :mod:`~adn.data.mixup` (mixup/cutmix collate), :mod:`~adn.data.loaders`
 (:func:`build_datasets`, :func:`build_eval_loader`), :mod:`~adn.data.build`
-(a run's loaders from its :class:`~adn.config.DataConfig`: :func:`build_data`, :func:`eval_loader`,
+(a run's loaders from its :class:`~adn.training.config.DataConfig`: :func:`build_data`, :func:`eval_loader`,
 :func:`calibration_loader`). Everything public is importable from ``adn.data``.
 """
 

@@ -1,4 +1,4 @@
-"""The loaders of a run, built from a :class:`adn.config.DataConfig`: training and validation (seeded per sample,
+"""The loaders of a run, built from a :class:`adn.DataConfig`: training and validation (seeded per sample,
 resumable, distributed), validation alone (``adn eval``), and the training images BatchNorm calibration reads."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ..config import DataConfig
-from ..distributed import DistState, is_main_process
-from ..interrupt import ignore_stop_signals
+from ..runtime.distributed import DistState, is_main_process
+from ..runtime.interrupt import ignore_stop_signals
+from ..training.config import DataConfig
 from .loaders import BUILTIN_DATASETS, build_calibration_set, build_datasets, build_eval_loader
 from .mixup import mixup_cutmix_collate
 from .sampler import ResumableSampler, build_samplers

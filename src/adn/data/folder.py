@@ -57,7 +57,7 @@ class _ImageFolder(ImageFolder):
 
     @staticmethod
     def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
-        from ..datacache import cached_index  # --cache-dataset: the scan's result saved and reused
+        from .cache import cached_index  # --cache-dataset: the scan's result saved and reused
 
         def scan():
             return ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)

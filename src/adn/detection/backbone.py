@@ -1,6 +1,6 @@
 """Adaptive-depth FPN backbones: an adn model's stages feeding torchvision's FeaturePyramidNetwork.
 
-The *body* is any :class:`~adn.skip.AdaptiveDepthNet` with NCHW stage outputs (a registered ResNet, a converted
+The *body* is any :class:`~adn.core.network.AdaptiveDepthNet` with NCHW stage outputs (a registered ResNet, a converted
 torchvision/timm residual network, :func:`tiny_resnet` for CPU). For skip config ``c`` the backbone runs the
 body's own path ``body.subnet(c)`` -- the one skip mechanism -- with the last block of each returned stage
 wrapped in a *tap* that hands its output to a list made for that call; the last tap ends the body's forward,
@@ -20,11 +20,11 @@ from torchvision.models.resnet import BasicBlock
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyramidNetwork
 
-from ..checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
+from ..core.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
+from ..core.network import TWIN, AdaptiveDepthNet
+from ..core.skipconfig import SkipLike
+from ..core.tree import shallow_copy, substitute
 from ..models.resnet import ResNet
-from ..skip import TWIN, AdaptiveDepthNet
-from ..skipconfig import SkipLike
-from ..tree import shallow_copy, substitute
 
 __all__ = ["AdaptiveFPNBackbone", "build_body", "freeze_batch_norms", "tiny_resnet"]
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..calibrate import calibrate
-from ..skipconfig import SkipLike, format_skip
-from ..skipconfig import subnets as all_subnets
+from ..core.calibrate import calibrate
+from ..core.skipconfig import SkipLike, format_skip
+from ..core.skipconfig import subnets as all_subnets
 from .models import AdaptiveDetector
 
 __all__ = [

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..losses import distillation_loss
-from ..skip import used_parameters
+from ..core.network import used_parameters
+from ..training.losses import distillation_loss
 
 __all__ = [
     "DetectionDistillation",
@@ -128,7 +128,7 @@ def detection_step(
     """Both passes of one self-distillation step of an :class:`~adn.detection.AdaptiveDetector` (or its DDP
     wrapper), gradients left summed for the caller's ``optimizer.step()``. ``tie_params``: under DDP,
     :func:`unused_parameters` of the base-net (computed once by the caller, else here)."""
-    # As adn.engine.distillation_step: the super-net pass runs under no_sync; the base-net pass adds 0 * (the
+    # As adn.training.engine.distillation_step: the super-net pass runs under no_sync; the base-net pass adds 0 * (the
     # parameters only the super-net uses) so that its backward visits every parameter and DDP reduces the
     # gradients of both passes in one bucketed all-reduce, without find_unused_parameters.
     det = _unwrap(model)

@@ -21,9 +21,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from ..checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
-from ..skipconfig import SkipLike, format_skip, parse_skip
-from ..tree import shallow_copy
+from ..core.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
+from ..core.skipconfig import SkipLike, format_skip, parse_skip
+from ..core.tree import shallow_copy
 from .backbone import AdaptiveFPNBackbone, build_body
 
 __all__ = [
@@ -60,7 +60,7 @@ class AdaptiveDetector(nn.Module):
 
     @property
     def body(self) -> nn.Module:
-        """The adaptive-depth backbone body (an :class:`~adn.skip.AdaptiveDepthNet`)."""
+        """The adaptive-depth backbone body (an :class:`~adn.core.network.AdaptiveDepthNet`)."""
         return self.detector.backbone.body
 
     @property

@@ -18,9 +18,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..skip import BATCH_NORM_TYPES
-from ..skipconfig import format_skip, parse_skip
+from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.network import BATCH_NORM_TYPES
+from ..core.skipconfig import format_skip, parse_skip
 from .config import DataConfig, EvalConfig, TrainConfig, to_dict
 from .data import coco_dataset, collate, detection_transforms, write_digit_scenes
 from .evaluate import calibrate_detector, evaluate_subnets

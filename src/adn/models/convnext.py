@@ -15,8 +15,8 @@ from typing import Any
 from torchvision.models import convnext as tv
 from torchvision.ops import StochasticDepth
 
-from ..registry import register_model
-from ..skip import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet
+from .registry import register_model
 
 
 class ConvNeXt(AdaptiveDepthNet, tv.ConvNeXt):

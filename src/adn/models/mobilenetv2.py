@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torchvision.models import mobilenetv2 as tv
 
-from ..registry import register_model
-from ..skip import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet
+from .registry import register_model
 
 #: torchvision's setting: expansion t, channels c, blocks n, stride s of each inverted-residual row
 DEFAULT_SETTING = [

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from ..registry import flops_table, register_model
-from ..skip import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet
+from .registry import flops_table, register_model
 
 Block = type[BasicBlock | Bottleneck]
 

@@ -21,8 +21,8 @@ import torch
 from torchvision.models import swin_transformer as tv
 from torchvision.ops import StochasticDepth
 
-from ..registry import flops_table, register_model
-from ..skip import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet
+from .registry import flops_table, register_model
 
 
 class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
@@ -32,7 +32,7 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
     ``stochastic_depth_prob``, ``dropout``, ``num_classes`` ...); every depth must be at least 2.
     """
 
-    #: stage outputs are (N, H, W, C) maps: feature distillation pools them over H and W (adn.features)
+    #: stage outputs are (N, H, W, C) maps: feature distillation pools them over H and W (adn.core.features)
     feature_channel_dim = -1
 
     def __init__(self, **kwargs: Any) -> None:

@@ -13,8 +13,8 @@ from typing import Any
 
 from torchvision.models import vision_transformer as tv
 
-from ..registry import flops_table, register_model
-from ..skip import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet
+from .registry import flops_table, register_model
 
 
 class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):

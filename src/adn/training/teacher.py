@@ -1,6 +1,6 @@
 """An external teacher for distillation (``--teacher ARCH --teacher-weights FILE``), as the reference's
 ``train_adn_distill.py`` uses one: built from a local weights file -- never downloaded -- frozen, in eval mode, on the
-student's device; it runs under the student's autocast setting (:class:`adn.losses.TeacherDistillation`) and is
+student's device; it runs under the student's autocast setting (:class:`adn.training.losses.TeacherDistillation`) and is
 not saved in checkpoints, which record its name and the file's SHA-256 instead (:func:`teacher_fingerprint`).
 
 ``ARCH`` names a model as ``--model`` does: ``tv:resnext101_32x8d`` (any torchvision classifier), ``timm:NAME``, or a
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_state_dict_compat
+from ..core.checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_state_dict_compat
+from ..models.registry import create_model, model_info
 from .losses import DEFAULT_TOPK, SelfDistillation, TeacherDistillation
-from .registry import create_model, model_info
 
 #: the reference's teacher: ResNeXt-101 32x8d (semi-supervised weights), torchvision's architecture
 REFERENCE_TEACHER = "tv:resnext101_32x8d"

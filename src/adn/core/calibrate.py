@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
+from .network import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
 from .skipconfig import SkipLike, format_skip, parse_skip
 from .skipconfig import subnets as all_subnets
 from .stats import FrozenStatsNorm, NormStats, SubnetStatistics

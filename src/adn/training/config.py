@@ -209,10 +209,10 @@ class EvalConfig:
 
 def train_config(model: str = "resnet20", **flags: Any) -> TrainConfig:
     """The config ``adn train --model MODEL --flag value ...`` runs with: flags by name (``epochs=3``,
-    ``data_path="/data/imagenet"``); unset ones take the presets (:mod:`adn.presets`), the output directory
+    ``data_path="/data/imagenet"``); unset ones take the presets (:mod:`adn.training.recipes`), the output directory
     ``output/<model>`` (or the next free ``-2``, ``-3`` ...)."""
-    from .presets import BUILTIN_PRESET, default_output_dir, fill_presets
-    from .registry import resolve_model_name
+    from ..models.registry import resolve_model_name
+    from .recipes import BUILTIN_PRESET, default_output_dir, fill_presets
 
     unknown = set(flags) - set(FLAGS)
     if unknown:

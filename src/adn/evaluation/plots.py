@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .bench import _has, pareto_front
+from ..deploy.bench import _has, pareto_front
 
 
 def _pyplot():

@@ -1,7 +1,7 @@
 """``adn export --all-subnets``: one ONNX file and one ``torch.export`` program that serve every depth.
 
 Both take ``image`` (float ``[batch, 3, H, W]``, dynamic batch) and ``skip`` (bool ``[num_stages]``, True = skip
-that stage) and return ``logits``; they are :class:`adn.switchable.SwitchableNet` exported once. The ONNX file is
+that stage) and return ``logits``; they are :class:`adn.deploy.switchable.SwitchableNet` exported once. The ONNX file is
 written by the dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``), which turns each ``torch.cond``
 into an ONNX ``If`` whose branches read the weights from the outer graph, so every weight is stored once; the
 weights go to ``<file>.onnx.data`` beside it. The ``.pt2`` program (``torch.export.save``) loads with
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .skipconfig import format_skip, subnets
+from ..core.skipconfig import format_skip, subnets
 from .switchable import SwitchableNet, switchable
 
 __all__ = ["export_program", "export_switchable", "switchable_onnx"]
@@ -146,7 +146,7 @@ def _localize_initializers(model) -> int:
 def default_meta(model: nn.Module, resolution: int, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What inference needs, as the single-depth export carries it, plus the skip input's description and the
     sub-network table (the checkpoint's, else parameters per config)."""
-    from .flops import count_params
+    from ..core.flops import count_params
 
     out = dict(meta or {})
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
@@ -176,7 +176,7 @@ def export_switchable(
 
     ``model`` is put in eval mode; its calibrated statistics, if any, are used per config, held as ``stats``
     says (:func:`adn.switchable`: ``"gathered"`` at run time, or ``"constant"`` in a branch per upstream config;
-    the metadata's ``calibrated_stats`` says which was used); a :class:`~adn.switchable.SwitchableNet` is exported
+    the metadata's ``calibrated_stats`` says which was used); a :class:`~adn.SwitchableNet` is exported
     as it was built. ``onnx=False``: the ``.pt2`` program only. torch 2.14 can neither save nor translate to ONNX
     the switchable form of Swin (its attention makes tensor constants inside a ``torch.cond`` branch): a
     ``ValueError`` says so."""

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .skip import SkipLike, parse_skip, used_parameters
+from .network import SkipLike, parse_skip, used_parameters
 
 
 @contextlib.contextmanager

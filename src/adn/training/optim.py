@@ -1,4 +1,4 @@
-"""Optimiser, learning-rate schedule and weight EMA, built from an :class:`adn.config.OptimConfig` as the
+"""Optimiser, learning-rate schedule and weight EMA, built from an :class:`adn.training.config.OptimConfig` as the
 torchvision classification reference builds them from its flags (``--opt``, ``--lr-scheduler``, ``--lr-warmup-*``,
 ``--norm-weight-decay`` ...)."""
 
@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .checkpoint import load_state_dict_compat
+from ..core.checkpoint import load_state_dict_compat
+from ..core.network import NORM_TYPES
 from .config import OptimConfig
-from .skip import NORM_TYPES
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop", "adamw")
 SCHEDULERS = ("steplr", "multisteplr", "cosineannealinglr", "exponentiallr")

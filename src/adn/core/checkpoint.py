@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .skip import init_skip_norms_from_main
+from .network import init_skip_norms_from_main
 
 _PUBLISHED_TWIN = re.compile(r"(^|\.)([A-Za-z0-9_]+?)_skip\.")
 

@@ -1,7 +1,7 @@
 """One step and one epoch of self-distillation training (the loop over sub-networks for evaluation is
-:func:`adn.evaluation.evaluate`).
+:func:`adn.evaluation.evaluate.evaluate.evaluate`).
 
-One optimisation step on a batch ``(x, y)`` (:class:`adn.losses.SelfDistillation`):
+One optimisation step on a batch ``(x, y)`` (:class:`adn.training.losses.SelfDistillation`):
 
 1. super-net (skip nothing): ``alpha * CE(super(x), y)``; backward, which frees its graph;
 2. base-net (skip every skippable sub-path): ``(1 - alpha) * T^2 * KL(super(x).detach() || base(x))``; backward;
@@ -24,9 +24,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..core.network import used_parameters
+from ..evaluation.metrics import Progress, accuracy, correct_topk
 from .losses import SelfDistillation, distillation_loss, self_distillation_loss
-from .metrics import Progress, accuracy, correct_topk
-from .skip import used_parameters
 
 __all__ = [
     "EpochResult",

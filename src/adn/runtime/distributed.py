@@ -45,7 +45,7 @@ class DistState:
 def init_distributed(device: str, world_size: int | None = None, dist_url: str = "env://") -> DistState:
     """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or
     the one of an srun task started without torchrun, of ``world_size`` processes at ``dist_url`` (torchvision's
-    ``--world-size``/``--dist-url``; :func:`adn.multinode.process_group_spec`); NCCL on CUDA, gloo on CPU.
+    ``--world-size``/``--dist-url``; :func:`adn.runtime.multinode.process_group_spec`); NCCL on CUDA, gloo on CPU.
     Without either this is a single-process run on ``device``."""
     spec = process_group_spec(os.environ, world_size, dist_url)
     if spec is None:

@@ -10,9 +10,9 @@ from typing import Any
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from .checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_model_state
-from .heads import last_linear_name
-from .optim import load_ema_state
+from ..core.checkpoint import convert_published_state_dict, extract_state_dict, load_checkpoint, load_model_state
+from ..core.heads import last_linear_name
+from ..training.optim import load_ema_state
 from .registry import create_model, is_converted_name, model_info
 
 

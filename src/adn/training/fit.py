@@ -1,6 +1,6 @@
 """The training run behind ``adn train`` / ``train_adn.py`` / :func:`adn.fit`: data, model, resume, the epoch
 loop, checkpoints, and the final table of every sub-network (as trained, then BatchNorm-calibrated). Everything
-comes from one frozen :class:`~adn.config.TrainConfig`; the engine gets typed step options.
+comes from one frozen :class:`~adn.training.config.TrainConfig`; the engine gets typed step options.
 """
 
 from __future__ import annotations
@@ -14,19 +14,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .calibrate import calibrate
-from .checkpoint import peek_checkpoint_arg, save_checkpoint, save_weights
+from ..core.calibrate import calibrate
+from ..core.checkpoint import peek_checkpoint_arg, save_checkpoint, save_weights
+from ..core.network import BATCH_NORM_TYPES
+from ..data import TrainData, build_data, calibration_loader
+from ..data.cache import dataset_index_cache, default_cache_dir
+from ..errors import UsageError
+from ..evaluation.evaluate import default_input_size, evaluate, evaluate_subnets, format_rows
+from ..runtime.distributed import (
+    DistState,
+    cleanup_distributed,
+    get_rank,
+    init_distributed,
+    is_main_process,
+    reduce_sum,
+)
+from ..runtime.interrupt import StopRequest
 from .config import DistillConfig, RunConfig, TrainConfig
-from .data import TrainData, build_data, calibration_loader
-from .datacache import dataset_index_cache, default_cache_dir
-from .distributed import DistState, cleanup_distributed, get_rank, init_distributed, is_main_process, reduce_sum
 from .engine import StepOptions, train_one_epoch
-from .errors import UsageError
-from .evaluation import default_input_size, evaluate, evaluate_subnets, format_rows
-from .interrupt import StopRequest
 from .losses import DEFAULT_TOPK, SelfDistillation
 from .run import Run, build_run, make_checkpoint, prune_checkpoints, resume, seed_epoch, set_rng_state
-from .skip import BATCH_NORM_TYPES
 from .teacher import file_sha256, make_distillation
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -67,7 +74,7 @@ def build_distillation(
     cfg: DistillConfig, num_classes: int, device: torch.device | str = "cpu", resume: str | None = None
 ) -> SelfDistillation:
     """The distillation of ``subpath_alpha``, ``subpath_temp``, ``kd_topk`` (default: the reference's top-500, at
-    most ``num_classes``), ``fpn`` and ``teacher`` (:func:`adn.teacher.make_distillation`, the teacher on
+    most ``num_classes``), ``fpn`` and ``teacher`` (:func:`adn.training.teacher.make_distillation`, the teacher on
     ``device``). ``resume``: the checkpoint a resumed run continues; its teacher file must be the one recorded."""
     if cfg.kd_topk is not None and cfg.kd_topk > num_classes:
         raise UsageError(
@@ -227,7 +234,7 @@ def _end_epoch(run: Run, epoch: int, result, val_loader, output_dir: Path, start
         prune_checkpoints(output_dir, run.config.checkpoint.keep_checkpoints, run.best["epoch"])
         with open(output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        from .plots import plot_metrics
+        from ..evaluation.plots import plot_metrics
 
         plot_metrics(output_dir / "metrics.jsonl", output_dir / "metrics.png")
 

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from .distributed import is_main_process
+from ..runtime.distributed import is_main_process
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1,)) -> list[float]:

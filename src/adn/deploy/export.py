@@ -1,6 +1,6 @@
 """``adn export``: one sub-network as a plain module, a TorchScript file or an ONNX file.
 
-:func:`export_subnet` deep-copies the path of one skip config (see :mod:`adn.skip`): the skipped blocks are
+:func:`export_subnet` deep-copies the path of one skip config (see :mod:`adn.core.network`): the skipped blocks are
 not in it, every norm is the one that sub-network uses (its twin in skipped stages, the main norm elsewhere;
 the idle set is dropped), and calibrated BatchNorm statistics, if the model has them for that config, become
 the exported norms' running statistics. The architecture's own ``forward`` is kept, so the stem and head
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .skip import TWIN, SkipLike, parse_skip
-from .stats import FrozenStatsNorm
+from ..core.network import TWIN, SkipLike, parse_skip
+from ..core.stats import FrozenStatsNorm
 
 
 def export_subnet(model: nn.Module, skip: SkipLike) -> nn.Module:

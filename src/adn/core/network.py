@@ -40,7 +40,7 @@ from .layout import SkipLayout, Stage
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
 from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
-from .twins import (  # noqa: F401  (re-exported: adn.skip's names)
+from .twins import (  # noqa: F401  (re-exported: adn.core.network's names)
     BATCH_NORM_TYPES,
     NORM_TYPES,
     TWIN,
@@ -211,7 +211,9 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
                 pairs += p
         self.__dict__.update(_paths=paths, _calibrated_paths=calibrated, _path_pairs=pairs, _paths_valid=True)
         self._sync_training()
-        from .switchable import build_switchable  # what a tensor skip runs: built here, never inside torch.compile
+        from ..deploy.switchable import (
+            build_switchable,  # what a tensor skip runs: built here, never inside torch.compile
+        )
 
         self.__dict__["_switchable"] = build_switchable(self)
 
@@ -245,9 +247,10 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
 
     def forward(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
         """Run sub-network ``skip`` (default: :attr:`skip`, the super-net unless set). A bool tensor ``skip``
-        (eval mode) runs the switchable form (:mod:`adn.switchable`): one ``torch.compile`` graph for every depth."""
+        (eval mode) runs the switchable form
+        (:mod:`adn.deploy.switchable`): one ``torch.compile`` graph for every depth."""
         if isinstance(skip, torch.Tensor):
-            from .switchable import switchable_of
+            from ..deploy.switchable import switchable_of
 
             return switchable_of(self)(x, skip)
         return self.subnet(skip).forward_plain(x)

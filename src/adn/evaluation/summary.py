@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .flops import count_flops, count_params
-from .registry import create_model, model_info
-from .skip import format_skip, subnets
+from ..core.flops import count_flops, count_params
+from ..core.network import format_skip, subnets
+from ..models.registry import create_model, model_info
 
 
 def subnet_table(name: str, resolution: int | None = None, num_classes: int = 1000) -> list[dict]:

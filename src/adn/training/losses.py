@@ -7,7 +7,7 @@ detached -- by default over the super-net's top-500 classes of each image, as th
 Two options of the reference of today (``docs/training.md``):
 
 - **feature self-distillation** (``features=True``, ``--fpn``): the base-net also mimics the super-net's stage
-  outputs, each pooled to ``(N, C)`` (:mod:`adn.features`) and distilled channel-wise,
+  outputs, each pooled to ``(N, C)`` (:mod:`adn.core.features`) and distilled channel-wise,
   ``(1 - alpha) * (KD_logits + sum_k T^2 * KL(softmax(super_k/T) || softmax(base_k/T)))``. By default the stages
   are every stage but the first: for ResNets ``layer2``-``layer4``, exactly the reference's term.
 - **an external teacher** (:class:`TeacherDistillation`, ``--teacher``): a frozen network teaches the super-net,
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .features import capture_stage_outputs
+from ..core.features import capture_stage_outputs
 
 #: the reference distils over the super-net's top-500 classes of each image (all classes below 500)
 DEFAULT_TOPK = 500
@@ -151,7 +151,8 @@ class SelfDistillation:
 
 @dataclass(frozen=True)
 class TeacherDistillation(SelfDistillation):
-    """Self-distillation with an external ``teacher`` (frozen, eval mode; :func:`adn.teacher.load_teacher`), as the
+    """Self-distillation with an external ``teacher`` (frozen, eval mode; see
+    :func:`~adn.training.teacher.load_teacher`), as the
     reference's ``train_adn_distill.py``: the super-net's loss is ``alpha * (teacher_weight * T^2 * KL(teacher ||
     super) + (1 - teacher_weight) * CE(super, y))`` over the teacher's top-k classes; the base-net distils the
     super-net as in :class:`SelfDistillation`. T = 2 for both terms by default, as there."""
@@ -163,7 +164,9 @@ class TeacherDistillation(SelfDistillation):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.teacher is None:
-            raise ValueError("TeacherDistillation needs a teacher: adn.teacher.load_teacher(ARCH, WEIGHTS, classes)")
+            raise ValueError(
+                "TeacherDistillation needs a teacher: adn.training.teacher.load_teacher(ARCH, WEIGHTS, classes)"
+            )
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise ValueError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
 

@@ -1,5 +1,5 @@
 """Evaluating sub-networks: the table of every sub-network, and the evaluation run behind ``adn eval`` /
-``train_adn.py --test-only`` (from an :class:`~adn.config.EvalConfig`)."""
+``train_adn.py --test-only`` (from an :class:`~adn.training.config.EvalConfig`)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .config import EvalConfig
-from .data import eval_loader
-from .distributed import DistState, cleanup_distributed, init_distributed, is_main_process, reduce_sum
-from .flops import count_flops_table, count_params
-from .loading import build_model
+from ..core.flops import count_flops_table, count_params
+from ..core.skipconfig import SkipLike, format_skip, parse_skip, subnets
+from ..data import eval_loader
+from ..models.loading import build_model
+from ..models.registry import is_converted_name, model_info
+from ..runtime.distributed import DistState, cleanup_distributed, init_distributed, is_main_process, reduce_sum
+from ..training.config import EvalConfig
 from .metrics import Progress, correct_topk
-from .registry import is_converted_name, model_info
-from .skipconfig import SkipLike, format_skip, parse_skip, subnets
 from .summary import format_table
 
 NO_PROGRESS = 10**9  # print_freq that silences per-batch reports
@@ -150,7 +150,7 @@ def _evaluate(config: EvalConfig, dist: DistState) -> int:
         config.model, config.source, num_classes, ema=config.model_ema, unsafe_pickle=config.unsafe_pickle
     )
     if config.no_calibration:
-        from .calibrate import clear_calibration
+        from ..core.calibrate import clear_calibration
 
         clear_calibration(model)
     model.to(device)

@@ -1,5 +1,5 @@
 """A training run's state and its files: the model, optimiser, schedule, EMA and scaler of a run (built from its
-:class:`~adn.config.TrainConfig`), resuming it from a checkpoint (the schedule extended explicitly when ``--epochs``
+:class:`~adn.TrainConfig`), resuming it from a checkpoint (the schedule extended explicitly when ``--epochs``
 grows), checkpoints with what inference needs, how many to keep, and the RNG state that makes a resume exact."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import data as adn_data
-from .calibrate import clear_calibration
-from .checkpoint import checkpoint_arg, load_checkpoint, load_model_state, load_weights, peek_checkpoint_args
+from .. import data as adn_data
+from ..core.calibrate import clear_calibration
+from ..core.checkpoint import checkpoint_arg, load_checkpoint, load_model_state, load_weights, peek_checkpoint_args
+from ..core.network import convert_sync_batchnorm
+from ..models.registry import create_model
+from ..runtime.distributed import DistState, is_main_process
 from .config import TrainConfig
-from .distributed import DistState, is_main_process
 from .optim import build_ema, build_optimizer, build_scheduler, load_ema_state
-from .registry import create_model
-from .skip import convert_sync_batchnorm
 
 
 def _log(*values) -> None:
@@ -71,7 +71,7 @@ def build_run(
     if ck.weights:
         load_weights(model, ck.weights, weights_only=not ck.unsafe_pickle, model_name=config.model)
     if ck.pretrained:
-        from .conversion import load_pretrained
+        from ..conversion import load_pretrained
 
         load_pretrained(model, ck.pretrained, weights_only=not ck.unsafe_pickle)
     if dist.distributed and run.sync_bn:

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .flops import count_flops_table, count_params, input_size
-from .skip import SkipLike, format_skip, parse_skip, subnets
+from ..core.flops import count_flops_table, count_params, input_size
+from ..core.network import SkipLike, format_skip, parse_skip, subnets
 
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
@@ -124,7 +124,7 @@ def bench_subnets(
         row["throughput"] = batch_size * 1e3 / row["batch_latency_ms"]
         row["acc1"] = row["acc5"] = None
     if loader is not None:
-        from .evaluation import evaluate
+        from ..evaluation.evaluate import evaluate
 
         bar = tqdm(configs, desc="evaluating sub-networks", unit="net", disable=not progress)
         for skip, row in zip(bar, rows, strict=True):

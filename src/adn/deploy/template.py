@@ -1,8 +1,8 @@
-"""How :class:`adn.switchable.SwitchableNet` is built: the *template*, a :func:`adn.tree.substitute` copy of the
+"""How :class:`adn.SwitchableNet` is built: the *template*, a :func:`adn.core.tree.substitute` copy of the
 model in which each stage's first block is a :class:`StageSwitch` (one ``torch.cond`` between the stage's two
 branches) and the stage's other blocks are left out; and a calibrated model's per-config BatchNorm statistics,
 either gathered at run time (:class:`GatheredNorm`) or held as constants of a branch per upstream config. See
-:mod:`adn.switchable` for why it is made this way and what each choice costs."""
+:mod:`adn.deploy.switchable` for why it is made this way and what each choice costs."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .skip import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
-from .skipconfig import subnets
-from .stats import FrozenStatsNorm
-from .tree import REMOVED, substitute
+from ..core.network import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
+from ..core.skipconfig import subnets
+from ..core.stats import FrozenStatsNorm
+from ..core.tree import REMOVED, substitute
 
 __all__ = ["GatheredNorm", "StageSwitch", "build_template"]
 

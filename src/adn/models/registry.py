@@ -136,7 +136,7 @@ def create_model(
         )
     weights = weights or (pretrained_cfg_overlay or {}).get("file")
     if is_converted_name(name):
-        from .conversion import create_converted
+        from ..conversion import create_converted
 
         model = create_converted(name, num_classes=num_classes, **kwargs)
         info = getattr(model, "info", None) or ModelInfo(name=name, builder=None, input_size=224)
@@ -148,7 +148,7 @@ def create_model(
     if hasattr(model, "build_subnets"):
         model.build_subnets()  # the sub-network paths carry the new attribute too
     if weights is not None:
-        from .checkpoint import load_weights
+        from ..core.checkpoint import load_weights
 
         load_weights(model, weights, model_name=name)
     return model

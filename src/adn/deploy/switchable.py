@@ -3,11 +3,11 @@
 :func:`switchable` wraps a model (registered or made by :func:`adn.convert`) in a :class:`SwitchableNet` whose
 ``forward(image, skip)`` takes ``skip`` as a bool tensor of shape ``[num_stages]``. Under ``torch.export`` and
 ``torch.compile`` only the chosen sub-network is computed, through one ``torch.cond`` per stage: the first block of
-each stage (in a :func:`adn.tree.substitute` copy of the model, the *template*) becomes a :class:`StageSwitch` that
+each stage (in a :func:`adn.core.tree.substitute` copy of the model, the *template*) becomes a :class:`StageSwitch` that
 runs either the mandatory blocks with the stage's twins (skipped) or the mandatory blocks with the main norms
 followed by the skippable ones (kept); the stage's other blocks are left out of the template. Twinned norms outside
 the stages switch with the module around them (MobileNetV2's stem, first and last blocks join the ``cond`` of the
-stage next to them; Swin's patch merging gets its own); :mod:`adn.switchable_template` builds the template. The
+stage next to them; Swin's patch merging gets its own); :mod:`adn.deploy.template` builds the template. The
 architecture's own, unmodified ``forward`` runs on the template, as it runs on a sub-network's path in eager mode.
 
 Why one ``cond`` per stage and not a tree of ``2^S`` flat paths: the tree makes the exported graph, the export
@@ -39,8 +39,8 @@ import threading
 import torch
 from torch import nn
 
-from .skip import AdaptiveDepthNet
-from .switchable_template import GatheredNorm, StageSwitch, _Flags, build_template
+from ..core.network import AdaptiveDepthNet
+from .template import GatheredNorm, StageSwitch, _Flags, build_template
 
 STATS_MODES = ("gathered", "constant")
 
@@ -140,7 +140,7 @@ def switchable(model: AdaptiveDepthNet, stats: str = "gathered") -> SwitchableNe
 
 def switchable_of(model: AdaptiveDepthNet) -> SwitchableNet:
     """The switchable form of ``model`` that ``model(x, skip=<bool tensor>)`` runs (eval mode only): built with
-    the sub-network paths (:meth:`~adn.skip.AdaptiveDepthNet.build_subnets`), so never inside ``torch.compile``."""
+    the sub-network paths (:meth:`~adn.AdaptiveDepthNet.build_subnets`), so never inside ``torch.compile``."""
     if model.training:
         raise ValueError("a skip config given as a tensor needs eval mode (model.eval()); in training pass a tuple")
     if not model.__dict__.get("_paths_valid", False):
