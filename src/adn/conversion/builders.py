@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..core.network import AdaptiveDepthNet, init_skip_norms_from_main
+from .convert import convert
 
 _PREFIXES = {"tv": "torchvision", "torchvision": "torchvision", "timm": "timm"}
 
@@ -56,8 +57,6 @@ def create_converted(
         if not timm.is_model(name):
             raise _unknown("timm", name, timm.list_models())
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-    from . import convert
-
     return convert(model, num_stages=num_stages, shared_norms=shared_norms)
 
 

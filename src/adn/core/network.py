@@ -30,7 +30,7 @@ module is registered anywhere in the model (``model.fc = ...``, SyncBatchNorm co
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -72,6 +72,18 @@ def _on_module_registration(module: nn.Module, name: str, submodule: nn.Module |
 
 
 nn.modules.module.register_module_module_registration_hook(_on_module_registration)
+
+
+# ----------------------------------------------------------------------------------- tensor skip configs
+#: What a bool-tensor skip config runs (the switchable form): ``build(model)`` after the paths are built and
+#: ``run(model)`` -> the module to call. Registered by :mod:`adn.deploy.switchable` when it is imported (``import
+#: adn`` does), so that the core never imports the deploy layer above it.
+_TENSOR_SKIP: dict[str, Callable] = {}
+
+
+def register_tensor_skip(build: Callable[[AdaptiveDepthNet], object], run: Callable[[AdaptiveDepthNet], Callable]):
+    """Set what ``model(x, skip=<bool tensor>)`` runs: see :mod:`adn.deploy.switchable`."""
+    _TENSOR_SKIP.update(build=build, run=run)
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -211,11 +223,9 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
                 pairs += p
         self.__dict__.update(_paths=paths, _calibrated_paths=calibrated, _path_pairs=pairs, _paths_valid=True)
         self._sync_training()
-        from ..deploy.switchable import (
-            build_switchable,  # what a tensor skip runs: built here, never inside torch.compile
-        )
-
-        self.__dict__["_switchable"] = build_switchable(self)
+        build = _TENSOR_SKIP.get("build")  # what a tensor skip runs: built here, never inside torch.compile
+        if build is not None:
+            self.__dict__["_switchable"] = build(self)
 
     def _sync_training(self) -> None:
         for copied, original in self.__dict__.get("_path_pairs", ()):
@@ -250,9 +260,10 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
         (eval mode) runs the switchable form
         (:mod:`adn.deploy.switchable`): one ``torch.compile`` graph for every depth."""
         if isinstance(skip, torch.Tensor):
-            from ..deploy.switchable import switchable_of
-
-            return switchable_of(self)(x, skip)
+            run = _TENSOR_SKIP.get("run")
+            if run is None:
+                raise RuntimeError("a tensor skip config needs adn.deploy.switchable: `import adn` registers it")
+            return run(self)(x, skip)
         return self.subnet(skip).forward_plain(x)
 
     def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ import threading
 import torch
 from torch import nn
 
-from ..core.network import AdaptiveDepthNet
+from ..core.network import AdaptiveDepthNet, register_tensor_skip
 from .template import GatheredNorm, StageSwitch, _Flags, build_template
 
 STATS_MODES = ("gathered", "constant")
@@ -158,3 +158,6 @@ def build_switchable(model: AdaptiveDepthNet) -> SwitchableNet | Exception:
         return SwitchableNet(model)
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         return e
+
+
+register_tensor_skip(build_switchable, switchable_of)  # model(x, skip=<bool tensor>) runs the switchable form
