@@ -12,11 +12,11 @@ from .conversion import convert, create_converted, load_pretrained
 from .core.calibrate import calibrate, clear_calibration, is_calibrated
 from .core.checkpoint import load_weights, save_weights
 from .core.flops import count_flops, count_params
+from .core.modules import convert_sync_batchnorm, unwrap
 from .core.network import (
     AdaptiveDepthNet,
     SkipAwareNorm,
     Stage,
-    convert_sync_batchnorm,
     format_skip,
     parse_skip,
     subnets,
@@ -26,7 +26,7 @@ from .deploy.export import export_subnet
 from .deploy.export_switchable import export_switchable
 from .deploy.switchable import SwitchableNet, switchable
 from .evaluation.evaluate import evaluate
-from .models.registry import ModelInfo, create_model, list_models, model_info, register_model
+from .models.registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
 from .training.config import (
     CheckpointConfig,
     DataConfig,
@@ -83,6 +83,7 @@ __all__ = [
     "export_switchable",
     "format_skip",
     "is_calibrated",
+    "is_model",
     "list_models",
     "load_pretrained",
     "load_weights",
@@ -94,4 +95,5 @@ __all__ = [
     "subnets",
     "switchable",
     "train_one_epoch",
+    "unwrap",
 ]
