@@ -43,8 +43,9 @@ from .training.losses import SelfDistillation, TeacherDistillation, distillation
 __version__ = "0.1.0"
 
 
-def fit(config: TrainConfig) -> int:
-    """Run a :class:`TrainConfig` -- what ``adn train`` runs (see :func:`adn.training.fit.fit`)."""
+def fit(config: TrainConfig):
+    """Run a :class:`TrainConfig` -- what ``adn train`` runs; returns a :class:`adn.training.fit.FitResult` (the
+    files and the final sub-network table). See :func:`adn.training.fit.fit`."""
     from .training.fit import fit as _fit
 
     return _fit(config)

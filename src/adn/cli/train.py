@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_evaluation(eval_config(args))
     from ..training.fit import fit
 
-    return fit(TrainConfig.from_flat(vars(args)))
+    return fit(TrainConfig.from_flat(vars(args))).status
 
 
 __all__ = [
