@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 import adn
-from adn.core.checkpoint import load_state_dict_compat, load_weights, save_weights
+from adn.core.checkpoint import load_state_dict_compat, save_weights
 from adn.deploy.export import export_subnet
+from adn.models.weights import load_weights
 
 
 def _batches(n=3, size=32, seed=0):

@@ -134,3 +134,26 @@ def test_a_failed_convert_leaves_the_model_as_it_was(monkeypatch):
     assert list(model.state_dict()) == list(before)  # no twins left behind
     model.load_state_dict(before)  # no hook of the adaptive class left behind
     assert dataclasses.is_dataclass(TrainConfig) and adn.convert(model).num_stages == 4  # and it converts again
+
+
+def test_one_loader_reads_every_kind_of_weights(tmp_path):
+    """adn.load_weights works out what a file holds: ours, torchvision's plain model, the reference's names, a
+    converted model's original -- and create_model(weights=...) is the same loader."""
+    from helpers import randomize_norms
+
+    trained = randomize_norms(adn.create_model("resnet50", num_classes=4, widths=[8, 16, 32, 64]), seed=0)
+    ours = trained.state_dict()
+    reference = {k.replace(".skip_norm.", "_skip."): v for k, v in ours.items()}
+    plain = {k: v for k, v in ours.items() if ".skip_norm." not in k}
+    for name, state in {"ours": ours, "reference": reference, "torchvision": plain}.items():
+        torch.save(state, tmp_path / f"{name}.pth")
+        model = adn.create_model("resnet50", num_classes=4, widths=[8, 16, 32, 64], weights=tmp_path / f"{name}.pth")
+        loaded = model.state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in plain.items()), name
+        twins_from = ours if name != "torchvision" else {k: ours[k.replace(".skip_norm", "")] for k in ours}
+        assert all(torch.equal(loaded[k], twins_from[k]) for k in ours if ".skip_norm." in k), name
+    original = torchvision.models.resnet18(num_classes=3)
+    converted = adn.load_weights(adn.create_model("tv:resnet18", num_classes=3), original.state_dict())
+    assert torch.equal(converted.fc.weight, original.fc.weight)
+    with pytest.raises(ValueError, match="do not fit"):
+        adn.load_weights(adn.create_model("resnet20", num_classes=4), ours)

@@ -8,9 +8,9 @@
 """
 
 from . import models  # noqa: F401  (registers the architectures)
-from .conversion import convert, create_converted, load_pretrained
+from .conversion import convert, create_converted
 from .core.calibrate import calibrate, clear_calibration, is_calibrated
-from .core.checkpoint import load_weights, save_weights
+from .core.checkpoint import save_weights
 from .core.flops import count_flops, count_params
 from .core.modules import convert_sync_batchnorm, unwrap
 from .core.network import (
@@ -27,6 +27,7 @@ from .deploy.export_switchable import export_switchable
 from .deploy.switchable import SwitchableNet, switchable
 from .evaluation.evaluate import evaluate
 from .models.registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
+from .models.weights import load_weights
 from .training.config import (
     CheckpointConfig,
     DataConfig,
@@ -86,7 +87,6 @@ __all__ = [
     "is_calibrated",
     "is_model",
     "list_models",
-    "load_pretrained",
     "load_weights",
     "model_info",
     "parse_skip",

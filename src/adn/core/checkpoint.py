@@ -299,14 +299,3 @@ def load_model_state(model: nn.Module, obj: object, path: str | os.PathLike, mod
         raise ValueError(
             f"{path}: {exc}" + (f"; it is a {name} checkpoint: pass --model {name}" if other else "")
         ) from None
-
-
-def load_weights(
-    model: nn.Module, path: str | os.PathLike, *, weights_only: bool = True, model_name: str | None = None
-) -> nn.Module:
-    """Load a weights file into ``model``: a raw state dict (``torch.save`` or ``*.safetensors``), one of our
-    checkpoints (``{"model": ...}``), torchvision's or a published ADN file (``<norm>_skip`` names).
-    Returns ``model``. ``weights_only=False`` allows legacy pickles (trusted files only); ``model_name`` (the
-    registered name of ``model``) lets an error name the architecture a checkpoint was trained as."""
-    load_model_state(model, load_checkpoint(path, weights_only=weights_only), path, model_name)
-    return model

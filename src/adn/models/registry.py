@@ -161,7 +161,7 @@ def create_model(
     if hasattr(model, "build_subnets"):
         model.build_subnets()  # the sub-network paths carry the new attribute too
     if weights is not None:
-        from ..core.checkpoint import load_weights
+        from .weights import load_weights
 
         load_weights(model, weights, model_name=name)
     return model
