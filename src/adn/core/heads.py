@@ -96,14 +96,15 @@ class ClassifierMixin:
         new = nn.Linear(features, num_classes, device=device, dtype=dtype) if num_classes else nn.Identity()
         setattr(self.get_submodule(parent) if parent else self, leaf, new)  # type: ignore[attr-defined]
 
-    def forward_features(self, x: torch.Tensor, skip: SkipLike = None) -> torch.Tensor:
-        """The unpooled features of sub-network ``skip`` (default: ``model.skip``): what its head pools."""
-        return self.subnet(skip).forward_features_plain(x)  # type: ignore[attr-defined]
+    def forward_features(self, x: torch.Tensor, skip: SkipLike = None, **kwargs) -> torch.Tensor:
+        """The unpooled features of sub-network ``skip`` (default: ``model.skip``): what its head pools. Other
+        keywords go to a timm model's own ``forward_features`` (``attn_mask`` ...), which its forward calls."""
+        return self.subnet(skip).forward_features_plain(x, **kwargs)  # type: ignore[attr-defined]
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False, skip: SkipLike = None) -> torch.Tensor:
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False, skip: SkipLike = None, **kwargs) -> torch.Tensor:
         """Sub-network ``skip``'s head on :meth:`forward_features`' output: pooled, then classified (``pre_logits``:
         the pooled features the classifier reads)."""
-        return self.subnet(skip).forward_head_plain(x, pre_logits)  # type: ignore[attr-defined]
+        return self.subnet(skip).forward_head_plain(x, pre_logits, **kwargs)  # type: ignore[attr-defined]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass instead of keeping them (less memory, one more
@@ -117,10 +118,10 @@ class ClassifierMixin:
         self.__dict__["_paths_valid"] = False  # the paths are rebuilt with (or without) checkpointed blocks
 
     # ---- where an architecture's features end: override both in an architecture that knows
-    def forward_features_plain(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features_plain(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
         own = _original(self, "forward_features")
         if own is not None:
-            return own(self, x)
+            return own(self, x, **kwargs)
         pool = self._global_pool()
         handle = pool.register_forward_pre_hook(lambda _, args: _raise(_Stop(args[0])))
         try:
@@ -131,10 +132,10 @@ class ClassifierMixin:
             handle.remove()
         raise RuntimeError(f"{type(self).__name__}: its global pooling layer did not run")
 
-    def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False, **kwargs) -> torch.Tensor:
         own = _original(self, "forward_head")
         if own is not None:
-            return own(self, x, pre_logits=pre_logits)
+            return own(self, x, pre_logits=pre_logits, **kwargs)
         x = torch.flatten(self._global_pool()(x), 1)
         return x if pre_logits else self.get_classifier()(x)
 

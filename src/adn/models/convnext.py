@@ -38,8 +38,8 @@ class ConvNeXt(AdaptiveDepthNet, tv.ConvNeXt):
         return self.features(x)
 
     def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.avgpool(x)
-        return self.classifier[:-1](x) if pre_logits else self.classifier(x)  # classifier: norm, flatten, linear
+        head = self.classifier[:-1] if pre_logits else self.classifier  # classifier: norm, flatten, linear
+        return head(self.avgpool(x))
 
 
 @register_model(
