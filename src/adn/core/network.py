@@ -275,6 +275,19 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
         """The plain network's forward, run on a sub-network's path (default: the next class's ``forward``)."""
         return super().forward(x)  # type: ignore[misc]
 
+    # ---- sharing (the logic lives in adn.models.hub; huggingface_hub is optional)
+    def save_pretrained(self, save_directory, **kwargs):
+        """Write config.json, model.safetensors and README.md to a folder (:func:`adn.models.hub.save_pretrained`)."""
+        from ..models.hub import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Upload to a Hugging Face Hub repository: :func:`adn.models.hub.push_to_hub`."""
+        from ..models.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
     # ---- module plumbing
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs

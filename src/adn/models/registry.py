@@ -127,7 +127,13 @@ def create_model(
     or torchvision/timm weights of the plain model. Nothing is downloaded, so ``pretrained=True`` is an error
     that says so. Extra keyword arguments go to the architecture's builder (``image_size``,
     ``stochastic_depth_prob`` ...). The model carries its metadata as ``model.info``.
+    ``"hf-hub:org/name"``: a model shared with ``save_pretrained``/``push_to_hub``, its weights loaded
+    (:func:`adn.from_pretrained`).
     """
+    if name.startswith("hf-hub:"):
+        from .hub import from_pretrained
+
+        return from_pretrained(name[len("hf-hub:") :], num_classes=None if num_classes == 1000 else num_classes)
     if pretrained:
         raise ValueError(
             "adn downloads no weights: pass weights=PATH (a local file: a published ADN checkpoint, "
@@ -145,6 +151,7 @@ def create_model(
         model = info.builder(num_classes=num_classes, **kwargs)
     image_size = getattr(model, "image_size", None)
     model.info = dataclasses.replace(info, input_size=image_size or info.input_size)
+    model.build_kwargs = dict(kwargs)  # what save_pretrained records to rebuild the model
     if hasattr(model, "build_subnets"):
         model.build_subnets()  # the sub-network paths carry the new attribute too
     if weights is not None:

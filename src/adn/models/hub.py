@@ -1,0 +1,251 @@
+"""Sharing models: a Hub-style folder (``config.json``, ``model.safetensors``, ``README.md``), loaded back from a
+local folder or a Hugging Face Hub repository, and uploaded with ``huggingface_hub``.
+
+``config.json`` holds what rebuilding the model needs (the architecture, its builder's keyword arguments, the class
+count) and what using it needs (class names, input size, normalisation, the default sub-network), plus the
+sub-network table (GFLOPs, parameters, Acc@1 when measured). ``model.safetensors`` is the state dict, the calibrated
+statistics (``calibration.*``) included. ``README.md`` is a model card with that table and model-index metadata
+(:mod:`adn.models.card`). ``huggingface_hub`` is an optional extra (``pip install -e ".[hub]"``): needed to write a
+card, to download and to upload; a local folder loads without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..core.checkpoint import _one_line, load_weights, save_weights
+from ..core.flops import count_flops_table, count_params
+from ..core.skipconfig import format_skip, parse_skip, subnets
+from .registry import create_model
+
+#: version of the config.json layout written here; a newer one is refused with a message saying to upgrade adn
+FORMAT_VERSION = 1
+CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, ONNX_NAME, PLOT_NAME = (
+    "config.json",
+    "model.safetensors",
+    "README.md",
+    "model.onnx",
+    "pareto.png",
+)
+#: ``create_model("hf-hub:org/name")``: timm's prefix for a model stored on the Hub
+HUB_PREFIX = "hf-hub:"
+#: inference metadata carried over from a checkpoint's ``meta`` (what ``adn predict`` reads) into config.json
+META_KEYS = (
+    "classes",
+    "input_size",
+    "mean",
+    "std",
+    "interpolation",
+    "val_resize_size",
+    "val_crop_size",
+    "square_resize",
+    "dataset",
+)
+
+
+def huggingface_hub():
+    """The ``huggingface_hub`` module, or one line saying how to install it."""
+    try:
+        import huggingface_hub as hub
+    except ImportError:
+        raise ValueError('sharing on the Hugging Face Hub needs huggingface_hub: pip install -e ".[hub]"') from None
+    return hub
+
+
+# ------------------------------------------------------------------------------------------------------- save
+def subnet_rows(model: nn.Module, measured: list[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per sub-network: skip config, GMACs at the model's input size, executed parameters (M), and the
+    measured figures of ``measured`` rows with the same skip config (Acc@1, Acc@5, latency ...)."""
+    by_skip = {row["skip"]: row for row in measured or [] if "skip" in row}
+    configs = subnets(model)
+    rows = []
+    for skip, flops in zip(configs, count_flops_table(model, configs), strict=True):
+        key = format_skip(skip)
+        extra = {k: v for k, v in by_skip.get(key, {}).items() if k not in ("skip", "gflops", "params_m")}
+        rows.append({"skip": key, "gflops": flops / 1e9, "params_m": count_params(model, skip) / 1e6, **extra})
+    return rows
+
+
+def hub_config(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``config.json`` of ``model`` (built by :func:`adn.create_model`). ``meta``: a checkpoint's inference
+    metadata (class names, normalisation, measured sub-network table ...); default: what the model was loaded
+    with (``model.pretrained_cfg``)."""
+    info = getattr(model, "info", None)
+    if info is None or not hasattr(model, "num_stages"):
+        raise ValueError(
+            f"{type(model).__name__} was not built by adn.create_model, so its architecture is unknown; build it "
+            "with adn.create_model(NAME) (or 'tv:NAME' for a converted torchvision model) and load its weights"
+        )
+    meta = dict(getattr(model, "pretrained_cfg", None) or {}) if meta is None else dict(meta)
+    kwargs = dict(getattr(model, "build_kwargs", None) or meta.get("model_kwargs") or {})
+    kwargs.pop("num_classes", None)
+    head = model.get_submodule(model.classifier_name())
+    return {
+        "adn_format": FORMAT_VERSION,
+        "library_name": "adn",
+        "architecture": info.name,
+        "model_kwargs": kwargs,
+        "num_classes": head.out_features,
+        "num_stages": model.num_stages,
+        **{k: meta[k] for k in META_KEYS if meta.get(k) is not None},
+        "input_size": meta.get("input_size") or info.input_size,
+        "default_skip": format_skip(model.skip),
+        "calibrated": "calibration" in model._modules,
+        "subnets": subnet_rows(model, meta.get("subnets")),
+    }
+
+
+def save_pretrained(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+    onnx: bool = False,
+    plot: str | os.PathLike | None = None,
+) -> Path:
+    """Write ``model`` as a Hub-style folder: ``config.json``, ``model.safetensors`` (calibration included) and
+    ``README.md`` (the model card; ``repo_id`` is the name it shows). ``meta``: see :func:`hub_config`.
+    ``onnx``: also the switchable ONNX file (every depth, ``model.onnx`` + ``model.onnx.data``). ``plot``: a
+    Pareto plot to include (a PNG from ``adn bench``); one is drawn when the table has Acc@1 and latency."""
+    from .card import model_card
+
+    huggingface_hub()  # before writing anything: the card needs it
+    folder = Path(save_directory)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file; give a folder to save the model in")
+    config = hub_config(model, meta)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_weights(model, folder / WEIGHTS_NAME)
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    rows = config["subnets"]
+    if plot is not None:
+        shutil.copyfile(plot, folder / PLOT_NAME)
+    elif all("acc1" in r and "latency_ms" in r for r in rows):
+        from ..evaluation.plots import plot_pareto
+
+        plot_pareto(rows, folder / PLOT_NAME, title=config["architecture"])
+    if onnx:
+        from ..deploy.export_switchable import export_switchable
+
+        meta_onnx = {k: v for k, v in config.items() if k in (*META_KEYS, "subnets", "num_classes")}
+        export_switchable(model, folder / ONNX_NAME, meta=meta_onnx, pt2=False)
+    card = model_card(
+        config, repo_id or folder.name, on_hub=repo_id is not None, plot=(folder / PLOT_NAME).is_file(), onnx=onnx
+    )
+    card.save(folder / CARD_NAME)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------------- load
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: is it a folder written by save_pretrained?")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); is it truncated? re-download or re-save it") from None
+    if not isinstance(config, dict) or "adn_format" not in config or "architecture" not in config:
+        raise ValueError(f"{path} is not an adn model config (no adn_format/architecture); save it with adn")
+    if not isinstance(config["adn_format"], int) or config["adn_format"] > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format {config['adn_format']}, newer than this adn reads ({FORMAT_VERSION}); upgrade adn"
+        )
+    return config
+
+
+def _local_folder(source: str, revision: str | None, cache_dir: str | None, local_files_only: bool) -> Path:
+    """``source`` as a folder: a local folder as it is, a repository id through the Hugging Face cache (only
+    config.json and the weights are fetched; ``HF_HUB_OFFLINE=1`` reads the cache alone)."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if source.count("/") != 1 or source.startswith((".", "/")):
+        raise FileNotFoundError(f"{source} is neither a folder nor a Hub repository id (org/name)")
+    hub = huggingface_hub()
+    files = {}
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            files[name] = hub.hf_hub_download(
+                source,
+                name,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                library_name="adn",
+            )
+        except Exception as exc:  # not found, offline without a cached copy, no network ...
+            raise FileNotFoundError(f"cannot get {name} of Hub repository {source} ({_one_line(exc)})") from None
+    return Path(files[CONFIG_NAME]).parent
+
+
+def from_pretrained(
+    source: str | os.PathLike,
+    *,
+    model_name: str | None = None,
+    num_classes: int | None = None,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    local_files_only: bool = False,
+) -> nn.Module:
+    """The model saved by :func:`save_pretrained` in folder ``source`` or in Hub repository ``source``
+    (``"org/name"``), weights and calibration loaded, its default sub-network set, in eval mode. The config
+    rides along as ``model.pretrained_cfg`` (class names, normalisation, the sub-network table).
+
+    ``model_name``: the architecture expected (an error if the folder holds another). ``num_classes``: a fresh
+    classifier for that many classes (fine-tuning), when it differs from the saved one.
+    """
+    folder = _local_folder(str(source), revision, cache_dir, local_files_only)
+    config = _read_config(folder)
+    arch = config["architecture"]
+    if model_name is not None and model_name != arch:
+        raise ValueError(f"{source} holds a {arch} model, not {model_name}; load it as {arch}")
+    model = create_model(arch, num_classes=config["num_classes"], **config.get("model_kwargs", {}))
+    load_weights(model, folder / WEIGHTS_NAME, model_name=arch)
+    model.skip = parse_skip(config.get("default_skip"), model.num_stages)
+    model.pretrained_cfg = {**config, "source": str(source)}
+    if num_classes is not None and num_classes != config["num_classes"]:
+        model.reset_classifier(num_classes)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------------- push
+def push_to_hub(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    onnx: bool = False,
+    plot: str | os.PathLike | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload adn model",
+    create_pr: bool = False,
+):
+    """:func:`save_pretrained` into a temporary folder, then upload it to Hub repository ``repo_id`` (created
+    if needed) with ``huggingface_hub.HfApi``. Returns the commit's information (``.commit_url``)."""
+    hub = huggingface_hub()
+    with tempfile.TemporaryDirectory(prefix="adn-push-") as tmp:
+        folder = save_pretrained(model, Path(tmp) / "model", meta=meta, repo_id=repo_id, onnx=onnx, plot=plot)
+        api = hub.HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+__all__ = ["FORMAT_VERSION", "HUB_PREFIX", "from_pretrained", "hub_config", "push_to_hub", "save_pretrained"]
