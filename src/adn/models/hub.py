@@ -120,6 +120,8 @@ def save_pretrained(
 
     huggingface_hub()  # before writing anything: the card needs it
     folder = Path(save_directory)
+    if plot is not None and not Path(plot).is_file():
+        raise FileNotFoundError(f"plot {plot} not found; give a PNG file (e.g. from adn bench --plot)")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is a file; give a folder to save the model in")
     config = hub_config(model, meta)
@@ -184,7 +186,10 @@ def _local_folder(source: str, revision: str | None, cache_dir: str | None, loca
                 library_name="adn",
             )
         except Exception as exc:  # not found, offline without a cached copy, no network ...
-            raise FileNotFoundError(f"cannot get {name} of Hub repository {source} ({_one_line(exc)})") from None
+            raise FileNotFoundError(
+                f"cannot get {name} of Hub repository {source} ({_one_line(exc)}); check the id and the network, "
+                "or offline (HF_HUB_OFFLINE=1) that the repository is in the Hugging Face cache"
+            ) from None
     return Path(files[CONFIG_NAME]).parent
 
 
