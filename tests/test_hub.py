@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import adn
+from adn.core.checkpoint import peek_checkpoint
 from adn.models.hub import FORMAT_VERSION
 from helpers import ADN, ROOT, randomize_norms, run
 
@@ -247,6 +248,8 @@ def test_adn_push_writes_a_folder_as_a_user_runs_it(tmp_path):
     assert "wrote README.md, config.json, model.safetensors" in proc.stdout
     assert "| **FFF** (default) | 0.041 | 0.27 | 91.50 | 99.00 |" in (tmp_path / "out" / "README.md").read_text()
     _assert_same_outputs(model, adn.from_pretrained(tmp_path / "out"), x)
+    # the weights file alone serves adn eval/predict --weights: it names its model and carries the table
+    assert peek_checkpoint(tmp_path / "out" / "model.safetensors")["meta"]["subnets"][0]["acc1"] == 91.5
 
 
 # ------------------------------------------------------------------------------------------------ torch.hub

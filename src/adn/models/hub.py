@@ -21,7 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from ..core.checkpoint import _one_line, load_weights, save_weights
+from ..core.calibrate import is_calibrated
+from ..core.checkpoint import _one_line, _write_atomically, load_weights, save_weights
 from ..core.flops import count_flops_table, count_params
 from ..core.skipconfig import format_skip, parse_skip, subnets
 from .registry import create_model
@@ -49,6 +50,7 @@ META_KEYS = (
     "square_resize",
     "dataset",
 )
+FILE_META_KEYS = (*META_KEYS, "num_classes", "subnets")
 
 
 def huggingface_hub():
@@ -98,7 +100,7 @@ def hub_config(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[
         **{k: meta[k] for k in META_KEYS if meta.get(k) is not None},
         "input_size": meta.get("input_size") or info.input_size,
         "default_skip": format_skip(model.skip),
-        "calibrated": "calibration" in model._modules,
+        "calibrated": is_calibrated(model),
         "subnets": subnet_rows(model, meta.get("subnets")),
     }
 
@@ -119,30 +121,33 @@ def save_pretrained(
     from .card import model_card
 
     huggingface_hub()  # before writing anything: the card needs it
+    model = getattr(model, "module", model)  # DDP / EMA wrappers
     folder = Path(save_directory)
     if plot is not None and not Path(plot).is_file():
-        raise FileNotFoundError(f"plot {plot} not found; give a PNG file (e.g. from adn bench --plot)")
+        raise FileNotFoundError(f"plot {plot} not found; give a PNG file (e.g. the one adn bench --output-dir writes)")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is a file; give a folder to save the model in")
     config = hub_config(model, meta)
     folder.mkdir(parents=True, exist_ok=True)
-    save_weights(model, folder / WEIGHTS_NAME)
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    rows = config["subnets"]
+    # the weights file carries the inference metadata too: adn eval/predict --weights FOLDER/model.safetensors
+    file_meta = {"model": config["architecture"], **{k: v for k, v in config.items() if k in FILE_META_KEYS}}
+    save_weights(model, folder / WEIGHTS_NAME, meta=file_meta)
+    _write_atomically(folder / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode()))
+    rows, drawn = (
+        config["subnets"],
+        plot is not None or all("acc1" in r and "latency_ms" in r for r in config["subnets"]),
+    )
     if plot is not None:
         shutil.copyfile(plot, folder / PLOT_NAME)
-    elif all("acc1" in r and "latency_ms" in r for r in rows):
+    elif drawn:
         from ..evaluation.plots import plot_pareto
 
         plot_pareto(rows, folder / PLOT_NAME, title=config["architecture"])
     if onnx:
         from ..deploy.export_switchable import export_switchable
 
-        meta_onnx = {k: v for k, v in config.items() if k in (*META_KEYS, "subnets", "num_classes")}
-        export_switchable(model, folder / ONNX_NAME, meta=meta_onnx, pt2=False)
-    card = model_card(
-        config, repo_id or folder.name, on_hub=repo_id is not None, plot=(folder / PLOT_NAME).is_file(), onnx=onnx
-    )
+        export_switchable(model, folder / ONNX_NAME, meta=file_meta, pt2=False)
+    card = model_card(config, repo_id or folder.name, on_hub=repo_id is not None, plot=drawn, onnx=onnx)
     card.save(folder / CARD_NAME)
     return folder
 
