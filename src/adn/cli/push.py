@@ -4,6 +4,7 @@ with ``--repo-id`` uploaded to the Hugging Face Hub."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import UsageError
 from .options import Parser
@@ -22,9 +23,11 @@ def get_args_parser() -> Parser:
     p.add_argument("--save-dir", help="folder to write (created if needed)")
     p.add_argument("--repo-id", help="Hub repository to upload to, ORG/NAME (created if needed; needs a login)")
     p.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    p.add_argument("--skip-cfg", help="the sub-network a plain model(x) runs after loading, e.g. TTFF (default: FF..F)")
+    p.add_argument(
+        "--skip-cfg", nargs="+", help="the sub-network a plain model(x) runs after loading, e.g. TTFF (default: FF..F)"
+    )
     p.add_argument("--onnx", action="store_true", help="also write the switchable ONNX file (every depth, one file)")
-    p.add_argument("--plot", help="a Pareto plot (PNG, e.g. from adn bench --plot) to show on the model card")
+    p.add_argument("--plot", help="a Pareto plot to show on the model card (the PNG adn bench --output-dir writes)")
     return p
 
 
@@ -36,12 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(list(argv or []))
     if not args.save_dir and not args.repo_id:
         raise UsageError("where to? give --save-dir DIR (a local folder), --repo-id ORG/NAME (the Hub), or both")
+    if not Path(args.weights).is_file():
+        raise FileNotFoundError(f"weights file not found: {args.weights}")
     name = args.model or peek_checkpoint_arg(args.weights, "model")
     if not isinstance(name, str):
         raise UsageError("which model? give --model NAME (the weights file does not record it)")
     model, meta = build_model(name, args.weights, args.num_classes, ema=args.model_ema)
     if args.skip_cfg:
-        model.skip = args.skip_cfg
+        model.skip = " ".join(args.skip_cfg)  # "TTFF" or "True True False False"
     options = dict(meta=meta, onnx=args.onnx, plot=args.plot)
     if args.save_dir:
         folder = save_pretrained(model, args.save_dir, repo_id=args.repo_id, **options)
