@@ -62,7 +62,7 @@ def test_round_trip_every_registered_model(name, tmp_path, monkeypatch):
     model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "README.md"}
     loaded = adn.from_pretrained(tmp_path)
-    assert loaded.skip == model.skip and not loaded.training and loaded.pretrained_cfg["architecture"] == name
+    assert loaded.skip == model.skip and not loaded.training and loaded.hub_config["architecture"] == name
     _assert_same_outputs(model, loaded, x)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architecture"] == name and len(config["subnets"]) == len(adn.subnets(model))
@@ -218,7 +218,7 @@ def test_push_to_hub_then_load_offline_from_the_cache(fake_hub, tmp_path):
     # as a user would: HF_HUB_OFFLINE=1 (read at import) with the cache where huggingface_hub looks for it
     script = (
         "import sys, torch, adn; e = torch.load(sys.argv[1]); m = adn.create_model('hf-hub:org/resnet20-adn'); "
-        "assert torch.equal(m(e['x'], skip='TFT'), e['y']); print(m.pretrained_cfg['source']); "
+        "assert torch.equal(m(e['x'], skip='TFT'), e['y']); print(m.hub_config['source']); "
         "adn.create_model('hf-hub:org/missing')"
     )
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(fake_hub.cache)}
@@ -227,7 +227,7 @@ def test_push_to_hub_then_load_offline_from_the_cache(fake_hub, tmp_path):
     assert "FileNotFoundError: cannot get config.json of Hub repository org/missing" in proc.stderr
 
 
-def test_adn_push_uploads_a_trained_checkpoint(fake_hub, tmp_path, capsys):
+def test_adn_push_uploads_then_create_model_hf_hub(fake_hub, tmp_path, capsys, monkeypatch):
     from adn.cli import main
 
     adn.save_weights(_tiny("resnet20")[0], tmp_path / "w.safetensors", meta={"model": "resnet20"})
@@ -235,6 +235,12 @@ def test_adn_push_uploads_a_trained_checkpoint(fake_hub, tmp_path, capsys):
     assert fake_hub.calls[0] == ("create_repo", "org/r20", None)
     assert "uploaded to https://huggingface.co/org/r20/commit/" in capsys.readouterr().out
     assert adn.from_pretrained("org/r20", cache_dir=fake_hub.cache, local_files_only=True).fc.out_features == 10
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # in-process HF_HUB_OFFLINE=1
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(fake_hub.cache))
+    model = adn.create_model("hf-hub:org/r20", pretrained=True, num_classes=3)  # timm's call: a fresh head
+    assert model.fc.out_features == 3 and model.hub_config["num_classes"] == 10
+    with pytest.raises(ValueError, match=r"hf-hub:org/r20 is built from its config.json: drop weights, drop_rate"):
+        adn.create_model("hf-hub:org/r20", weights="w.pth", drop_rate=0.1)
     assert main(["push", "--weights", str(tmp_path / "w.safetensors")]) == 2
     assert capsys.readouterr().err.startswith("adn: error: where to? give --save-dir")
 

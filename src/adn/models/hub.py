@@ -76,17 +76,17 @@ def subnet_rows(model: nn.Module, measured: list[Mapping[str, Any]] | None = Non
     return rows
 
 
-def hub_config(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def make_config(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``config.json`` of ``model`` (built by :func:`adn.create_model`). ``meta``: a checkpoint's inference
     metadata (class names, normalisation, measured sub-network table ...); default: what the model was loaded
-    with (``model.pretrained_cfg``)."""
+    with (``model.hub_config``)."""
     info = getattr(model, "info", None)
     if info is None or not hasattr(model, "num_stages"):
         raise ValueError(
             f"{type(model).__name__} was not built by adn.create_model, so its architecture is unknown; build it "
             "with adn.create_model(NAME) (or 'tv:NAME' for a converted torchvision model) and load its weights"
         )
-    meta = dict(getattr(model, "pretrained_cfg", None) or {}) if meta is None else dict(meta)
+    meta = dict(getattr(model, "hub_config", None) or {}) if meta is None else dict(meta)
     kwargs = dict(getattr(model, "build_kwargs", None) or meta.get("model_kwargs") or {})
     kwargs.pop("num_classes", None)
     head = model.get_submodule(model.classifier_name())
@@ -115,7 +115,7 @@ def save_pretrained(
     plot: str | os.PathLike | None = None,
 ) -> Path:
     """Write ``model`` as a Hub-style folder: ``config.json``, ``model.safetensors`` (calibration included) and
-    ``README.md`` (the model card; ``repo_id`` is the name it shows). ``meta``: see :func:`hub_config`.
+    ``README.md`` (the model card; ``repo_id`` is the name it shows). ``meta``: see :func:`make_config`.
     ``onnx``: also the switchable ONNX file (every depth, ``model.onnx`` + ``model.onnx.data``). ``plot``: a
     Pareto plot to include (a PNG from ``adn bench``); one is drawn when the table has Acc@1 and latency."""
     from .card import model_card
@@ -127,7 +127,7 @@ def save_pretrained(
         raise FileNotFoundError(f"plot {plot} not found; give a PNG file (e.g. the one adn bench --output-dir writes)")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is a file; give a folder to save the model in")
-    config = hub_config(model, meta)
+    config = make_config(model, meta)
     folder.mkdir(parents=True, exist_ok=True)
     # the weights file carries the inference metadata too: adn eval/predict --weights FOLDER/model.safetensors
     file_meta = {"model": config["architecture"], **{k: v for k, v in config.items() if k in FILE_META_KEYS}}
@@ -209,7 +209,7 @@ def from_pretrained(
 ) -> nn.Module:
     """The model saved by :func:`save_pretrained` in folder ``source`` or in Hub repository ``source``
     (``"org/name"``), weights and calibration loaded, its default sub-network set, in eval mode. The config
-    rides along as ``model.pretrained_cfg`` (class names, normalisation, the sub-network table).
+    rides along as ``model.hub_config`` (class names, normalisation, the sub-network table).
 
     ``model_name``: the architecture expected (an error if the folder holds another). ``num_classes``: a fresh
     classifier for that many classes (fine-tuning), when it differs from the saved one.
@@ -222,10 +222,24 @@ def from_pretrained(
     model = create_model(arch, num_classes=config["num_classes"], **config.get("model_kwargs", {}))
     load_weights(model, folder / WEIGHTS_NAME, model_name=arch)
     model.skip = parse_skip(config.get("default_skip"), model.num_stages)
-    model.pretrained_cfg = {**config, "source": str(source)}
+    # not timm's pretrained_cfg: a converted timm model keeps its own, in timm's schema
+    model.hub_config = {**config, "source": str(source)}
     if num_classes is not None and num_classes != config["num_classes"]:
         model.reset_classifier(num_classes)
     return model.eval()
+
+
+def create_from_hub(name: str, num_classes: int, weights: str | None = None, **kwargs: Any) -> nn.Module:
+    """``create_model("hf-hub:org/name")``: the repository's model, its weights loaded (``pretrained=True``, timm's
+    habit, is accepted: the weights are the point). ``num_classes`` other than 1000: a fresh classifier."""
+    kwargs.pop("pretrained", None)
+    extra = [*(["weights"] if weights is not None else []), *kwargs]
+    if extra:
+        raise ValueError(
+            f"{name} is built from its config.json: drop {', '.join(extra)} (or create the architecture by name "
+            "to change how it is built)"
+        )
+    return from_pretrained(name[len(HUB_PREFIX) :], num_classes=None if num_classes == 1000 else num_classes)
 
 
 # ------------------------------------------------------------------------------------------------------- push
@@ -258,4 +272,12 @@ def push_to_hub(
         )
 
 
-__all__ = ["FORMAT_VERSION", "HUB_PREFIX", "from_pretrained", "hub_config", "push_to_hub", "save_pretrained"]
+__all__ = [
+    "FORMAT_VERSION",
+    "HUB_PREFIX",
+    "create_from_hub",
+    "from_pretrained",
+    "make_config",
+    "push_to_hub",
+    "save_pretrained",
+]

@@ -131,9 +131,9 @@ def create_model(
     (:func:`adn.from_pretrained`).
     """
     if name.startswith("hf-hub:"):
-        from .hub import from_pretrained
+        from .hub import create_from_hub
 
-        return from_pretrained(name[len("hf-hub:") :], num_classes=None if num_classes == 1000 else num_classes)
+        return create_from_hub(name, num_classes, weights=weights, pretrained=pretrained, **kwargs)
     if pretrained:
         raise ValueError(
             "adn downloads no weights: pass weights=PATH (a local file: a published ADN checkpoint, "
