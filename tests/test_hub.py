@@ -224,7 +224,7 @@ def test_push_to_hub_then_load_offline_from_the_cache(fake_hub, tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(fake_hub.cache)}
     proc = run([sys.executable, "-c", script, str(tmp_path / "expected.pt")], env=env)
     assert proc.stdout.strip() == "org/resnet20-adn", proc.stderr
-    assert "FileNotFoundError: cannot get config.json of Hub repository org/missing" in proc.stderr
+    assert "FileNotFoundError: cannot get Hub repository org/missing" in proc.stderr
 
 
 def test_adn_push_uploads_then_create_model_hf_hub(fake_hub, tmp_path, capsys, monkeypatch):

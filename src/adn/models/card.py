@@ -79,8 +79,11 @@ def _body(config: Mapping[str, Any], name: str, plot: bool, onnx: bool, on_hub: 
             "`model.onnx` (weights in `model.onnx.data`) runs every depth in onnxruntime: inputs `image` "
             f"(float32, N x 3 x {size} x {size}) and `skip` (bool, {config['num_stages']} values)."
         )
-    if config.get("classes"):
-        parts.append("Classes: " + ", ".join(f"`{c}`" for c in config["classes"]) + ".")
+    classes = config.get("classes") or []
+    if 0 < len(classes) <= 30:  # a longer list (ImageNet's 1000) stays in config.json
+        parts.append("Classes: " + ", ".join(f"`{c}`" for c in classes) + ".")
+    elif classes:
+        parts.append(f"The {len(classes)} class names are in `config.json` (`classes`).")
     return "\n\n".join(parts) + "\n"
 
 

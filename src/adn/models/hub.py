@@ -161,8 +161,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); is it truncated? re-download or re-save it") from None
-    if not isinstance(config, dict) or "adn_format" not in config or "architecture" not in config:
-        raise ValueError(f"{path} is not an adn model config (no adn_format/architecture); save it with adn")
+    if not isinstance(config, dict) or not {"adn_format", "architecture", "num_classes"} <= set(config):
+        raise ValueError(f"{path} is not an adn model config (adn_format, architecture, num_classes); save it with adn")
     if not isinstance(config["adn_format"], int) or config["adn_format"] > FORMAT_VERSION:
         raise ValueError(
             f"{path} has format {config['adn_format']}, newer than this adn reads ({FORMAT_VERSION}); upgrade adn"
@@ -172,30 +172,29 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 def _local_folder(source: str, revision: str | None, cache_dir: str | None, local_files_only: bool) -> Path:
     """``source`` as a folder: a local folder as it is, a repository id through the Hugging Face cache (only
-    config.json and the weights are fetched; ``HF_HUB_OFFLINE=1`` reads the cache alone)."""
+    config.json and the weights are fetched, not the ONNX files; ``HF_HUB_OFFLINE=1`` reads the cache alone)."""
     path = Path(source)
     if path.is_dir():
         return path
     if source.count("/") != 1 or source.startswith((".", "/")):
         raise FileNotFoundError(f"{source} is neither a folder nor a Hub repository id (org/name)")
     hub = huggingface_hub()
-    files = {}
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        try:
-            files[name] = hub.hf_hub_download(
+    try:  # one revision resolved for both files
+        return Path(
+            hub.snapshot_download(
                 source,
-                name,
                 revision=revision,
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
+                allow_patterns=[CONFIG_NAME, WEIGHTS_NAME],
                 library_name="adn",
             )
-        except Exception as exc:  # not found, offline without a cached copy, no network ...
-            raise FileNotFoundError(
-                f"cannot get {name} of Hub repository {source} ({_one_line(exc)}); check the id and the network, "
-                "or offline (HF_HUB_OFFLINE=1) that the repository is in the Hugging Face cache"
-            ) from None
-    return Path(files[CONFIG_NAME]).parent
+        )
+    except Exception as exc:  # not found, offline without a cached copy, no network ...
+        raise FileNotFoundError(
+            f"cannot get Hub repository {source} ({_one_line(exc)}); check the id and the network, or offline "
+            "(HF_HUB_OFFLINE=1) that the repository is in the Hugging Face cache"
+        ) from None
 
 
 def from_pretrained(
