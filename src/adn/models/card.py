@@ -50,7 +50,10 @@ def _body(config: Mapping[str, Any], name: str, plot: bool, onnx: bool, on_hub: 
     cheapest = min(rows, key=lambda r: r["gflops"])
     full = max(rows, key=lambda r: r["gflops"])
     size = config["input_size"]
-    measured = "Acc@1 as measured when the model was saved; " if any("acc1" in r for r in rows) else ""
+    measured = ""
+    if any("acc1" in r for r in rows):
+        where = f"the {config['dataset']} validation split" if config.get("dataset") else "the validation data"
+        measured = f"accuracies as recorded with the weights (measured on {where} after training); "
     calibrated = "calibrated per sub-network" if config.get("calibrated") else "as trained (not calibrated)"
     parts = [
         f"# {name}",

@@ -131,22 +131,20 @@ def save_pretrained(
     folder.mkdir(parents=True, exist_ok=True)
     # the weights file carries the inference metadata too: adn eval/predict --weights FOLDER/model.safetensors
     file_meta = {"model": config["architecture"], **{k: v for k, v in config.items() if k in FILE_META_KEYS}}
+    if onnx:  # first: the one step that can refuse a model (Swin), and it writes nothing when it does
+        from ..deploy.export_switchable import export_switchable
+
+        export_switchable(model, folder / ONNX_NAME, meta=file_meta, pt2=False)
     save_weights(model, folder / WEIGHTS_NAME, meta=file_meta)
     _write_atomically(folder / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode()))
-    rows, drawn = (
-        config["subnets"],
-        plot is not None or all("acc1" in r and "latency_ms" in r for r in config["subnets"]),
-    )
+    rows = config["subnets"]
+    drawn = plot is not None or all("acc1" in r and "latency_ms" in r for r in rows)
     if plot is not None:
         shutil.copyfile(plot, folder / PLOT_NAME)
     elif drawn:
         from ..evaluation.plots import plot_pareto
 
         plot_pareto(rows, folder / PLOT_NAME, title=config["architecture"])
-    if onnx:
-        from ..deploy.export_switchable import export_switchable
-
-        export_switchable(model, folder / ONNX_NAME, meta=file_meta, pt2=False)
     card = model_card(config, repo_id or folder.name, on_hub=repo_id is not None, plot=drawn, onnx=onnx)
     card.save(folder / CARD_NAME)
     return folder
