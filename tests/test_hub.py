@@ -154,7 +154,10 @@ def test_model_not_built_by_create_model(tmp_path):
 # ------------------------------------------------------------------------------------------------ model card
 def test_model_card_has_the_table_and_model_index(tmp_path):
     model, _ = _tiny("resnet20")
-    rows = [{"skip": adn.format_skip(s), "acc1": 90.0 - i} for i, s in enumerate(adn.subnets(model))]
+    rows = [
+        {"skip": adn.format_skip(s), "acc1": 90.0 - i, "latency_ms": 2.0 - i / 8}
+        for i, s in enumerate(adn.subnets(model))
+    ]
     meta = {"classes": [str(i) for i in range(10)], "dataset": "digits", "subnets": rows, "mean": [0.5] * 3}
     model.save_pretrained(tmp_path, meta=meta, repo_id="org/resnet20-digits")
     card = huggingface_hub.ModelCard.load(tmp_path / "README.md")
@@ -164,6 +167,7 @@ def test_model_card_has_the_table_and_model_index(tmp_path):
     table = [line for line in card.text.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + len(rows) and "Acc@1 (%)" in table[0] and "**FFF** (default)" in table[1]
     assert 'adn.create_model("hf-hub:org/resnet20-digits")' in card.text
+    assert "](pareto.png)" in card.text and (tmp_path / "pareto.png").stat().st_size > 1000  # drawn: acc + latency
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["classes"] == meta["classes"] and config["mean"] == [0.5] * 3 and config["subnets"][7]["acc1"] == 83
 
