@@ -256,7 +256,7 @@ def test_adn_push_writes_a_folder_as_a_user_runs_it(tmp_path):
     proc = run([*ADN, "push", "--weights", str(tmp_path / "w.safetensors"), "--save-dir", str(tmp_path / "out")])
     assert proc.returncode == 0, proc.stderr
     assert "wrote README.md, config.json, model.safetensors" in proc.stdout
-    assert "| **FFF** (default) | 0.041 | 0.27 | 91.50 | 99.00 |" in (tmp_path / "out" / "README.md").read_text()
+    assert "| **FFF** (default) | 0.04081 | 0.272 | 91.50 | 99.00 |" in (tmp_path / "out" / "README.md").read_text()
     _assert_same_outputs(model, adn.from_pretrained(tmp_path / "out"), x)
     # the weights file alone serves adn eval/predict --weights: it names its model and carries the table
     assert peek_checkpoint(tmp_path / "out" / "model.safetensors")["meta"]["subnets"][0]["acc1"] == 91.5

@@ -8,8 +8,8 @@ from typing import Any
 
 COLUMNS = (
     ("skip", "skip", "s"),
-    ("gflops", "GFLOPs", ".3f"),
-    ("params_m", "params (M)", ".2f"),
+    ("gflops", "GFLOPs", "#.4g"),  # significant digits: ResNet-20's 0.04081 and ViT-B/16's 17.56 alike
+    ("params_m", "params (M)", "#.3g"),
     ("acc1", "Acc@1 (%)", ".2f"),
     ("acc5", "Acc@5 (%)", ".2f"),
     ("latency_ms", "latency (ms)", ".2f"),
@@ -59,7 +59,7 @@ def _body(config: Mapping[str, Any], name: str, plot: bool, onnx: bool, on_hub: 
         f"# {name}",
         f"An adaptive-depth **{config['architecture']}** ({config['num_classes']} classes, {size}x{size} input) for "
         f"`adn` (Adaptive Depth Networks): one set of weights that runs at {len(rows)} depths, from "
-        f"{full['gflops']:.3f} GFLOPs (`{full['skip']}`) down to {cheapest['gflops']:.3f} GFLOPs "
+        f"{full['gflops']:.4g} GFLOPs (`{full['skip']}`) down to {cheapest['gflops']:.4g} GFLOPs "
         f"(`{cheapest['skip']}`). Pick the depth per call; nothing is retrained.",
         "## Sub-networks",
         f"A skip config has one letter per stage: `T` skips the second half of that stage's blocks, `F` runs them. "
