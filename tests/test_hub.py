@@ -245,6 +245,13 @@ def test_adn_push_uploads_then_create_model_hf_hub(fake_hub, tmp_path, capsys, m
     assert model.fc.out_features == 3 and model.hub_config["num_classes"] == 10
     with pytest.raises(ValueError, match=r"hf-hub:org/r20 is built from its config.json: drop weights, drop_rate"):
         adn.create_model("hf-hub:org/r20", weights="w.pth", drop_rate=0.1)
+    argv = ["push", "--weights", str(tmp_path / "w.safetensors"), "--save-dir", str(tmp_path / "out")]
+    assert main([*argv, "--repo-id", "org/r20b", "--private"]) == 0  # the folder written is the one uploaded
+    assert fake_hub.calls[-2:] == [
+        ("create_repo", "org/r20b", True),
+        ("upload_folder", "org/r20b", ["README.md", "config.json", "model.safetensors"]),
+    ]
+    assert 'adn.create_model("hf-hub:org/r20b")' in (tmp_path / "out" / "README.md").read_text()
     assert main(["push", "--weights", str(tmp_path / "w.safetensors")]) == 2
     assert capsys.readouterr().err.startswith("adn: error: where to? give --save-dir")
 

@@ -33,7 +33,7 @@ def get_args_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ..core.checkpoint import peek_checkpoint_arg
-    from ..models.hub import push_to_hub, save_pretrained
+    from ..models.hub import push_to_hub, save_pretrained, upload_folder
     from ..models.loading import build_model
 
     args = get_args_parser().parse_args(list(argv or []))
@@ -51,8 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.save_dir:
         folder = save_pretrained(model, args.save_dir, repo_id=args.repo_id, **options)
         print(f"wrote {', '.join(sorted(p.name for p in folder.iterdir()))} to {folder}")
-    if args.repo_id:
-        commit = push_to_hub(model, args.repo_id, private=args.private or None, **options)
+    if args.repo_id:  # the folder just written, else one written for the upload
+        private = args.private or None
+        if args.save_dir:
+            commit = upload_folder(args.save_dir, args.repo_id, private=private)
+        else:
+            commit = push_to_hub(model, args.repo_id, private=private, **options)
         print(f"uploaded to {getattr(commit, 'commit_url', None) or args.repo_id}")
     return 0
 

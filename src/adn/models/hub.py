@@ -247,26 +247,34 @@ def push_to_hub(
     meta: Mapping[str, Any] | None = None,
     onnx: bool = False,
     plot: str | os.PathLike | None = None,
+    **upload_options: Any,
+):
+    """:func:`save_pretrained` into a temporary folder, then :func:`upload_folder` it to Hub repository
+    ``repo_id``. Returns the commit's information (``.commit_url``)."""
+    huggingface_hub()
+    with tempfile.TemporaryDirectory(prefix="adn-push-") as tmp:
+        folder = save_pretrained(model, Path(tmp) / "model", meta=meta, repo_id=repo_id, onnx=onnx, plot=plot)
+        return upload_folder(folder, repo_id, **upload_options)
+
+
+def upload_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
     private: bool | None = None,
     token: str | None = None,
     revision: str | None = None,
     commit_message: str = "Upload adn model",
     create_pr: bool = False,
 ):
-    """:func:`save_pretrained` into a temporary folder, then upload it to Hub repository ``repo_id`` (created
-    if needed) with ``huggingface_hub.HfApi``. Returns the commit's information (``.commit_url``)."""
-    hub = huggingface_hub()
-    with tempfile.TemporaryDirectory(prefix="adn-push-") as tmp:
-        folder = save_pretrained(model, Path(tmp) / "model", meta=meta, repo_id=repo_id, onnx=onnx, plot=plot)
-        api = hub.HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            commit_message=commit_message,
-            revision=revision,
-            create_pr=create_pr,
-        )
+    """Upload a :func:`save_pretrained` folder to Hub repository ``repo_id`` (created if needed) with
+    ``huggingface_hub.HfApi``; ``token``: default the login's (``hf auth login``, ``HF_TOKEN``)."""
+    _read_config(Path(folder))  # a folder that would not load back is not uploaded
+    api = huggingface_hub().HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision, create_pr=create_pr
+    )
 
 
 __all__ = [
