@@ -15,7 +15,7 @@ import torch
 
 import adn
 from adn.core.checkpoint import peek_checkpoint
-from adn.models.hub import FORMAT_VERSION
+from adn.hub import FORMAT_VERSION
 from helpers import ADN, ROOT, randomize_norms, run
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
@@ -56,7 +56,7 @@ def saved(tmp_path_factory):
 @pytest.mark.parametrize("name", adn.list_models())
 def test_round_trip_every_registered_model(name, tmp_path, monkeypatch):
     # the FLOPs column is counted in the other tests (and in test_flops.py); here: weights, config, outputs
-    monkeypatch.setattr(adn.models.hub, "count_flops_table", lambda model, configs: [0] * len(configs))
+    monkeypatch.setattr(adn.hub, "count_flops_table", lambda model, configs: [0] * len(configs))
     model, x = _tiny(name)
     model.skip = "T" * model.num_stages  # a non-default default sub-network travels too
     model.save_pretrained(tmp_path)

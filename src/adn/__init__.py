@@ -26,7 +26,7 @@ from .deploy.export import export_subnet
 from .deploy.export_switchable import export_switchable
 from .deploy.switchable import SwitchableNet, switchable
 from .evaluation.evaluate import evaluate
-from .models.hub import from_pretrained, push_to_hub, save_pretrained
+from .hub import from_pretrained, push_to_hub, save_pretrained
 from .models.registry import ModelInfo, create_model, list_models, model_info, register_model
 from .training.config import (
     CheckpointConfig,

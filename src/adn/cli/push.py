@@ -33,7 +33,7 @@ def get_args_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ..core.checkpoint import peek_checkpoint_arg
-    from ..models.hub import push_to_hub, save_pretrained, upload_folder
+    from ..hub import push_to_hub, save_pretrained, upload_folder
     from ..models.loading import build_model
 
     args = get_args_parser().parse_args(list(argv or []))

@@ -37,6 +37,7 @@ from torch import nn
 
 from .heads import ClassifierMixin
 from .layout import SkipLayout, Stage
+from .sharing import SharingMixin
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
 from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
@@ -87,7 +88,7 @@ def register_tensor_skip(build: Callable[[AdaptiveDepthNet], object], run: Calla
 
 
 # ------------------------------------------------------------------------------------------------ the model
-class AdaptiveDepthNet(ClassifierMixin, nn.Module):
+class AdaptiveDepthNet(ClassifierMixin, SharingMixin, nn.Module):
     """Base class of every adaptive-depth model.
 
     A subclass builds its layers as usual, then calls :meth:`set_stages` with the blocks of each stage (and
@@ -274,19 +275,6 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
     def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
         """The plain network's forward, run on a sub-network's path (default: the next class's ``forward``)."""
         return super().forward(x)  # type: ignore[misc]
-
-    # ---- sharing (the logic lives in adn.models.hub; huggingface_hub is optional)
-    def save_pretrained(self, save_directory, **kwargs):
-        """Write config.json, model.safetensors and README.md to a folder (:func:`adn.models.hub.save_pretrained`)."""
-        from ..models.hub import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """Upload to a Hugging Face Hub repository: :func:`adn.models.hub.push_to_hub`."""
-        from ..models.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
 
     # ---- module plumbing
     def _load_from_state_dict(

@@ -42,6 +42,14 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+#: ``create_model("hf-hub:org/name")``: registered by :mod:`adn.hub` (``import adn`` does) -- the models layer
+#: imports no layer above it
+_HUB_LOADER: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_hub_loader(create: Callable[..., nn.Module]) -> None:
+    """Set what ``create_model("hf-hub:...")`` runs: :func:`adn.hub.create_from_hub`."""
+    _HUB_LOADER["create"] = create
 
 
 def register_model(
@@ -131,9 +139,7 @@ def create_model(
     (:func:`adn.from_pretrained`).
     """
     if name.startswith("hf-hub:"):
-        from .hub import create_from_hub
-
-        return create_from_hub(name, num_classes, weights=weights, pretrained=pretrained, **kwargs)
+        return _HUB_LOADER["create"](name, num_classes, weights=weights, pretrained=pretrained, **kwargs)
     if pretrained:
         raise ValueError(
             "adn downloads no weights: pass weights=PATH (a local file: a published ADN checkpoint, "
@@ -168,6 +174,7 @@ __all__ = [
     "is_converted_name",
     "list_models",
     "model_info",
+    "register_hub_loader",
     "register_model",
     "resolve_model_name",
 ]

@@ -5,7 +5,7 @@ local folder or a Hugging Face Hub repository, and uploaded with ``huggingface_h
 count) and what using it needs (class names, input size, normalisation, the default sub-network), plus the
 sub-network table (GFLOPs, parameters, Acc@1 when measured). ``model.safetensors`` is the state dict, the calibrated
 statistics (``calibration.*``) included. ``README.md`` is a model card with that table and model-index metadata
-(:mod:`adn.models.card`). ``huggingface_hub`` is an optional extra (``pip install -e ".[hub]"``): needed to write a
+(:mod:`adn.hub.card`). ``huggingface_hub`` is an optional extra (``pip install -e ".[hub]"``): needed to write a
 card, to download and to upload; a local folder loads without it.
 """
 
@@ -24,8 +24,10 @@ from torch import nn
 from ..core.calibrate import is_calibrated
 from ..core.checkpoint import _one_line, _write_atomically, load_weights, save_weights
 from ..core.flops import count_flops_table, count_params
+from ..core.sharing import register_sharing
 from ..core.skipconfig import format_skip, parse_skip, subnets
-from .registry import create_model
+from ..models.registry import create_model, register_hub_loader
+from .card import huggingface_hub, model_card
 
 #: version of the config.json layout written here; a newer one is refused with a message saying to upgrade adn
 FORMAT_VERSION = 1
@@ -51,15 +53,6 @@ META_KEYS = (
     "dataset",
 )
 FILE_META_KEYS = (*META_KEYS, "num_classes", "subnets")
-
-
-def huggingface_hub():
-    """The ``huggingface_hub`` module, or one line saying how to install it."""
-    try:
-        import huggingface_hub as hub
-    except ImportError:
-        raise ValueError('sharing on the Hugging Face Hub needs huggingface_hub: pip install -e ".[hub]"') from None
-    return hub
 
 
 # ------------------------------------------------------------------------------------------------------- save
@@ -118,8 +111,6 @@ def save_pretrained(
     ``README.md`` (the model card; ``repo_id`` is the name it shows). ``meta``: see :func:`make_config`.
     ``onnx``: also the switchable ONNX file (every depth, ``model.onnx`` + ``model.onnx.data``). ``plot``: a
     Pareto plot to include (a PNG from ``adn bench``); one is drawn when the table has Acc@1 and latency."""
-    from .card import model_card
-
     huggingface_hub()  # before writing anything: the card needs it
     model = getattr(model, "module", model)  # DDP / EMA wrappers
     folder = Path(save_directory)
@@ -276,6 +267,9 @@ def upload_folder(
         repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision, create_pr=create_pr
     )
 
+
+register_sharing(save_pretrained, push_to_hub)  # model.save_pretrained(dir), model.push_to_hub(repo_id)
+register_hub_loader(create_from_hub)  # create_model("hf-hub:org/name")
 
 __all__ = [
     "FORMAT_VERSION",

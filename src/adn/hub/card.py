@@ -90,11 +90,18 @@ def _body(config: Mapping[str, Any], name: str, plot: bool, onnx: bool, on_hub: 
     return "\n\n".join(parts) + "\n"
 
 
+def huggingface_hub():
+    """The ``huggingface_hub`` module, or one line saying how to install it."""
+    try:
+        import huggingface_hub as hub
+    except ImportError:
+        raise ValueError('sharing on the Hugging Face Hub needs huggingface_hub: pip install -e ".[hub]"') from None
+    return hub
+
+
 def model_card(config: Mapping[str, Any], name: str, *, on_hub: bool = False, plot: bool = False, onnx: bool = False):
     """The ``huggingface_hub.ModelCard`` of a model whose ``config.json`` is ``config``; ``name``: its
     repository id (``on_hub``) or folder name."""
-    from .hub import huggingface_hub
-
     hub = huggingface_hub()
     results = _eval_results(config, hub)
     data = hub.ModelCardData(
@@ -108,4 +115,4 @@ def model_card(config: Mapping[str, Any], name: str, *, on_hub: bool = False, pl
     return hub.ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(config, name, plot, onnx, on_hub)}")
 
 
-__all__ = ["markdown_table", "model_card"]
+__all__ = ["huggingface_hub", "markdown_table", "model_card"]
