@@ -10,7 +10,7 @@
 import sys
 from pathlib import Path as _Path  # private names: torch.hub.list shows every public callable
 
-dependencies = ["torch", "torchvision", "safetensors"]
+dependencies = ["torch", "torchvision", "numpy", "tqdm", "safetensors"]  # what `import adn` and loading need
 
 # a clone (what torch.hub loads) has the package under src/; prefer it to another installed version
 sys.path.insert(0, str(_Path(__file__).resolve().parent / "src"))
@@ -24,6 +24,8 @@ def _entry(name: str):
 
     def entry(weights=None, num_classes=None, **kwargs):
         if weights is not None and _Path(weights).is_dir():
+            if kwargs:
+                raise ValueError(f"{weights} is built as its config.json says: drop {', '.join(kwargs)}")
             return adn.from_pretrained(weights, model_name=name, num_classes=num_classes)
         if weights is not None and not kwargs:  # the class count comes from the file
             return _build_model(name, weights, num_classes)[0]

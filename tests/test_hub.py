@@ -283,6 +283,8 @@ def test_hubconf_has_every_registered_model_and_loads_a_folder(saved):
         _assert_same_outputs(model, loaded.eval(), x)
     with pytest.raises(ValueError, match="holds a resnet20 model, not resnet56"):
         torch.hub.load(str(ROOT), "resnet56", source="local", weights=str(folder), trust_repo=True)
+    with pytest.raises(ValueError, match="is built as its config.json says: drop widths"):
+        hubconf.resnet20(weights=str(folder), widths=[8, 8, 8])
 
 
 @pytest.mark.slow
