@@ -139,11 +139,13 @@ def _edit_config(folder, **changes):
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def test_missing_huggingface_hub_names_the_extra(monkeypatch, tmp_path):
+def test_missing_huggingface_hub_names_the_extra(saved, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
-    with pytest.raises(ValueError) as e:
-        _tiny("resnet20")[0].save_pretrained(tmp_path)
-    assert 'pip install -e ".[hub]"' in _error(e) and not any(tmp_path.iterdir())
+    for call in (lambda: _tiny("resnet20")[0].save_pretrained(tmp_path), lambda: adn.from_pretrained("org/name")):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert 'pip install -e ".[hub]"' in _error(e) and not any(tmp_path.iterdir())
+    _assert_same_outputs(saved[1], adn.from_pretrained(saved[0]), saved[2])  # a local folder needs no extra
 
 
 def test_model_not_built_by_create_model(tmp_path):
