@@ -24,14 +24,13 @@ from adn.core.network import SkipAwareNorm
         ((1, 0, 1, 0), (True, False, True, False)),
         ("T,F,T,F", (True, False, True, False)),
         (True, (True,) * 4),
-        (None, (False,) * 4),
     ],
 )
 def test_parse_skip_accepts(value, expected):
     assert adn.parse_skip(value, 4) == expected
 
 
-@pytest.mark.parametrize("value", ["TFT", "TFTFT", [True] * 3, "TXTF", ["yes please"] * 4, [2, 0, 0, 0], 3.5, ""])
+@pytest.mark.parametrize("value", ["TFT", "TFTFT", [True] * 3, "TXTF", ["yes please"] * 4, [2, 0, 0, 0], 3.5, "", None])
 def test_parse_skip_rejects(value):
     with pytest.raises(ValueError) as err:
         adn.parse_skip(value, 4)

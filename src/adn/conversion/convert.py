@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 from torch import nn
@@ -86,14 +87,21 @@ def _check_skippable(model: nn.Module, inspector: Inspector, found: list[Blocks]
 
 def _swap(model: nn.Module, found: list[Blocks], shared_norms: tuple[str, ...], twins, skipped_inactive) -> None:
     """Give ``model`` its adaptive class and declare its stages; on any failure, the model as it was."""
-    original = type(model)
-    model.__class__ = adaptive_class(original)
+    # What set_stages may change, module by module: the class (the root's), the attributes (layout, paths ...),
+    # the children (twins) and the hooks (the root's load_state_dict post hook). Each dict is copied, so that a
+    # failure anywhere puts back exactly what was there.
+    saved = [(m, m.__class__, {k: _copy(v) for k, v in m.__dict__.items()}) for m in model.modules()]
+    model.__class__ = adaptive_class(type(model))
     try:
         model.set_stages(found, shared_norms=shared_norms, stage_twins=twins, skipped_inactive=skipped_inactive)
     except BaseException:
-        model.__class__ = original
-        for m in model.modules():
-            m._modules.pop("skip_norm", None)
-        for key in ("layout", "_skip", "_fixed", "_paths", "_calibrated_paths", "_path_pairs", "_paths_valid"):
-            model.__dict__.pop(key, None)
+        for m, cls, state in saved:
+            m.__class__ = cls
+            m.__dict__.clear()
+            m.__dict__.update(state)
         raise
+
+
+def _copy(value: object) -> object:
+    """A module attribute as saved for rollback: dicts (children, parameters, hooks) copied, the rest as is."""
+    return copy.copy(value) if isinstance(value, dict) else value

@@ -24,6 +24,7 @@ from torch import nn
 from ..core.calibrate import is_calibrated
 from ..core.checkpoint import _one_line, _write_atomically, load_weights, save_weights
 from ..core.flops import count_flops_table, count_params
+from ..core.modules import unwrap
 from ..core.sharing import register_sharing
 from ..core.skipconfig import format_skip, parse_skip, subnets
 from ..models.registry import create_model, register_hub_loader
@@ -112,7 +113,7 @@ def save_pretrained(
     ``onnx``: also the switchable ONNX file (every depth, ``model.onnx`` + ``model.onnx.data``). ``plot``: a
     Pareto plot to include (a PNG from ``adn bench``); one is drawn when the table has Acc@1 and latency."""
     huggingface_hub()  # before writing anything: the card needs it
-    model = getattr(model, "module", model)  # DDP / EMA wrappers
+    model = unwrap(model)  # DDP, EMA, torch.compile
     folder = Path(save_directory)
     if plot is not None and not Path(plot).is_file():
         raise FileNotFoundError(f"plot {plot} not found; give a PNG file (e.g. the one adn bench --output-dir writes)")

@@ -9,6 +9,7 @@ the fly (``"tv:convnext_tiny"``, ``"timm:resnet50"``, see :mod:`adn.convert`); t
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,9 +91,15 @@ def flops_table(text: str) -> dict[str, tuple[float, None]]:
     return {skip: (float(gmacs), None) for skip, gmacs in zip(words[::2], words[1::2], strict=True)}
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model` (besides converted ``tv:``/``timm:`` models), sorted."""
-    return sorted(_REGISTRY)
+def list_models(pattern: str = "") -> list[str]:
+    """Names accepted by :func:`create_model` (besides converted ``tv:``/``timm:`` models), sorted; ``pattern``: a
+    shell-style wildcard as in timm (``"resnet*"``)."""
+    return sorted(n for n in _REGISTRY if not pattern or fnmatch.fnmatchcase(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    """Whether :func:`create_model` builds ``name``: registered, or a converted model's ``tv:``/``timm:`` name."""
+    return name in _REGISTRY or (is_converted_name(name) and bool(name.split(":", 1)[1]))
 
 
 def is_converted_name(name: str) -> bool:
@@ -120,14 +127,15 @@ def resolve_model_name(name: str) -> str:
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
-    *,
     pretrained: bool = False,
+    *,
+    num_classes: int = 1000,
     weights: str | None = None,
     pretrained_cfg_overlay: dict | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build an adaptive-depth model, e.g. ``create_model("resnet50", num_classes=10)``.
+    """Build an adaptive-depth model, e.g. ``create_model("resnet50", num_classes=10)`` (timm's order: the name,
+    then ``pretrained``; everything else by keyword).
 
     ``name``: a registered model (:func:`list_models`) or a torchvision/timm classifier to convert
     (``"tv:convnext_tiny"``, ``"timm:resnet50"``). ``weights`` (or, as in timm,
@@ -138,6 +146,11 @@ def create_model(
     ``"hf-hub:org/name"``: a model shared with ``save_pretrained``/``push_to_hub``, its weights loaded
     (:func:`adn.from_pretrained`).
     """
+    if not isinstance(pretrained, bool):
+        raise ValueError(
+            f"create_model({name!r}, {pretrained!r}): the second argument is pretrained (timm's order); give the "
+            f"class count by keyword: num_classes={pretrained!r}"
+        )
     if name.startswith("hf-hub:"):
         return _HUB_LOADER["create"](name, num_classes, weights=weights, pretrained=pretrained, **kwargs)
     if pretrained:
@@ -172,6 +185,7 @@ __all__ = [
     "create_model",
     "flops_table",
     "is_converted_name",
+    "is_model",
     "list_models",
     "model_info",
     "register_hub_loader",

@@ -16,7 +16,7 @@ from torch import nn
 from .. import data as adn_data
 from ..core.calibrate import clear_calibration
 from ..core.checkpoint import checkpoint_arg, load_checkpoint, load_model_state, load_weights, peek_checkpoint_args
-from ..core.network import convert_sync_batchnorm
+from ..core.modules import convert_sync_batchnorm
 from ..models.registry import create_model
 from ..runtime.distributed import DistState, is_main_process
 from .config import TrainConfig
