@@ -26,6 +26,7 @@ from .deploy.export import export_subnet
 from .deploy.export_switchable import export_switchable
 from .deploy.switchable import SwitchableNet, switchable
 from .evaluation.evaluate import evaluate
+from .hub import from_pretrained, push_to_hub, save_pretrained
 from .models.registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
 from .models.weights import load_weights
 from .training.config import (
@@ -84,13 +85,16 @@ __all__ = [
     "export_subnet",
     "export_switchable",
     "format_skip",
+    "from_pretrained",
     "is_calibrated",
     "is_model",
     "list_models",
     "load_weights",
     "model_info",
     "parse_skip",
+    "push_to_hub",
     "register_model",
+    "save_pretrained",
     "save_weights",
     "select_subnet",
     "subnets",

@@ -37,6 +37,7 @@ from torch import nn
 
 from .heads import Checkpointed, ClassifierMixin
 from .layout import SkipLayout, Stage
+from .sharing import SharingMixin
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
 from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
@@ -75,7 +76,7 @@ def register_tensor_skip(build: Callable[[AdaptiveDepthNet], object], run: Calla
 
 
 # ------------------------------------------------------------------------------------------------ the model
-class AdaptiveDepthNet(ClassifierMixin, nn.Module):
+class AdaptiveDepthNet(ClassifierMixin, SharingMixin, nn.Module):
     """Base class of every adaptive-depth model.
 
     A subclass builds its layers as usual, then calls :meth:`set_stages` with the blocks of each stage (and

@@ -43,6 +43,14 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+#: ``create_model("hf-hub:org/name")``: registered by :mod:`adn.hub` (``import adn`` does) -- the models layer
+#: imports no layer above it
+_HUB_LOADER: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_hub_loader(create: Callable[..., nn.Module]) -> None:
+    """Set what ``create_model("hf-hub:...")`` runs: :func:`adn.hub.create_from_hub`."""
+    _HUB_LOADER["create"] = create
 
 
 def register_model(
@@ -135,12 +143,16 @@ def create_model(
     or torchvision/timm weights of the plain model. Nothing is downloaded, so ``pretrained=True`` is an error
     that says so. Extra keyword arguments go to the architecture's builder (``image_size``,
     ``stochastic_depth_prob`` ...). The model carries its metadata as ``model.info``.
+    ``"hf-hub:org/name"``: a model shared with ``save_pretrained``/``push_to_hub``, its weights loaded
+    (:func:`adn.from_pretrained`).
     """
     if not isinstance(pretrained, bool):
         raise ValueError(
             f"create_model({name!r}, {pretrained!r}): the second argument is pretrained (timm's order); give the "
             f"class count by keyword: num_classes={pretrained!r}"
         )
+    if name.startswith("hf-hub:"):
+        return _HUB_LOADER["create"](name, num_classes, weights=weights, pretrained=pretrained, **kwargs)
     if pretrained:
         raise ValueError(
             "adn downloads no weights: pass weights=PATH (a local file: a published ADN checkpoint, "
@@ -158,6 +170,7 @@ def create_model(
         model = info.builder(num_classes=num_classes, **kwargs)
     image_size = getattr(model, "image_size", None)
     model.info = dataclasses.replace(info, input_size=image_size or info.input_size)
+    model.build_kwargs = dict(kwargs)  # what save_pretrained records to rebuild the model
     if hasattr(model, "build_subnets"):
         model.build_subnets()  # the sub-network paths carry the new attribute too
     if weights is not None:
@@ -175,6 +188,7 @@ __all__ = [
     "is_model",
     "list_models",
     "model_info",
+    "register_hub_loader",
     "register_model",
     "resolve_model_name",
 ]
