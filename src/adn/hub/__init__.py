@@ -22,12 +22,13 @@ from typing import Any
 from torch import nn
 
 from ..core.calibrate import is_calibrated
-from ..core.checkpoint import _one_line, _write_atomically, load_weights, save_weights
+from ..core.checkpoint import _one_line, _write_atomically, save_weights
 from ..core.flops import count_flops_table, count_params
 from ..core.modules import unwrap
 from ..core.sharing import register_sharing
 from ..core.skipconfig import format_skip, parse_skip, subnets
 from ..models.registry import create_model, register_hub_loader
+from ..models.weights import load_weights
 from .card import huggingface_hub, model_card
 
 #: version of the config.json layout written here; a newer one is refused with a message saying to upgrade adn
