@@ -24,6 +24,7 @@ from .options import (
     check_positive,
     data_config,
     explicit_dests,
+    set_threads,
 )
 
 
@@ -96,6 +97,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, argv = get_args_parser(), list(argv or [])
     args = resolve_eval_args(parser.parse_args(argv), explicit_dests(parser, argv))
+    set_threads(args)
     from ..evaluation.evaluate import run_evaluation
 
     return run_evaluation(eval_config(args))

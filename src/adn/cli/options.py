@@ -8,6 +8,7 @@ only. Defaults that depend on the data (the built-in preset vs the torchvision r
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
@@ -275,6 +276,32 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "--channels-last", action="store_true", help="channels_last memory format (faster convolutions on recent GPUs)"
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output; errors and results only")
+    add_threads_arg(g)
+
+
+def add_threads_arg(g: argparse._ActionsContainer) -> None:
+    """``--threads N|auto``, the same in every command (:mod:`adn.runtime.threads`)."""
+    g.add_argument(
+        "--threads",
+        default="auto",
+        metavar="N|auto",
+        help="torch CPU threads (default: auto, one per core not busy with other processes, so that a busy "
+        "core does not stall every step)",
+    )
+
+
+def set_threads(args: argparse.Namespace) -> int:
+    """Apply ``args.threads``; when ``auto`` leaves cores out, say so on stderr (unless ``--quiet``)."""
+    from ..runtime.threads import TORCH_DEFAULT, apply_threads, parse_threads
+
+    n = apply_threads(args.threads)
+    if parse_threads(args.threads) is None and n < TORCH_DEFAULT and not getattr(args, "quiet", False):
+        print(
+            f"adn: using {n} of {TORCH_DEFAULT} CPU threads: other processes keep the other cores busy "
+            "(--threads N to choose)",
+            file=sys.stderr,
+        )
+    return n
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -316,9 +343,11 @@ __all__ = [
     "add_model_args",
     "add_optim_args",
     "add_run_args",
+    "add_threads_arg",
     "add_weights_args",
     "check_device",
     "check_positive",
     "data_config",
     "explicit_dests",
+    "set_threads",
 ]

@@ -32,6 +32,7 @@ from .options import (
     check_device,
     check_positive,
     explicit_dests,
+    set_threads,
 )
 from .reference_today import add_reference_today_args, check_reference_today_args
 
@@ -262,6 +263,7 @@ def parse_config(argv: Sequence[str] | None) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """``adn train`` / ``python train_adn.py``: train, or evaluate with ``--test-only``."""
     args = parse(argv)
+    set_threads(args)
     if args.test_only:
         from ..evaluation.evaluate import run_evaluation
         from .eval import eval_config

@@ -21,6 +21,7 @@ from ..data import TrainData, build_data, calibration_loader
 from ..data.cache import dataset_index_cache, default_cache_dir
 from ..errors import UsageError
 from ..evaluation.evaluate import default_input_size, evaluate, evaluate_subnets, format_rows
+from ..evaluation.metrics import interactive
 from ..runtime.distributed import (
     DistState,
     cleanup_distributed,
@@ -107,6 +108,7 @@ def _step_options(config: TrainConfig) -> StepOptions:
         print_freq=QUIET if run.quiet else run.print_freq,
         max_steps=run.max_steps,
         channels_last=run.channels_last,
+        progress=not run.quiet,
     )
 
 
@@ -125,6 +127,7 @@ def _validate(run: Run, val_loader, record: dict) -> None:
                 print_freq=QUIET if cfg.quiet else cfg.print_freq,
                 log_suffix=f"{prefix}{name}",
                 channels_last=cfg.channels_last,
+                progress=not cfg.quiet,
             )
             record.update({f"{prefix}{name}_acc1": m["acc1"], f"{prefix}{name}_acc5": m["acc5"]})
             if not prefix:
@@ -157,9 +160,11 @@ def _train(config: TrainConfig, dist: DistState) -> int:
     params = sum(p.numel() for p in run.net.parameters()) / 1e6
     pretrained, size = config.checkpoint.pretrained, config.data.train_crop_size or model_size
     what = f"fine-tuning {pretrained} into {config.model}-ADN" if pretrained else f"training {config.model}-ADN"
+    threads = torch.get_num_threads()
+    cpu = f" ({threads} CPU thread{'s' * (threads > 1)})" if device.type == "cpu" else ""
     _log(
         f"{what} ({run.net.num_stages} stages, {params:.2f}M params) at {size}x{size} px for {epochs} epochs "
-        f"on {dist.world_size} x {device.type}; checkpoints, metrics.jsonl and metrics.png -> {output_dir}/"
+        f"on {dist.world_size} x {device.type}{cpu}; checkpoints, metrics.jsonl and metrics.png -> {output_dir}/"
     )
     start_time = time.time()
     status = _loop(run, data, distill, output_dir, start_step, resume_rng, start_time)
@@ -222,10 +227,12 @@ def _end_epoch(run: Run, epoch: int, result, val_loader, output_dir: Path, start
     if run.best["acc1"] is None or record["super_acc1"] > run.best["acc1"]:
         run.best = {"epoch": epoch, "acc1": record["super_acc1"]}
     if not run.config.run.quiet:
+        done, left = epoch + 1 - run.start_epoch, run.config.optim.epochs - epoch - 1
+        eta = f", {datetime.timedelta(seconds=round(record['time_s'] / done * left))} left" if left else ""
         _log(
             f"epoch {epoch}: loss {result.loss:.4f} (alpha-weighted: super CE {result.loss_super:.4f} + base KD "
             f"{result.loss_base:.4f})  super-net Acc@1 {record['super_acc1']:.2f}  base-net Acc@1 "
-            f"{record['base_acc1']:.2f}  {result.images_per_s:.0f} img/s"
+            f"{record['base_acc1']:.2f}  {result.images_per_s:.0f} img/s{eta}"
         )
     if is_main_process():
         checkpoint = make_checkpoint(run, epoch)
@@ -248,18 +255,26 @@ def finish(run: Run, val_loader, output_dir: Path) -> int:
     final = run.ema.module if run.ema is not None else run.net
     resolution = config.data.val_crop_size or final.info.input_size
     rows = evaluate_subnets(
-        final, val_loader, run.device, resolution, column="acc1_trained", channels_last=cfg.channels_last
+        final,
+        val_loader,
+        run.device,
+        resolution,
+        column="acc1_trained",
+        channels_last=cfg.channels_last,
+        progress=not cfg.quiet,
     )
     has_bn = any(isinstance(m, BATCH_NORM_TYPES) for m in final.modules())
     if cfg.calib_images and has_bn:
         start = time.time()
         loader = calibration_loader(config.data, default_input_size(config.model), cfg.calib_images, cfg.seed)
-        calibrate(final, loader, batches=len(loader), progress=not cfg.quiet and is_main_process())
+        calibrate(final, loader, batches=len(loader), progress=not cfg.quiet and interactive())
         _log(
             f"calibrated the BatchNorm statistics of {len(rows)} sub-networks on {len(loader.dataset)} training "
             f"images in {time.time() - start:.1f} s"
         )
-        calibrated = evaluate_subnets(final, val_loader, run.device, resolution, channels_last=cfg.channels_last)
+        calibrated = evaluate_subnets(
+            final, val_loader, run.device, resolution, channels_last=cfg.channels_last, progress=not cfg.quiet
+        )
         for row, new in zip(rows, calibrated, strict=True):
             row.update(acc1=new["acc1"], acc5=new["acc5"])
     else:
