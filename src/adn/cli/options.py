@@ -66,6 +66,8 @@ def add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
         "layout); omitted: a built-in dataset (--dataset)",
     )
     add_dataset_arg(g)
+    if not train:  # adn bench's spelling, accepted by the evaluation commands too
+        g.add_argument("--builtin-data", action="store_true", help="the same as --dataset digits")
     g.add_argument(
         "--download", action="store_true", help="fashion-mnist: let torchvision download it when no local copy is found"
     )

@@ -47,13 +47,13 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def other_load(seconds: float = PROBE_SECONDS, samples: int = PROBE_SAMPLES) -> float:
+def other_load(seconds: float = PROBE_SECONDS, samples: int = PROBE_SAMPLES, path: str = "/proc/loadavg") -> float:
     """Mean number of runnable tasks other than this one over ``seconds`` (``/proc/loadavg``'s running count,
     which includes the reader); 0.0 where that file does not exist (not Linux)."""
     counts = []
     for i in range(samples):
         try:
-            with open("/proc/loadavg") as f:
+            with open(path) as f:
                 running = int(f.read().split()[3].split("/")[0])
         except (OSError, IndexError, ValueError):
             return 0.0
@@ -76,12 +76,13 @@ def parse_threads(value: str | int | None) -> int | None:
     return n
 
 
-def apply_threads(value: str | int | None = AUTO) -> int:
+def apply_threads(value: str | int | None = AUTO, probe_seconds: float = PROBE_SECONDS) -> int:
     """Set torch's intra-op threads from ``--threads`` (a count, or ``auto``/None: :func:`choose_threads` on
-    this machine now); returns the count set."""
+    this machine now, the load probed for ``probe_seconds``); returns the count set."""
     n = parse_threads(value)
     if n is None:
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1) or 1)
-        n = choose_threads(usable_cores(), other_load(), processes, cap=TORCH_DEFAULT)
+        load = other_load(probe_seconds)
+        n = choose_threads(usable_cores(), load, processes, cap=TORCH_DEFAULT)
     torch.set_num_threads(n)
     return n

@@ -31,6 +31,7 @@ from ..runtime.distributed import (
     reduce_sum,
 )
 from ..runtime.interrupt import StopRequest
+from ..runtime.threads import AUTO, PROBE_SECONDS, TORCH_DEFAULT, apply_threads
 from .config import DistillConfig, RunConfig, TrainConfig
 from .engine import StepOptions, train_one_epoch
 from .losses import DEFAULT_TOPK, SelfDistillation
@@ -61,6 +62,7 @@ def _log(*values) -> None:
 
 def _setup(run: RunConfig, dist: DistState) -> torch.device:
     device = torch.device(dist.device)
+    apply_threads(run.threads)
     torch.manual_seed(run.seed + get_rank())
     random.seed(run.seed + get_rank())
     if run.use_deterministic_algorithms:
@@ -161,7 +163,8 @@ def _train(config: TrainConfig, dist: DistState) -> int:
     pretrained, size = config.checkpoint.pretrained, config.data.train_crop_size or model_size
     what = f"fine-tuning {pretrained} into {config.model}-ADN" if pretrained else f"training {config.model}-ADN"
     threads = torch.get_num_threads()
-    cpu = f" ({threads} CPU thread{'s' * (threads > 1)})" if device.type == "cpu" else ""
+    busy = ", the other cores busy with other work" if config.run.threads == AUTO and threads < TORCH_DEFAULT else ""
+    cpu = f" ({threads} CPU thread{'s' * (threads > 1)}{busy})" if device.type == "cpu" else ""
     _log(
         f"{what} ({run.net.num_stages} stages, {params:.2f}M params) at {size}x{size} px for {epochs} epochs "
         f"on {dist.world_size} x {device.type}{cpu}; checkpoints, metrics.jsonl and metrics.png -> {output_dir}/"
@@ -183,6 +186,8 @@ def _loop(run: Run, data: TrainData, distill, output_dir: Path, start_step: int,
         for epoch in range(run.start_epoch, config.optim.epochs):
             data.train_sampler.set_epoch(epoch)
             seed_epoch(config.run.seed, epoch, get_rank())
+            if config.run.threads == AUTO and epoch > run.start_epoch:
+                _rethread(epoch, config.run.quiet)
             first = epoch == run.start_epoch and start_step
             if first:
                 data.train_sampler.skip(start_step * config.data.batch_size)  # consumed samples: not loaded again
@@ -216,6 +221,14 @@ def _loop(run: Run, data: TrainData, distill, output_dir: Path, start_step: int,
             if reduce_sum([float(stop.requested())], run.device)[0] > 0:
                 return stop.exit(f"after epoch {epoch}", output_dir / "checkpoint.pth")
     return None
+
+
+def _rethread(epoch: int, quiet: bool) -> None:
+    """``--threads auto``: follow the load of other processes, which may have started or stopped since."""
+    before = torch.get_num_threads()
+    now = apply_threads(AUTO, probe_seconds=PROBE_SECONDS / 4)  # short: it runs every epoch
+    if now != before and not quiet:
+        _log(f"epoch {epoch}: {now} CPU thread{'s' * (now > 1)} instead of {before} (other processes' load changed)")
 
 
 def _end_epoch(run: Run, epoch: int, result, val_loader, output_dir: Path, start_time: float) -> None:
