@@ -8,7 +8,6 @@ only. Defaults that depend on the data (the built-in preset vs the torchvision r
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
@@ -293,17 +292,10 @@ def add_threads_arg(g: argparse._ActionsContainer) -> None:
 
 
 def set_threads(args: argparse.Namespace) -> int:
-    """Apply ``args.threads``; when ``auto`` leaves cores out, say so on stderr (unless ``--quiet``)."""
-    from ..runtime.threads import TORCH_DEFAULT, apply_threads, parse_threads
+    """Apply ``args.threads`` (:func:`adn.runtime.threads.apply_threads`), saying so when ``auto`` leaves cores out."""
+    from ..runtime.threads import apply_threads
 
-    n = apply_threads(args.threads)
-    if parse_threads(args.threads) is None and n < TORCH_DEFAULT and not getattr(args, "quiet", False):
-        print(
-            f"adn: using {n} of {TORCH_DEFAULT} CPU threads: other processes keep the other cores busy "
-            "(--threads N to choose)",
-            file=sys.stderr,
-        )
-    return n
+    return apply_threads(args.threads, note=not getattr(args, "quiet", False))
 
 
 # ---------------------------------------------------------------------------------------------- checks
