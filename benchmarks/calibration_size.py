@@ -19,6 +19,7 @@ from adn.core.checkpoint import peek_checkpoint_arg
 from adn.data import calibration_loader, eval_loader
 from adn.evaluation.evaluate import default_input_size, evaluate_subnets
 from adn.models.loading import build_model
+from adn.runtime.threads import apply_threads
 from adn.training.config import DataConfig
 
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="draws of the calibration images per size")
     parser.add_argument("--output", default=None, help="also write the markdown here")
     opts = parser.parse_args()
+    apply_threads("auto")  # as adn calibrate: a busy core must not stall every batch
     name = peek_checkpoint_arg(opts.resume, "model")
     data, size = DataConfig(), default_input_size(name)
     val, num_classes = eval_loader(data, size)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError
+from ..training.recipes import preset_for
 from .eval import eval_config, resolve_eval_args
 from .options import (
     Parser,
@@ -29,9 +30,10 @@ def get_args_parser(prog: str = "adn calibrate") -> Parser:
     g.add_argument(
         "--calib-images",
         type=int,
-        default=1024,
+        default=None,
         metavar="N",
-        help="training images to estimate the statistics on (evaluation transform, spread over the training set)",
+        help="training images to estimate the statistics on (evaluation transform, spread over the training set; "
+        "default: 256 built-in, 1024 with --data-path)",
     )
     g.add_argument("--model-ema", action="store_true", help="calibrate the checkpoint's EMA weights")
     g.add_argument(
@@ -50,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.skip_cfg, args.all_subnets, args.no_calibration, args.format = None, True, True, "table"
     resolve_eval_args(args, explicit_dests(parser, argv))
+    if args.calib_images is None:
+        args.calib_images = preset_for(args.data_path)["calib_images"]
     if args.calib_images < 1:
         raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
     set_threads(args)

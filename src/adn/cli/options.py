@@ -224,9 +224,10 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--calib-images",
         type=int,
-        default=1024,
+        default=None,
         metavar="N",
-        help="after training, calibrate every sub-network's BatchNorm statistics on N training images (0: don't)",
+        help="after training, calibrate every sub-network's BatchNorm statistics on N training images (0: don't; "
+        "default: 256 built-in, 1024 with --data-path)",
     )
 
 
