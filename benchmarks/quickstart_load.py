@@ -13,6 +13,7 @@ import argparse
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,14 +60,15 @@ def train(flags: list[str], busy: bool, workdir: Path) -> dict:
     h, m, s = re.search(r"training time (\d+):(\d+):(\d+)", text).groups()
     calib = re.search(r"training images in ([\d.]+) s", text)
     rates = [float(r) for r in re.findall(r" (\d+) img/s", text)]
-    threads = re.search(r"\((\d+) CPU threads?\)", text)
+    # the count chosen at the start, then each change --threads auto made between epochs
+    threads = re.findall(r"\((\d+) CPU threads?[,)]", text) + re.findall(r": (\d+) CPU threads? instead of", text)
     table = text[text.index("sub-networks of") :].split("\n\nevaluate again")[0] if "sub-networks of" in text else ""
     return {
         "wall": wall,
         "train": int(h) * 3600 + int(m) * 60 + int(s),
         "calib": float(calib.group(1)) if calib else 0.0,
         "img_s": sum(rates) / len(rates) if rates else 0.0,
-        "threads": threads.group(1) if threads else "?",
+        "threads": " -> ".join(threads) or "?",
         "load": f"{before} -> {uptime_load()}",
         "table": table,
     }
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--short-steps", type=int, default=8, help="steps of the thread-count runs (0: skip them)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/quickstart-load.md"))
     opts = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `kill` still stops the `yes` (finally blocks run)
     flags = ["--epochs", str(opts.epochs)] if opts.epochs else []
     lines = [
         "# The quick start idle and with one core busy (`python benchmarks/quickstart_load.py`)",
