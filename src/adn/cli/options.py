@@ -293,10 +293,10 @@ def add_threads_arg(g: argparse._ActionsContainer) -> None:
 
 
 def set_threads(args: argparse.Namespace) -> int:
-    """Apply ``args.threads`` (:func:`adn.runtime.threads.apply_threads`), saying so when ``auto`` leaves cores out."""
+    """Apply ``args.threads`` (:func:`adn.runtime.threads.apply_threads`); stderr stays for errors (one line)."""
     from ..runtime.threads import apply_threads
 
-    return apply_threads(args.threads, note=not getattr(args, "quiet", False))
+    return apply_threads(args.threads)
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 
 import torch
@@ -77,20 +76,13 @@ def parse_threads(value: str | int | None) -> int | None:
     return n
 
 
-def apply_threads(value: str | int | None = AUTO, probe_seconds: float = PROBE_SECONDS, note: bool = False) -> int:
+def apply_threads(value: str | int | None = AUTO, probe_seconds: float = PROBE_SECONDS) -> int:
     """Set torch's intra-op threads from ``--threads`` (a count, or ``auto``/None: :func:`choose_threads` on
-    this machine now, the load probed for ``probe_seconds``); returns the count set. ``note``: say on stderr
-    when ``auto`` leaves cores out."""
+    this machine now, the load probed for ``probe_seconds``); returns the count set."""
     n = parse_threads(value)
     if n is None:
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1) or 1)
         load = other_load(probe_seconds)
         n = choose_threads(usable_cores(), load, processes, cap=TORCH_DEFAULT)
-        if note and n < TORCH_DEFAULT:
-            print(
-                f"adn: using {n} of {TORCH_DEFAULT} CPU threads: other processes keep the other cores busy "
-                "(--threads N to choose)",
-                file=sys.stderr,
-            )
     torch.set_num_threads(n)
     return n
