@@ -21,8 +21,14 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     assert commands[1] in [line.strip() for line in ci]
 
 
-def test_python_api_example_runs():
+def test_python_api_example_prints_what_it_claims(capsys):
+    """Every ``print(...)  # TEXT`` line of the README's Python block prints the start of its comment."""
     text = (ROOT / "README.md").read_text()
     code = re.search(r"## Python API\s+```python\n(.*?)```", text, re.S).group(1)
-    code = code.replace("224, 224", "64, 64")  # same calls, smaller image
+    claims = [line.split("  # ", 1)[1] for line in code.splitlines() if line.startswith("print(")]
+    code = code.replace("224, 224", "64, 64")  # same calls, smaller image (the FLOPs are at the model's own size)
     exec(compile(code, "README", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(claims) == len(printed) >= 3
+    for claim, line in zip(claims, printed, strict=True):
+        assert claim.startswith(line), f"README claims {claim!r}, prints {line!r}"

@@ -7,6 +7,18 @@
 >>> net = adn.convert(torchvision.models.convnext_tiny())  # any residual classifier, in place
 """
 
+try:  # torchvision built for another torch fails here with an error that does not say so
+    import torchvision  # noqa: F401
+except (ImportError, RuntimeError) as _exc:
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    from .errors import torchvision_mismatch
+
+    if _Path(_sys.argv[0]).name in ("adn", "train_adn.py"):  # the command line: one line, as for any error
+        raise SystemExit(f"adn: error: {torchvision_mismatch(_exc)}") from None
+    raise ImportError(torchvision_mismatch(_exc)) from None
+
 from . import models  # noqa: F401  (registers the architectures)
 from .conversion import convert, create_converted
 from .core.calibrate import calibrate, clear_calibration, is_calibrated

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError
-from .options import Parser, add_dataset_arg, add_device_arg, check_device
+from ..runtime.threads import apply_threads
+from .options import Parser, add_dataset_arg, add_device_arg, add_threads_arg, check_device
 from .select import main as select_main  # its old home
 
 
@@ -34,7 +35,7 @@ def get_args_parser() -> Parser:
         default=1,
         help="repeat the sweep over all sub-networks and pool the timings (steadier on a busy machine)",
     )
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    add_threads_arg(p)
     p.add_argument("--workers", type=int, default=0, help="data-loading workers")
     p.add_argument("--skip-cfgs", nargs="+", help="only these sub-networks, e.g. FFFF TTTT (default: all)")
     p.add_argument(
@@ -61,8 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(model_name, str):
         raise UsageError("which model? give --model NAME (the weights file does not record it)")
     device = check_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     resolution = args.resolution or default_input_size(model_name)

@@ -8,8 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UsageError
+from ..runtime.threads import apply_threads
+from ..training.recipes import preset_for
 from .eval import eval_config, resolve_eval_args
-from .options import Parser, add_data_args, add_model_args, add_run_args, add_weights_args, explicit_dests
+from .options import (
+    Parser,
+    add_data_args,
+    add_model_args,
+    add_run_args,
+    add_weights_args,
+    explicit_dests,
+)
 
 
 def get_args_parser(prog: str = "adn calibrate") -> Parser:
@@ -21,9 +30,10 @@ def get_args_parser(prog: str = "adn calibrate") -> Parser:
     g.add_argument(
         "--calib-images",
         type=int,
-        default=1024,
+        default=None,
         metavar="N",
-        help="training images to estimate the statistics on (evaluation transform, spread over the training set)",
+        help="training images to estimate the statistics on (evaluation transform, spread over the training set; "
+        "default: 256 built-in, 1024 with --data-path)",
     )
     g.add_argument("--model-ema", action="store_true", help="calibrate the checkpoint's EMA weights")
     g.add_argument(
@@ -42,13 +52,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.skip_cfg, args.all_subnets, args.no_calibration, args.format = None, True, True, "table"
     resolve_eval_args(args, explicit_dests(parser, argv))
+    if args.calib_images is None:
+        args.calib_images = preset_for(args.data_path)["calib_images"]
     if args.calib_images < 1:
         raise UsageError(f"--calib-images must be >= 1, got {args.calib_images}")
+    apply_threads(args.threads)
     import torch
 
     from ..core.calibrate import calibrate, clear_calibration
     from ..data import calibration_loader, eval_loader
     from ..evaluation.evaluate import default_input_size, evaluate_subnets, format_rows
+    from ..evaluation.metrics import interactive
     from ..models.loading import build_model
 
     config = eval_config(args)
@@ -62,15 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.to(device)
     loader = calibration_loader(config.data, size, args.calib_images, seed=0)
     clear_calibration(model)  # "as trained": without the statistics of an earlier calibration
-    rows = [] if args.no_eval else evaluate_subnets(model, val, device, column="acc1_trained")
+    show = not args.quiet
+    rows = [] if args.no_eval else evaluate_subnets(model, val, device, column="acc1_trained", progress=show)
     start = time.time()
-    calibrate(model, loader, batches=len(loader), progress=not args.quiet)
+    calibrate(model, loader, batches=len(loader), progress=show and interactive())
     print(
         f"calibrated {len(model.calibration.configs()) if hasattr(model, 'calibration') else 0} sub-networks of "
         f"{args.model} on {len(loader.dataset)} training images in {time.time() - start:.1f} s"
     )
     if rows:
-        for row, new in zip(rows, evaluate_subnets(model, val, device), strict=True):
+        for row, new in zip(rows, evaluate_subnets(model, val, device, progress=show), strict=True):
             row.update(acc1=new["acc1"], acc5=new["acc5"])
         print(format_rows(rows, "table", num_classes))
         meta = {**meta, "subnets": rows}

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from ..core.checkpoint import peek_checkpoint_arg
 from ..errors import UsageError
 from ..models.registry import resolve_model_name
+from ..runtime.threads import apply_threads
 from ..training.config import EvalConfig
 from ..training.recipes import preset_for
 from .options import (
@@ -48,6 +49,12 @@ def resolve_eval_args(args: argparse.Namespace, explicit: set[str] = frozenset()
         raise UsageError("nothing to evaluate: give --resume CHECKPOINT or --weights FILE")
     if args.all_subnets and args.skip_cfg is not None:
         raise UsageError("--all-subnets evaluates every sub-network; drop --skip-cfg")
+    if args.builtin_data:
+        if args.data_path is not None:
+            raise UsageError("--builtin-data evaluates on the built-in digits; drop it or --data-path")
+        if "dataset" in explicit and args.dataset != "digits":
+            raise UsageError(f"--builtin-data means --dataset digits; drop it or --dataset {args.dataset}")
+        args.dataset, explicit = "digits", {*explicit, "dataset"}
     if args.model is None:
         trained_as = peek_checkpoint_arg(args.resume or args.weights, "model")
         args.model = trained_as if isinstance(trained_as, str) else DEFAULT_MODEL
@@ -96,6 +103,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, argv = get_args_parser(), list(argv or [])
     args = resolve_eval_args(parser.parse_args(argv), explicit_dests(parser, argv))
+    apply_threads(args.threads)
     from ..evaluation.evaluate import run_evaluation
 
     return run_evaluation(eval_config(args))

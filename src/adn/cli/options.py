@@ -65,6 +65,8 @@ def add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
         "layout); omitted: a built-in dataset (--dataset)",
     )
     add_dataset_arg(g)
+    if not train:  # adn bench's spelling, accepted by the evaluation commands too
+        g.add_argument("--builtin-data", action="store_true", help="the same as --dataset digits")
     g.add_argument(
         "--download", action="store_true", help="fashion-mnist: let torchvision download it when no local copy is found"
     )
@@ -227,9 +229,10 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--calib-images",
         type=int,
-        default=1024,
+        default=None,
         metavar="N",
-        help="after training, calibrate every sub-network's BatchNorm statistics on N training images (0: don't)",
+        help="after training, calibrate every sub-network's BatchNorm statistics on N training images (0: don't; "
+        "default: 256 built-in, 1024 with --data-path)",
     )
 
 
@@ -280,6 +283,18 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "--channels-last", action="store_true", help="channels_last memory format (faster convolutions on recent GPUs)"
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress output; errors and results only")
+    add_threads_arg(g)
+
+
+def add_threads_arg(g: argparse._ActionsContainer) -> None:
+    """``--threads N|auto``, the same in every command (:mod:`adn.runtime.threads`)."""
+    g.add_argument(
+        "--threads",
+        default="auto",
+        metavar="N|auto",
+        help="torch CPU threads (default: auto, one per core not busy with other processes, so that a busy "
+        "core does not stall every step)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -321,6 +336,7 @@ __all__ = [
     "add_model_args",
     "add_optim_args",
     "add_run_args",
+    "add_threads_arg",
     "add_weights_args",
     "check_device",
     "check_positive",

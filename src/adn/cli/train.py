@@ -17,6 +17,7 @@ from pathlib import Path
 from ..core.checkpoint import peek_checkpoint_arg, peek_checkpoint_args
 from ..errors import UsageError
 from ..models.registry import resolve_model_name
+from ..runtime.threads import apply_threads, parse_threads
 from ..training.config import TrainConfig
 from ..training.recipes import BUILTIN_PRESET, FINETUNE_PRESET, REFERENCE_DEFAULTS, default_output_dir, fill_presets
 from .options import (
@@ -55,6 +56,7 @@ CHANGEABLE_ON_RESUME = {
     "compile",
     "cache_dataset",
     "teacher_weights",
+    "threads",
 }
 #: never taken from a checkpoint: they describe this invocation or this machine, not the run
 NOT_RESTORED = {
@@ -75,6 +77,7 @@ NOT_RESTORED = {
     "print_freq",
     "device",
     "workers",
+    "threads",
 }
 
 
@@ -244,6 +247,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UsageError("--sync-bn needs CUDA devices (SyncBatchNorm does not run on the CPU)")
     if args.amp_dtype is not None and not args.amp:
         raise UsageError("--amp-dtype sets the dtype of --amp; add --amp")
+    parse_threads(args.threads)
     check_reference_today_args(args)
 
 
@@ -263,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``adn train`` / ``python train_adn.py``: train, or evaluate with ``--test-only``."""
     args = parse(argv)
     if args.test_only:
+        apply_threads(args.threads)  # a training run sets them itself, again every epoch (adn.training.fit)
         from ..evaluation.evaluate import run_evaluation
         from .eval import eval_config
 

@@ -21,7 +21,7 @@ from ..models.loading import build_model
 from ..models.registry import is_converted_name, model_info
 from ..runtime.distributed import DistState, cleanup_distributed, init_distributed, is_main_process, reduce_sum
 from ..training.config import EvalConfig
-from .metrics import Progress, correct_topk
+from .metrics import Progress, correct_topk, track
 from .summary import format_table
 
 NO_PROGRESS = 10**9  # print_freq that silences per-batch reports
@@ -41,11 +41,13 @@ def evaluate(
     print_freq: int = 100,
     log_suffix: str = "",
     channels_last: bool = False,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Evaluate sub-network ``skip`` (default: the model's current ``skip``, the super-net unless set).
 
     Returns ``{"acc1", "acc5", "loss", "images"}``: accuracies in percent and the mean cross-entropy, summed over
-    all processes of a distributed run. One host synchronisation per report, none per batch.
+    all processes of a distributed run. One host synchronisation per report, none per batch. ``progress``: a
+    bar on an interactive terminal (:class:`~adn.evaluation.metrics.Progress`).
     """
     model.eval()
     net = unwrap(model)
@@ -53,7 +55,7 @@ def evaluate(
     skip = net.resolve_skip(skip)
     device = torch.device(device)
     total = len(loader) if hasattr(loader, "__len__") else None
-    progress = Progress(f"Test {log_suffix}".strip(), total)
+    progress = Progress(f"Test {log_suffix}".strip(), total, progress)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, correct@1, correct@5, images
     try:
         for i, (image, target) in enumerate(loader):
@@ -84,14 +86,19 @@ def evaluate_subnets(
     configs: Sequence[SkipLike] | None = None,
     channels_last: bool = False,
     column: str = "acc1",
+    progress: bool = False,
 ) -> list[dict]:
     """Acc@1/Acc@5, GFLOPs (MACs at ``resolution``) and parameters of every sub-network (or of ``configs``).
-    ``column``: the key the Acc@1 goes to (e.g. ``acc1_trained`` for a table of before and after calibration)."""
+    ``column``: the key the Acc@1 goes to (e.g. ``acc1_trained`` for a table of before and after calibration);
+    ``progress``: a bar over the sub-networks, with an ETA, on an interactive terminal."""
     net = getattr(model, "module", model)
     configs = [parse_skip(c, net.num_stages) for c in configs] if configs else subnets(net)
     rows = []
-    for skip, flops in zip(configs, count_flops_table(net, configs, resolution), strict=True):
-        metrics = evaluate(model, loader, device, skip=skip, print_freq=NO_PROGRESS, channels_last=channels_last)
+    pairs = zip(configs, count_flops_table(net, configs, resolution), strict=True)
+    for skip, flops in track(list(pairs), "evaluating sub-networks", "net", progress):
+        metrics = evaluate(
+            model, loader, device, skip=skip, print_freq=NO_PROGRESS, channels_last=channels_last, progress=progress
+        )
         rows.append(
             {
                 "skip": format_skip(skip),
@@ -158,13 +165,17 @@ def _evaluate(config: EvalConfig, dist: DistState) -> int:
     what = f"{config.model}-ADN from {config.source}{' (EMA weights)' if config.model_ema else ''}"
     fmt = config.format
     if config.all_subnets:
-        rows = evaluate_subnets(model, loader, device, resolution, channels_last=config.channels_last)
+        rows = evaluate_subnets(
+            model, loader, device, resolution, channels_last=config.channels_last, progress=not config.quiet
+        )
         if fmt == "table":
             _log(f"sub-networks of {what} (GFLOPs = MACs at {resolution}px):")
         _log(format_rows(rows, fmt, num_classes))
     else:
         skip = model.resolve_skip(config.skip_cfg)
-        rows = evaluate_subnets(model, loader, device, resolution, [skip], channels_last=config.channels_last)
+        rows = evaluate_subnets(
+            model, loader, device, resolution, [skip], channels_last=config.channels_last, progress=not config.quiet
+        )
         row = rows[0]
         if fmt == "table":
             acc5 = f"  Acc@5 {row['acc5']:.3f}" if num_classes > 5 else ""

@@ -4,10 +4,14 @@ training epoch and the evaluation loop share."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from typing import TypeVar
 
 import torch
 
 from ..runtime.distributed import is_main_process
+
+T = TypeVar("T")
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ...] = (1,)) -> list[float]:
@@ -25,12 +29,28 @@ def correct_topk(output: torch.Tensor, target: torch.Tensor, topk: tuple[int, ..
         return [hit[:, : min(k, maxk)].any(dim=1).sum(dtype=torch.float64) for k in topk]
 
 
-class Progress:
-    """A tqdm bar on an interactive terminal (rank 0), else a plain line at every report."""
+def interactive() -> bool:
+    """Whether progress bars belong on stderr: rank 0 of the run, writing to a terminal (not a log file)."""
+    return is_main_process() and sys.stderr.isatty()
 
-    def __init__(self, header: str, total: int | None) -> None:
+
+def track(items: Iterable[T], desc: str, unit: str, enabled: bool = True) -> Iterable[T]:
+    """``items`` behind a tqdm bar with an ETA when ``enabled`` and :func:`interactive`, else ``items`` as is."""
+    if not (enabled and interactive()):
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
+class Progress:
+    """A tqdm bar on an interactive terminal (rank 0), else a plain line at every report; nothing when not
+    ``enabled`` (``--quiet``)."""
+
+    def __init__(self, header: str, total: int | None, enabled: bool = True) -> None:
         self.header, self.total, self.bar = header, total, None
-        if is_main_process() and sys.stderr.isatty():
+        self.enabled = enabled and is_main_process()
+        if enabled and interactive():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=header, leave=False, dynamic_ncols=True)
@@ -42,7 +62,7 @@ class Progress:
     def report(self, done: int, text: str) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=True)
-        elif is_main_process():
+        elif self.enabled:
             print(f"{self.header} [{done}/{self.total or '?'}]  {text}", flush=True)
 
     def close(self) -> None:
@@ -50,4 +70,4 @@ class Progress:
             self.bar.close()
 
 
-__all__ = ["Progress", "accuracy", "correct_topk"]
+__all__ = ["Progress", "accuracy", "correct_topk", "interactive", "track"]

@@ -102,6 +102,8 @@ class RunConfig:
     calib_images: int = 1024
     torch_compile: bool = False
     cache_dataset: bool = False
+    #: torch CPU threads, a count or "auto": one per core other processes leave free, probed again every epoch
+    threads: str = "auto"
     #: the ``--world-size`` flag (srun tasks without torchrun), not the group's actual size: that is
     #: ``DistState.world_size``, which a checkpoint's ``args`` record as ``world_size`` (the reference layout)
     dist_world_size: int | None = None

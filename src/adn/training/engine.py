@@ -57,6 +57,8 @@ class StepOptions:
     print_freq: int = 10
     max_steps: int | None = None
     channels_last: bool = False
+    #: a progress bar with an ETA on an interactive terminal (False: ``--quiet``)
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def train_one_epoch(
     # sums over the epoch on the device: weighted super loss, base loss, correct@1, images, first bad step
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     first_bad = torch.full((), math.inf, dtype=torch.float64, device=device)
-    progress = Progress(f"Epoch {epoch}", _epoch_total(data_loader, options, start_step))
+    progress = Progress(f"Epoch {epoch}", _epoch_total(data_loader, options, start_step), options.progress)
     step, steps, interrupted, step_time = start_step, 0, False, 0.0
     start = time.perf_counter()
     try:

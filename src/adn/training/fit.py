@@ -9,7 +9,6 @@ import datetime
 import json
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from ..data import TrainData, build_data, calibration_loader
 from ..data.cache import dataset_index_cache, default_cache_dir
 from ..errors import UsageError
 from ..evaluation.evaluate import default_input_size, evaluate, evaluate_subnets, format_rows
+from ..evaluation.metrics import interactive
 from ..runtime.distributed import (
     DistState,
     cleanup_distributed,
@@ -31,29 +31,25 @@ from ..runtime.distributed import (
     reduce_sum,
 )
 from ..runtime.interrupt import StopRequest
+from ..runtime.threads import AUTO, PROBE_SECONDS, TORCH_DEFAULT, apply_threads
 from .config import DistillConfig, RunConfig, TrainConfig
 from .engine import StepOptions, train_one_epoch
 from .losses import DEFAULT_TOPK, SelfDistillation
-from .run import Run, build_run, make_checkpoint, prune_checkpoints, resume, seed_epoch, set_rng_state
+from .run import (
+    FitResult,
+    Run,
+    _weights_meta,
+    build_run,
+    make_checkpoint,
+    prune_checkpoints,
+    resume,
+    seed_epoch,
+    set_rng_state,
+)
 from .teacher import file_sha256, make_distillation
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 QUIET = 10**9  # print_freq that silences progress reports
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """What :func:`fit` trained: where its files are and the final sub-network table."""
-
-    status: int  #: 0 when the run finished (or had finished); else it stopped early (a signal) and can resume
-    output_dir: Path
-    checkpoint: Path | None  #: the checkpoint to resume or evaluate (None if none was written)
-    weights: Path | None  #: ``model.safetensors``, the final (calibrated) weights, once the run finished
-    subnets: list[dict] = field(default_factory=list)  #: the final table: skip, GFLOPs, params, acc1 ...
-
-    @property
-    def finished(self) -> bool:
-        return self.status == 0 and self.weights is not None
 
 
 def fit(config: TrainConfig) -> FitResult:
@@ -75,14 +71,6 @@ def fit(config: TrainConfig) -> FitResult:
     return FitResult(status, out, checkpoint if checkpoint.is_file() else None, weights, subnets)
 
 
-def _weights_meta(path: Path) -> dict:
-    """The metadata ``save_weights`` put in a safetensors header (the final table rides there)."""
-    from safetensors import safe_open
-
-    with safe_open(path, "pt") as f:
-        return json.loads((f.metadata() or {}).get("adn", "{}"))
-
-
 def _log(*values) -> None:
     if is_main_process():
         print(*values, flush=True)
@@ -90,6 +78,7 @@ def _log(*values) -> None:
 
 def _setup(run: RunConfig, dist: DistState) -> torch.device:
     device = torch.device(dist.device)
+    apply_threads(run.threads)
     torch.manual_seed(run.seed + get_rank())
     random.seed(run.seed + get_rank())
     if run.use_deterministic_algorithms:
@@ -137,6 +126,7 @@ def _step_options(config: TrainConfig) -> StepOptions:
         print_freq=QUIET if run.quiet else run.print_freq,
         max_steps=run.max_steps,
         channels_last=run.channels_last,
+        progress=not run.quiet,
     )
 
 
@@ -155,6 +145,7 @@ def _validate(run: Run, val_loader, record: dict) -> None:
                 print_freq=QUIET if cfg.quiet else cfg.print_freq,
                 log_suffix=f"{prefix}{name}",
                 channels_last=cfg.channels_last,
+                progress=not cfg.quiet,
             )
             record.update({f"{prefix}{name}_acc1": m["acc1"], f"{prefix}{name}_acc5": m["acc5"]})
             if not prefix:
@@ -187,9 +178,12 @@ def _train(config: TrainConfig, dist: DistState) -> int:
     params = sum(p.numel() for p in run.net.parameters()) / 1e6
     pretrained, size = config.checkpoint.pretrained, config.data.train_crop_size or model_size
     what = f"fine-tuning {pretrained} into {config.model}-ADN" if pretrained else f"training {config.model}-ADN"
+    threads = torch.get_num_threads()
+    busy = ", the other cores busy with other work" if config.run.threads == AUTO and threads < TORCH_DEFAULT else ""
+    cpu = f" ({threads} CPU thread{'s' * (threads > 1)}{busy})" if device.type == "cpu" else ""
     _log(
         f"{what} ({run.net.num_stages} stages, {params:.2f}M params) at {size}x{size} px for {epochs} epochs "
-        f"on {dist.world_size} x {device.type}; checkpoints, metrics.jsonl and metrics.png -> {output_dir}/"
+        f"on {dist.world_size} x {device.type}{cpu}; checkpoints, metrics.jsonl and metrics.png -> {output_dir}/"
     )
     start_time = time.time()
     status = _loop(run, data, distill, output_dir, start_step, resume_rng, start_time)
@@ -208,6 +202,8 @@ def _loop(run: Run, data: TrainData, distill, output_dir: Path, start_step: int,
         for epoch in range(run.start_epoch, config.optim.epochs):
             data.train_sampler.set_epoch(epoch)
             seed_epoch(config.run.seed, epoch, get_rank())
+            if config.run.threads == AUTO and epoch > run.start_epoch:
+                _rethread(epoch, config.run.quiet)
             first = epoch == run.start_epoch and start_step
             if first:
                 data.train_sampler.skip(start_step * config.data.batch_size)  # consumed samples: not loaded again
@@ -243,6 +239,14 @@ def _loop(run: Run, data: TrainData, distill, output_dir: Path, start_step: int,
     return None
 
 
+def _rethread(epoch: int, quiet: bool) -> None:
+    """``--threads auto``: follow the load of other processes, which may have started or stopped since."""
+    before = torch.get_num_threads()
+    now = apply_threads(AUTO, probe_seconds=PROBE_SECONDS / 4)  # short: it runs every epoch
+    if now != before and not quiet:
+        _log(f"epoch {epoch}: {now} CPU thread{'s' * (now > 1)} instead of {before} (other processes' load changed)")
+
+
 def _end_epoch(run: Run, epoch: int, result, val_loader, output_dir: Path, start_time: float) -> None:
     """Schedule step, validation, the epoch's line, metrics and checkpoints."""
     run.scheduler.step()
@@ -252,10 +256,12 @@ def _end_epoch(run: Run, epoch: int, result, val_loader, output_dir: Path, start
     if run.best["acc1"] is None or record["super_acc1"] > run.best["acc1"]:
         run.best = {"epoch": epoch, "acc1": record["super_acc1"]}
     if not run.config.run.quiet:
+        done, left = epoch + 1 - run.start_epoch, run.config.optim.epochs - epoch - 1
+        eta = f", {datetime.timedelta(seconds=round(record['time_s'] / done * left))} left" if left else ""
         _log(
             f"epoch {epoch}: loss {result.loss:.4f} (alpha-weighted: super CE {result.loss_super:.4f} + base KD "
             f"{result.loss_base:.4f})  super-net Acc@1 {record['super_acc1']:.2f}  base-net Acc@1 "
-            f"{record['base_acc1']:.2f}  {result.images_per_s:.0f} img/s"
+            f"{record['base_acc1']:.2f}  {result.images_per_s:.0f} img/s{eta}"
         )
     if is_main_process():
         checkpoint = make_checkpoint(run, epoch)
@@ -278,18 +284,26 @@ def finish(run: Run, val_loader, output_dir: Path) -> int:
     final = run.ema.module if run.ema is not None else run.net
     resolution = config.data.val_crop_size or final.info.input_size
     rows = evaluate_subnets(
-        final, val_loader, run.device, resolution, column="acc1_trained", channels_last=cfg.channels_last
+        final,
+        val_loader,
+        run.device,
+        resolution,
+        column="acc1_trained",
+        channels_last=cfg.channels_last,
+        progress=not cfg.quiet,
     )
     has_bn = any(isinstance(m, BATCH_NORM_TYPES) for m in final.modules())
     if cfg.calib_images and has_bn:
         start = time.time()
         loader = calibration_loader(config.data, default_input_size(config.model), cfg.calib_images, cfg.seed)
-        calibrate(final, loader, batches=len(loader), progress=not cfg.quiet and is_main_process())
+        calibrate(final, loader, batches=len(loader), progress=not cfg.quiet and interactive())
         _log(
             f"calibrated the BatchNorm statistics of {len(rows)} sub-networks on {len(loader.dataset)} training "
             f"images in {time.time() - start:.1f} s"
         )
-        calibrated = evaluate_subnets(final, val_loader, run.device, resolution, channels_last=cfg.channels_last)
+        calibrated = evaluate_subnets(
+            final, val_loader, run.device, resolution, channels_last=cfg.channels_last, progress=not cfg.quiet
+        )
         for row, new in zip(rows, calibrated, strict=True):
             row.update(acc1=new["acc1"], acc5=new["acc5"])
     else:

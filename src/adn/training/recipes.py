@@ -21,6 +21,7 @@ REFERENCE_DEFAULTS = dict(
     lr_warmup_epochs=0,
     lr_warmup_method="constant",
     print_freq=10,
+    calib_images=1024,
 )
 #: built-in dataset preset (no ``--data-path``): trains ResNet-20-ADN in under two minutes on 2 CPU cores. The
 #: linear warm-up keeps the deeper models (resnet56, mobilenet_v2_cifar) from diverging at lr 0.2: without it
@@ -37,6 +38,9 @@ BUILTIN_PRESET = dict(
     lr_warmup_epochs=2,
     lr_warmup_method="linear",
     print_freq=10,
+    # every sub-network's worst Acc@1 is the same from 128 to 1,024 images, at a quarter of the time
+    # (benchmarks/results/calibration-size.md)
+    calib_images=256,
 )
 #: with --pretrained (fine-tuning a trained plain model into an ADN), unset flags: a short schedule at a tenth of
 #: the learning rate the preset would use

@@ -4,9 +4,10 @@ grows), checkpoints with what inference needs, how many to keep, and the RNG sta
 
 from __future__ import annotations
 
+import json
 import random
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +249,31 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     random.seed(epoch_seed)
 
 
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` trained: where its files are and the final sub-network table."""
+
+    status: int  #: 0 when the run finished (or had finished); else it stopped early (a signal) and can resume
+    output_dir: Path
+    checkpoint: Path | None  #: the checkpoint to resume or evaluate (None if none was written)
+    weights: Path | None  #: ``model.safetensors``, the final (calibrated) weights, once the run finished
+    subnets: list[dict] = field(default_factory=list)  #: the final table: skip, GFLOPs, params, acc1 ...
+
+    @property
+    def finished(self) -> bool:
+        return self.status == 0 and self.weights is not None
+
+
+def _weights_meta(path: Path) -> dict:
+    """The metadata ``save_weights`` put in a safetensors header (the final table rides there)."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        return json.loads((f.metadata() or {}).get("adn", "{}"))
+
+
 __all__ = [
+    "FitResult",
     "Run",
     "build_run",
     "make_checkpoint",
