@@ -67,7 +67,8 @@ class DepthModel:
     def describe(self) -> dict[str, Any]:
         """The file's metadata, this replica's latency table, and which heavy modules this process holds."""
         loaded = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("torch", "adn", "torchvision")})
-        return {"meta": self.meta, "latency_ms": self.latency_ms, "replica": self.replica, "loaded": loaded}
+        return {"meta": self.meta, "latency_ms": self.latency_ms, "replica": self.replica, "pid": os.getpid(),
+                "loaded": loaded}  # fmt: skip
 
     async def infer(self, image: np.ndarray, skip: str) -> dict[str, Any]:
         return await self._batch(image, skip)
