@@ -159,7 +159,9 @@ def test_a_replica_that_dies_fails_its_requests_with_5xx_and_is_restarted(served
     body = np.zeros(3 * 32 * 32, np.float32).tobytes()
     client = threading.Thread(target=lambda: result.append(_post(url, body, "application/octet-stream")))
     client.start()
-    time.sleep(0.15)  # the request now waits in the replica's batch queue (300 ms)
+    deadline = time.monotonic() + 30
+    while handle.describe.remote().result()["pending"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the request waits in the replica's batch queue (300 ms)
     os.kill(pid, signal.SIGKILL)
     client.join(90)
     assert result and result[0][0] in (500, 502, 503) and "error" in result[0][1]

@@ -103,6 +103,7 @@ def test_feedback_scales_latencies_and_divides_the_budget():
     for _ in range(40):  # inference takes twice the table's time; the server time is 2.5x the prediction
         feedback.record(infer_ms=20.0, table_ms=10.0, predicted_ms=10.0, server_ms=25.0)
     assert feedback.scale == pytest.approx(2.0) and feedback.headroom == pytest.approx(2.5)
+    assert feedback.overhead_ms == pytest.approx(5.0)  # server 25 - inference 20: the engine's own cost
     policy = DepthPolicy(rows(), LATENCY)
     # budget 20 / 2.5 = 8 ms at twice the table: only TTT (6) fits
     assert policy.choose(feedback.budget(20.0), 0.0, feedback.scale).skip == "TTT"

@@ -107,23 +107,30 @@ class Feedback:
     """Keeps the latency table honest under load.
 
     ``scale``: running geometric mean of measured / tabled inference time (the table was measured on an idle
-    replica). ``headroom``: the ``quantile`` of actual / predicted server time over the last ``window`` answers;
-    the policy is given ``budget / headroom``, so that about ``quantile`` of the answers come within budget.
+    replica). ``overhead_ms``: what a request costs besides inference when nothing is queued -- the engine's hops
+    and HTTP work -- the 10th percentile of server minus inference time over the last ``window`` answers; it is
+    added to every prediction. ``headroom``: the ``quantile`` of actual / predicted server time over the last
+    ``window`` answers; the policy is given ``budget / headroom``, so that about ``quantile`` of the answers come
+    within budget.
     """
 
     def __init__(self, quantile: float = 0.95, window: int = 100, warmup: int = 10) -> None:
         if not 0 < quantile <= 1:
             raise ValueError(f"quantile must be in (0, 1], got {quantile}")
         self.quantile, self.warmup = quantile, warmup
-        self.scale, self.headroom = 1.0, 1.0
+        self.scale, self.headroom, self.overhead_ms = 1.0, 1.0, 0.0
         self._count, self._log_scale = 0, 0.0
         self._misses: deque[float] = deque(maxlen=window)
+        self._gaps: deque[float] = deque(maxlen=window)
 
     def record(self, infer_ms: float, table_ms: float, predicted_ms: float, server_ms: float) -> None:
         ratio = min(8.0, max(0.125, infer_ms / max(table_ms, 1e-6)))
         self._count += 1  # a plain mean of the log ratios over the first 20 answers, then a running one
         self._log_scale += max(0.05, 1 / self._count) * (math.log(ratio) - self._log_scale)
         self.scale = math.exp(self._log_scale)
+        self._gaps.append(max(0.0, server_ms - infer_ms))
+        gaps = sorted(self._gaps)
+        self.overhead_ms = gaps[int(0.1 * (len(gaps) - 1))]
         if self._count <= self.warmup:  # the first predictions used a scale that had not settled
             return
         self._misses.append(min(8.0, max(0.125, server_ms / max(predicted_ms, 1e-6))))

@@ -41,6 +41,7 @@ class DepthModel:
         rows = self.meta.get("subnets") or []
         self.skips = [str(r["skip"]) for r in rows] or _all_skips(self.stages)
         self.latency_ms = self._measure()
+        self.pending = 0  # requests in this replica, waiting for a batch or running
         self._batch.set_max_batch_size(max_batch)
         self._batch.set_batch_wait_timeout_s(max_wait_ms / 1e3)
         context = serve.get_replica_context() if _in_serve() else None
@@ -68,10 +69,14 @@ class DepthModel:
         """The file's metadata, this replica's latency table, and which heavy modules this process holds."""
         loaded = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("torch", "adn", "torchvision")})
         return {"meta": self.meta, "latency_ms": self.latency_ms, "replica": self.replica, "pid": os.getpid(),
-                "loaded": loaded}  # fmt: skip
+                "pending": self.pending, "loaded": loaded}  # fmt: skip
 
     async def infer(self, image: np.ndarray, skip: str) -> dict[str, Any]:
-        return await self._batch(image, skip)
+        self.pending += 1
+        try:
+            return await self._batch(image, skip)
+        finally:
+            self.pending -= 1
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
     async def _batch(self, images: list[np.ndarray], skips: list[str]) -> list[dict[str, Any]]:
