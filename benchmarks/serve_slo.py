@@ -245,7 +245,7 @@ def report(args, meta, local, engine, slo, capacity, low, results, load_before, 
         f"{' '.join(f'{v:.2f}' for v in load_before)} at start, {' '.join(f'{v:.2f}' for v in os.getloadavg())} at "
         f"end); Ray {ray.__version__} (2 CPUs), onnxruntime 1 thread per replica, torch {torch.__version__}, "
         f"Python {platform.python_version()}.",
-        f"Command: `python benchmarks/serve_slo.py{' --output ' + args.output if args.output else ''}` "
+        f"Command: `python benchmarks/serve_slo.py {' '.join(sys.argv[1:])}` "
         f"({time.time() - began:.0f} s in all, training included).",
         "",
         f"Model: {meta.get('model')} trained on the built-in digits ({len(local)} sub-networks, one ONNX file); "
@@ -255,7 +255,8 @@ def report(args, meta, local, engine, slo, capacity, low, results, load_before, 
         "|---|---|---|---|",
     ]
     for skip, m in local.items():
-        out.append(f"| {skip} | {table[skip].get('acc1', float('nan')):.2f} | {m['acc']:.2f} | {m['p50_ms']:.3f} |")
+        tabled = table[skip].get("acc1")
+        out.append(f"| {skip} | {'-' if tabled is None else f'{tabled:.2f}'} | {m['acc']:.2f} | {m['p50_ms']:.3f} |")
     super_net = max(local, key=lambda s: s.count("F"))
     inproc = local[super_net]["p50_ms"]
     out += [

@@ -35,6 +35,7 @@ class DepthModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: not a warning per unused initializer in every replica's log
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.meta = json.loads(self.session.get_modelmeta().custom_metadata_map.get("adn", "{}"))
         self.size, self.stages = int(self.meta["input_size"]), int(self.meta["num_stages"])
