@@ -150,6 +150,29 @@ def deploy(path: Path, **options) -> None:
     serve.run(build_app(path, **options), name="adn", route_prefix="/")
 
 
+def floor_ms(url: str, images: np.ndarray, path: Path, super_net: str, rounds: int = 3) -> tuple[float, float]:
+    """Ray Serve's own floor against this app, interleaved: p50 of one deployment that answers a constant,
+    and of the app fixed to the super-net without a batching wait (two hops: ingress, model replica)."""
+    from ray import serve
+    from starlette.responses import JSONResponse
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
+    class Constant:
+        async def __call__(self, request):
+            await request.body()
+            return JSONResponse({"class": 0})
+
+    floor, app = [], []
+    for _ in range(rounds):
+        serve.run(Constant.bind(), name="adn", route_prefix="/")
+        sequential(url, images, 20)
+        floor.append(float(np.median(sequential(url, images, 150))))
+        deploy(path, fixed=super_net, max_wait_ms=0)
+        sequential(url, images, 20)
+        app.append(float(np.median(sequential(url, images, 150))))
+    return float(np.median(floor)), float(np.median(app))
+
+
 def sequential(url: str, images: np.ndarray, n: int) -> list[float]:
     """``n`` requests one after another (client-side ms): the engine's latency without queueing."""
     import urllib.request
@@ -200,9 +223,7 @@ def main() -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "ERROR"})
     super_net, lines = "F" * len(skips[0]), []
     try:
-        deploy(path, fixed=super_net, max_wait_ms=0)  # Ray Serve's own cost: no batching wait
-        sequential(url, images, 20)
-        engine = float(np.median(sequential(url, images, 200)))
+        floor, engine = floor_ms(url, images, path, super_net)  # no batching wait: Ray Serve's own cost
         deploy(path, fixed=super_net, max_batch=args.max_batch)
         slo = args.slo_ms or round(4 * engine, 1)
         capacity = {1: asyncio.run(closed_loop(url, images, 4 * args.max_batch, 4))}  # the super-net's
@@ -225,7 +246,7 @@ def main() -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
-    lines = report(args, meta, local, engine, slo, capacity, low, results, load_before, began)
+    lines = report(args, meta, local, (floor, engine), slo, capacity, low, results, load_before, began)
     text = "\n".join(lines) + "\n"
     if args.output:
         Path(args.output).write_text(text)
@@ -258,12 +279,13 @@ def report(args, meta, local, engine, slo, capacity, low, results, load_before, 
         tabled = table[skip].get("acc1")
         out.append(f"| {skip} | {'-' if tabled is None else f'{tabled:.2f}'} | {m['acc']:.2f} | {m['p50_ms']:.3f} |")
     super_net = max(local, key=lambda s: s.count("F"))
-    inproc = local[super_net]["p50_ms"]
+    inproc, (floor, engine) = local[super_net]["p50_ms"], engine
     out += [
         "",
         f"Engine cost at low load (one request at a time, fixed super-net, --max-wait-ms 0: a lone request "
         f"otherwise waits up to that long for a batch): Ray Serve p50 {engine:.2f} ms (HTTP, "
-        f"client side) vs onnxruntime in-process {inproc:.2f} ms: **{engine - inproc:.2f} ms added**.",
+        f"client side) vs onnxruntime in-process {inproc:.2f} ms: **{engine - inproc:.2f} ms added**; Ray Serve's "
+        f"floor, one deployment answering a constant: {floor:.2f} ms (median of 3 interleaved rounds each).",
         f"SLO: {slo} ms (4x that p50). Capacity of the fixed super-net ({4 * args.max_batch} closed-loop clients): "
         f"{capacity[1]:.0f} req/s with 1 replica. Trace: Poisson, {args.phase:g} s phases alternating 0.5x and "
         f"{args.burst:g}x that capacity (x replicas), {args.seconds:g} s per server, the same trace for every "
