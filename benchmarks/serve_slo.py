@@ -1,6 +1,7 @@
 """adn serve under a bursty open-loop trace: the adaptive server against every fixed depth, 1 and 2 replicas.
 
-One command (about 10 minutes on 2 busy cores; the trained model and its ONNX file are kept in --workdir)::
+One command (the serving part takes about 8 minutes on 2 busy cores; training takes 3 to 50 minutes depending on
+the machine's load; the trained model and its ONNX file are kept in --workdir and reused)::
 
     python benchmarks/serve_slo.py --output benchmarks/results/serve-slo.md
 

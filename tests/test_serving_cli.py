@@ -66,6 +66,32 @@ def test_a_file_that_is_not_switchable_or_not_onnx(capsys, tmp_path):
     assert "--autoscale takes MIN,MAX" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def switchable_file(tmp_path_factory):
+    pytest.importorskip("ray.serve")
+    import adn
+    from adn.deploy.export_switchable import export_switchable
+
+    path = tmp_path_factory.mktemp("cli") / "r20.onnx"
+    export_switchable(adn.create_model("resnet20", num_classes=10), path, resolution=32, pt2=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--fixed", "FF"], "--fixed must be 3 letters T (skip) or F (keep), e.g. FFF; got 'FF'"),
+        (["--autoscale", "3,2"], "autoscale needs 1 <= MIN <= MAX, got 3,2"),
+        (["--replicas", "3", "--num-cpus", "2"], "3 replica(s) x 1 thread(s) need 3 CPUs; this Ray instance has 2"),
+        (["--max-batch", "0"], "max_batch must be >= 1, got 0"),
+    ],
+)
+def test_bad_flags_one_line_before_ray_starts(switchable_file, capsys, flags, message):
+    assert main(["serve", str(switchable_file), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adn: error: ") and message in err and "\n" not in err
+
+
 def _processes_mentioning(text: str) -> list[str]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -80,14 +106,9 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_serve_starts_ray_answers_and_stops_everything_on_sigint(tmp_path):
+def test_serve_starts_ray_answers_and_stops_everything_on_sigint(switchable_file):
     """One command: a local Ray instance, `listening on URL`, an answer; Ctrl-C leaves no process behind."""
-    pytest.importorskip("ray.serve")
-    import adn
-    from adn.deploy.export_switchable import export_switchable
-
-    path = tmp_path / "r20.onnx"
-    export_switchable(adn.create_model("resnet20", num_classes=10), path, resolution=32, pt2=False)
+    path = switchable_file
     # Ray's processes name their session folder under it on their command lines (short: socket paths <= 107 bytes)
     ray_tmp = Path(tempfile.mkdtemp(prefix="adn-ray-", dir="/tmp"))
     proc = subprocess.Popen(
