@@ -1,7 +1,7 @@
 """Any-depth detection on the built-in digit scenes: ADN vs plain vs naive skipping vs the base-net's depth alone.
 
 Four detectors of the same kind (Faster R-CNN by default) on the same small adaptive-depth ResNet, same
-initial weights, data order, recipe and seed (:class:`adn.detection.config.TrainConfig`):
+initial weights, data order, recipe and seed (:class:`adn.detection.config.DetectionTrainConfig`):
 
 - **ADN**: self-distillation (super-net detection losses; base-net detection losses + FPN feature term +
   prediction term), every sub-network evaluated;
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from adn.core.calibrate import clear_calibration
 from adn.core.network import init_skip_norms_from_main
-from adn.detection.config import DataConfig, DetectorConfig, TrainConfig
+from adn.detection.config import DetectionDataConfig, DetectionTrainConfig, DetectorConfig
 from adn.detection.data import collate
 from adn.detection.evaluate import calibrate_detector, evaluate_subnets
 from adn.detection.train import build_split, load_trained, train_detector
@@ -60,9 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
+def _configs(args: argparse.Namespace) -> dict[str, DetectionTrainConfig]:
     work = Path(args.work_dir)
-    data = DataConfig(
+    data = DetectionDataConfig(
         builtin_train=args.train_images, builtin_val=args.val_images, batch_size=args.batch_size, root=str(work)
     )
     detector = DetectorConfig(
@@ -71,9 +71,9 @@ def _configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
     )  # fmt: skip
     common = dict(detector=detector, data=data, epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False)
     return {
-        "adn": TrainConfig(output_dir=str(work / "adn"), method="adn", **common),
-        "plain": TrainConfig(output_dir=str(work / "plain"), method="plain", **common),
-        "alone": TrainConfig(output_dir=str(work / "alone"), method="plain", train_skip="TTTT", **common),
+        "adn": DetectionTrainConfig(output_dir=str(work / "adn"), method="adn", **common),
+        "plain": DetectionTrainConfig(output_dir=str(work / "plain"), method="plain", **common),
+        "alone": DetectionTrainConfig(output_dir=str(work / "alone"), method="plain", train_skip="TTTT", **common),
     }
 
 

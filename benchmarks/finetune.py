@@ -77,7 +77,7 @@ def run_family(name: str, opts: argparse.Namespace, workdir: Path) -> dict:
 
     torch.manual_seed(args.run.seed)
     plain = plain_model(name, n)
-    scratch = adn.load_pretrained(adaptive_model(name, n), plain_state(plain))  # the same initial weights
+    scratch = adn.load_weights(adaptive_model(name, n), plain_state(plain))  # the same initial weights
     plain_s, plain_ms = train_epochs(args, plain, plain_epoch, loader, sampler)
     print(f"{name}: plain, {args.optim.epochs} epochs: {plain_s:.0f} s ({plain_ms:.0f} ms/step)", flush=True)
     scratch_s, scratch_ms = train_epochs(args, scratch, step, loader, sampler)
@@ -88,13 +88,13 @@ def run_family(name: str, opts: argparse.Namespace, workdir: Path) -> dict:
 
     weights = workdir / f"{name.replace(':', '-')}-plain.pth"
     torch.save(plain_state(plain), weights)
-    start = adn.load_pretrained(adaptive_model(name, n), weights)  # 0 epochs: naive skipping of the plain net
+    start = adn.load_weights(adaptive_model(name, n), weights)  # 0 epochs: naive skipping of the plain net
     runs = [dict(label="scratch ADN", ft=None, model=scratch, seconds=scratch_s)]
     runs.append(dict(label="plain (FT 0)", ft=0, model=start, seconds=0.0))
     for k in sorted(set(FT_EPOCHS) | {equal}):
         ft_args = run_config(name, **flags_of(shlex.join(flags)), pretrained=str(weights), epochs=k)
         assert ft_args.optim.lr_scheduler == "cosineannealinglr" and abs(ft_args.optim.lr - args.optim.lr / 10) < 1e-12
-        model = adn.load_pretrained(adaptive_model(name, n), weights)
+        model = adn.load_weights(adaptive_model(name, n), weights)
         seconds, _ = train_epochs(ft_args, model, step, loader, sampler)
         print(f"{name}: fine-tuned {k} epoch(s) at lr {ft_args.optim.lr:g}: {seconds:.0f} s", flush=True)
         runs.append(dict(label=f"FT {k}" + (" (=)" if k == equal else ""), ft=k, model=model, seconds=seconds))

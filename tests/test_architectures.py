@@ -160,7 +160,7 @@ def test_every_registered_model_runs_every_subnet_forward_backward(name):
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         assert grads and all(torch.isfinite(g).all() for g in grads.values()), adn.format_skip(skip)
         assert {n for n in grads} == {
-            n for n, p in model.named_parameters() if any(p is q for q in adn.core.network.used_parameters(model, skip))
+            n for n, p in model.named_parameters() if any(p is q for q in adn.core.modules.used_parameters(model, skip))
         }
 
 

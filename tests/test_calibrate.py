@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 import adn
-from adn.core.checkpoint import load_state_dict_compat, load_weights, save_weights
+from adn.core.checkpoint import load_state_dict_compat, save_weights
 from adn.deploy.export import export_subnet
+from adn.models.weights import load_weights
 
 
 def _batches(n=3, size=32, seed=0):
@@ -113,8 +114,11 @@ def test_loading_weights_without_calibration_drops_it_and_reference_weights_stil
     model = copy.deepcopy(model)
     load_state_dict_compat(model, before.state_dict())  # weights that never saw this calibration
     assert not adn.is_calibrated(model)
-    published = {k.replace(".skip_norm.", "_skip."): v for k, v in before.state_dict().items()}
-    load_state_dict_compat(model, published)  # the reference's naming
+    published = {k.replace(".skip_norm.", "_skip."): v + 1 for k, v in before.state_dict().items()}
+    load_state_dict_compat(model, published)  # the reference's naming: each value lands under our name
+    loaded = model.state_dict()
+    for key, value in before.state_dict().items():
+        torch.testing.assert_close(loaded[key], value + 1, rtol=0, atol=0)
     adn.calibrate(model, _batches(1), batches=1)
     assert adn.is_calibrated(model)
     adn.clear_calibration(model)

@@ -49,7 +49,9 @@ def test_fit_runs_a_python_config_and_resume_restores_it(tmp_path, capsys):
         "resnet20", epochs=1, max_steps=1, train_subset=32, val_subset=16, batch_size=16, calib_images=0, quiet=True
     )
     config = config.replace(output_dir=str(out), device="cpu")
-    assert adn.fit(config) == 0
+    result = adn.fit(config)
+    assert result.status == 0 and result.finished and result.checkpoint == out / "checkpoint.pth"
+    assert result.weights == out / "model.safetensors" and [r["skip"] for r in result.subnets][0] == "FFF"
     args = load_checkpoint(out / "checkpoint.pth")["args"]
     assert args["world_size"] == 1 and args["lr"] == config.optim.lr  # the reference layout: flag -> value
     again = resumed_config(out / "checkpoint.pth", epochs=2)

@@ -100,7 +100,7 @@ def _assert_only_the_subnet_learns(model, x, skip, what=""):
     skips (and the norm sets it does not use) get none."""
     model.zero_grad(set_to_none=True)
     model(x, skip=skip).logsumexp(1).mean().backward()
-    used = {id(p) for p in adn.core.network.used_parameters(model, skip)}
+    used = {id(p) for p in adn.core.modules.used_parameters(model, skip)}
     grads = {id(p) for p in model.parameters() if p.grad is not None}
     assert grads == used, (what, adn.format_skip(skip))
     skipped = [
@@ -122,7 +122,7 @@ def test_every_subnet_trains(converted):
         out = model(x, skip=skip)
         assert out.shape == (2, 10)
         out.logsumexp(1).mean().backward()
-        used = {id(p) for p in adn.core.network.used_parameters(model, skip)}
+        used = {id(p) for p in adn.core.modules.used_parameters(model, skip)}
         grads = {id(p) for p in model.parameters() if p.grad is not None}
         assert grads == used, (name, adn.format_skip(skip))
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

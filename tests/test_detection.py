@@ -54,7 +54,7 @@ def test_every_subnet_runs_forward_and_backward(kind):
         loss = sum(losses.values())
         assert torch.isfinite(loss), (skip, losses)
         loss.backward()
-        used = {id(p) for p in adn.core.network.used_parameters(det.body, skip)}
+        used = {id(p) for p in adn.core.modules.used_parameters(det.body, skip)}
         for p in det.body.parameters():
             if id(p) in skippable and id(p) not in used:
                 assert p.grad is None  # a skipped block takes no part

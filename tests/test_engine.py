@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import adn
-from adn.core.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from adn.core.checkpoint import load_checkpoint, save_checkpoint
+from adn.models.weights import load_weights
 from adn.training.engine import StepOptions, train_one_epoch
 from adn.training.losses import SelfDistillation, distillation_loss
 from helpers import ROOT, run

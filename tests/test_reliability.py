@@ -18,7 +18,8 @@ from PIL import Image
 import adn
 from adn.cli import main as cli_main
 from adn.cli.train import default_output_dir
-from adn.core.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from adn.core.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from adn.models.weights import load_weights
 from helpers import ADN, ROOT, child_env, run
 
 TINY = [

@@ -8,15 +8,15 @@
 """
 
 from . import models  # noqa: F401  (registers the architectures)
-from .conversion import convert, create_converted, load_pretrained
+from .conversion import convert, create_converted
 from .core.calibrate import calibrate, clear_calibration, is_calibrated
-from .core.checkpoint import load_weights, save_weights
+from .core.checkpoint import save_weights
 from .core.flops import count_flops, count_params
+from .core.modules import convert_sync_batchnorm, unwrap
 from .core.network import (
     AdaptiveDepthNet,
     SkipAwareNorm,
     Stage,
-    convert_sync_batchnorm,
     format_skip,
     parse_skip,
     subnets,
@@ -26,7 +26,9 @@ from .deploy.export import export_subnet
 from .deploy.export_switchable import export_switchable
 from .deploy.switchable import SwitchableNet, switchable
 from .evaluation.evaluate import evaluate
-from .models.registry import ModelInfo, create_model, list_models, model_info, register_model
+from .hub import from_pretrained, push_to_hub, save_pretrained
+from .models.registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
+from .models.weights import load_weights
 from .training.config import (
     CheckpointConfig,
     DataConfig,
@@ -43,8 +45,9 @@ from .training.losses import SelfDistillation, TeacherDistillation, distillation
 __version__ = "0.1.0"
 
 
-def fit(config: TrainConfig) -> int:
-    """Run a :class:`TrainConfig` -- what ``adn train`` runs (see :func:`adn.training.fit.fit`)."""
+def fit(config: TrainConfig):
+    """Run a :class:`TrainConfig` -- what ``adn train`` runs; returns a :class:`adn.training.fit.FitResult` (the
+    files and the final sub-network table). See :func:`adn.training.fit.fit`."""
     from .training.fit import fit as _fit
 
     return _fit(config)
@@ -82,16 +85,20 @@ __all__ = [
     "export_subnet",
     "export_switchable",
     "format_skip",
+    "from_pretrained",
     "is_calibrated",
+    "is_model",
     "list_models",
-    "load_pretrained",
     "load_weights",
     "model_info",
     "parse_skip",
+    "push_to_hub",
     "register_model",
+    "save_pretrained",
     "save_weights",
     "select_subnet",
     "subnets",
     "switchable",
     "train_one_epoch",
+    "unwrap",
 ]

@@ -25,6 +25,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "select": ("adn.cli.select", "main", "pick the most accurate sub-network within a latency/FLOPs budget"),
     "export": ("adn.cli.export", "main", "export one sub-network as a standalone TorchScript/ONNX file"),
     "serve": ("adn.cli.serve", "main", "serve a switchable ONNX file on Ray Serve, the depth picked per request"),
+    "push": (
+        "adn.cli.push",
+        "main",
+        "share a model: config, weights and model card in a folder, or on the Hugging Face Hub",
+    ),
     "detect": ("adn.cli.detect", "main", "train/evaluate adaptive-depth detectors (adn detect train|eval)"),
 }
 

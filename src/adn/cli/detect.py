@@ -43,7 +43,7 @@ def _data_args(p: argparse.ArgumentParser, train: bool) -> None:
 
 
 def _data_config(args: argparse.Namespace):
-    from ..detection.config import DataConfig
+    from ..detection.config import DetectionDataConfig
 
     kwargs = dict(
         data=args.data or "builtin",
@@ -60,7 +60,7 @@ def _data_config(args: argparse.Namespace):
     )
     if args.data_root:
         kwargs["root"] = args.data_root
-    return DataConfig(**kwargs)
+    return DetectionDataConfig(**kwargs)
 
 
 def train_parser() -> Parser:
@@ -104,7 +104,7 @@ def train_parser() -> Parser:
 
 
 def _train(argv: list[str]) -> int:
-    from ..detection.config import DetectorConfig, TrainConfig
+    from ..detection.config import DetectionTrainConfig, DetectorConfig
     from ..detection.losses import DetectionDistillation
     from ..detection.train import train_detector
 
@@ -124,7 +124,7 @@ def _train(argv: list[str]) -> int:
     )
     if args.weights and not os.path.isfile(args.weights):
         raise FileNotFoundError(f"--weights {args.weights}: no such file")
-    config = TrainConfig(
+    config = DetectionTrainConfig(
         output_dir=args.output_dir,
         detector=detector,
         data=_data_config(args),
@@ -164,14 +164,14 @@ def eval_parser() -> Parser:
 
 
 def _eval(argv: list[str]) -> int:
-    from ..detection.config import DataConfig, EvalConfig
+    from ..detection.config import DetectionDataConfig, DetectionEvalConfig
     from ..detection.train import evaluate_checkpoint
 
     args = eval_parser().parse_args(argv)
     _threads(args.threads)
-    config = EvalConfig(
+    config = DetectionEvalConfig(
         checkpoint=args.checkpoint,
-        data=_data_config(args) if args.data else DataConfig(),
+        data=_data_config(args) if args.data else DetectionDataConfig(),
         subnets=tuple(args.subnets) if args.subnets else None,
         calibrate_batches=args.calibrate_batches,
         latency=not args.no_latency,

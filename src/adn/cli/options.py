@@ -13,15 +13,15 @@ from dataclasses import fields
 
 import torch
 
+from ..data.config import DATASETS, DataConfig
+from ..data.folder import BAD_IMAGE_POLICIES
+from ..data.presets import AUTO_AUGMENT_POLICIES
+from ..data.presets import INTERPOLATIONS as _INTERPOLATIONS
 from ..errors import UsageError
 from ..models.registry import list_models
-from ..training.config import DataConfig
 from .parser import HelpFormatter, Parser, explicit_dests  # noqa: F401  (re-exported)
 
-BAD_IMAGE_POLICIES = ("stop", "skip")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-AUTO_AUGMENT_POLICIES = ("ra", "ta_wide", "augmix", "imagenet")
-DATASETS = ("digits", "fashion-mnist")
+INTERPOLATIONS = tuple(_INTERPOLATIONS)  # one list of each choice: the library's, which validates them too
 DEFAULT_MODEL = "resnet20"
 
 
@@ -122,7 +122,7 @@ def add_augment_args(p: argparse.ArgumentParser) -> None:
 def add_optim_args(p: argparse.ArgumentParser) -> None:
     """Optimisation and self-distillation flags (``adn train``): the torchvision reference's and the reference ADN
     code's."""
-    from ..training.optim import OPTIMIZERS, SCHEDULERS
+    from ..training.config import OPTIMIZERS, SCHEDULERS
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None, help="total epochs (default: 15 built-in, 90 with --data-path)")
@@ -211,7 +211,12 @@ def add_optim_args(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="alpha: weight of the super-net's CE; the base-net's distillation loss gets 1 - alpha",
     )
-    g.add_argument("--subpath-temp", type=float, default=1.0, help="distillation temperature T")
+    g.add_argument(
+        "--subpath-temp",
+        type=float,
+        default=None,
+        help="distillation temperature T (default: 1; 2 with --teacher, as the reference's train_adn_distill.py)",
+    )
     g.add_argument(
         "--kd-topk",
         type=int,

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ..core.checkpoint import load_checkpoint
-    from ..core.skipconfig import format_skip, parse_skip
+    from ..core.skipconfig import format_skip
     from ..data import load_image
     from ..models.loading import build_model, checkpoint_meta
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model, meta = build_model(name, args.weights, meta.get("num_classes"))
     device = check_device(args.device)
     model.to(device).eval()
-    skip = parse_skip(args.skip_cfg, model.num_stages)
+    skip = model.resolve_skip(args.skip_cfg)
     transform, classes = preprocess(meta), meta.get("classes") or []
     images = torch.stack([transform(load_image(path)) for path in args.images]).to(device)
     with torch.inference_mode():

@@ -225,7 +225,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
             )
     if not 0.0 <= args.subpath_alpha <= 1.0:
         raise UsageError(f"--subpath-alpha must be in [0, 1], got {args.subpath_alpha}")
-    if args.subpath_temp <= 0:
+    if args.subpath_temp is not None and args.subpath_temp <= 0:
         raise UsageError(f"--subpath-temp must be > 0, got {args.subpath_temp}")
     check_positive(
         args,
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_evaluation(eval_config(args))
     from ..training.fit import fit
 
-    return fit(TrainConfig.from_flat(vars(args)))
+    return fit(TrainConfig.from_flat(vars(args))).status
 
 
 __all__ = [

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ..core.network import AdaptiveDepthNet, init_skip_norms_from_main
+from ..core.network import AdaptiveDepthNet
+from .convert import convert
 
 _PREFIXES = {"tv": "torchvision", "torchvision": "torchvision", "timm": "timm"}
 
@@ -56,8 +57,6 @@ def create_converted(
         if not timm.is_model(name):
             raise _unknown("timm", name, timm.list_models())
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-    from . import convert
-
     return convert(model, num_stages=num_stages, shared_norms=shared_norms)
 
 
@@ -69,7 +68,7 @@ def load_pretrained(
     file (``torch.save`` or ``*.safetensors``) or a mapping. Each twin norm becomes a copy of its main norm.
     adn's own checkpoints of the converted model (twins included) load too. Returns ``model``.
     """
-    from ..core.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
+    from ..core.checkpoint import extract_state_dict, init_twins, load_checkpoint, load_state_dict_compat
 
     what = "the state dict" if isinstance(source, Mapping) else str(source)
     obj = source if isinstance(source, Mapping) else load_checkpoint(source, weights_only=weights_only)
@@ -82,8 +81,7 @@ def load_pretrained(
         # The original's names as they are (no renaming of published ``<norm>_skip`` twins: timm has norms
         # called ``*_skip``); twins the file lacks start as copies of their main norms.
         model.load_state_dict(state_dict, strict=False)
-        if any(k not in state_dict for k in expected if ".skip_norm." in k):
-            init_skip_norms_from_main(model)
+        init_twins(model, state_dict)
         return model
     try:
         load_state_dict_compat(model, state_dict)  # DDP/compile prefixes, published twin names ...

@@ -19,8 +19,9 @@ def _restore(original: type) -> nn.Module:
     return object.__new__(adaptive_class(original))
 
 
-# timm-style methods: a model that has its own keeps them (timm's forward_features/reset_classifier)
-_ORIGINAL_WINS = ("forward_features", "reset_classifier")
+# The timm model contract: a model may have its own (timm's); ours run it on the chosen sub-network's path.
+_CONTRACT = {"forward_features", "forward_head", "get_classifier", "reset_classifier", "num_features"}
+_CONTRACT |= {"set_grad_checkpointing", "classifier_name"}
 # AdaptiveDepthNet's names a model class must not define itself (forward, train, extra_repr, _load_from_state_dict,
 # __getstate__ and __setstate__ are overridden cooperatively: they call the original's through super()).
 _OVERRIDDEN = {"forward", "train", "extra_repr", "_load_from_state_dict", "__getstate__", "__setstate__"}
@@ -31,7 +32,7 @@ _RESERVED = (
         | {"_skip", "_fixed", "_paths", "_calibrated_paths", "_path_pairs", "_paths_valid"}
     )
     - _OVERRIDDEN
-    - set(_ORIGINAL_WINS)
+    - _CONTRACT
 )
 
 
@@ -46,7 +47,6 @@ def adaptive_class(original: type) -> type:
             "__adn_original__": original,
             "__reduce_ex__": _reduce_ex,
         }
-        namespace.update({name: getattr(original, name) for name in _ORIGINAL_WINS if hasattr(original, name)})
         cls = type(f"Adaptive{original.__name__}", (AdaptiveDepthNet, original), namespace)
         _CLASSES[original] = cls
     return cls

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from .modules import unwrap
 from .network import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
 from .skipconfig import SkipLike, format_skip, parse_skip
 from .skipconfig import subnets as all_subnets
@@ -76,7 +77,7 @@ def calibrate(
 
     The batches are read once and kept in memory. Models without BatchNorm (Swin, ViT) are returned unchanged.
     """
-    net = getattr(model, "module", model)  # DDP / EMA wrappers
+    net = unwrap(model)
     configs = all_subnets(net) if subnets == "all" else [parse_skip(c, net.num_stages) for c in subnets]
     device = torch.device(device) if device is not None else next(net.parameters()).device
     data = []
@@ -139,14 +140,14 @@ def _trained_norm(module: nn.Module) -> nn.Module:
 
 def clear_calibration(model: nn.Module) -> None:
     """Drop all calibrated statistics (e.g. before training on): every sub-network uses the trained ones."""
-    net = getattr(model, "module", model)
+    net = unwrap(model)
     if net._modules.pop("calibration", None) is not None:
         net.build_subnets()
 
 
 def is_calibrated(model: nn.Module, skip: SkipLike = None) -> bool:
     """Whether ``model`` holds calibrated statistics (for ``skip``, if given)."""
-    net = getattr(model, "module", model)
+    net = unwrap(model)
     holder = net._modules.get("calibration")
     if holder is None:
         return False

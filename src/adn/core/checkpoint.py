@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .network import init_skip_norms_from_main
+from .twins import init_skip_norms_from_main, twin_keys
 
 _PUBLISHED_TWIN = re.compile(r"(^|\.)([A-Za-z0-9_]+?)_skip\.")
 
@@ -70,10 +70,21 @@ def load_state_dict_compat(model: nn.Module, state_dict: Mapping[str, torch.Tens
     ]
     if problems:
         raise ValueError("weights do not fit this model (another architecture or class count?): " + "; ".join(problems))
-    twins_missing = any(k not in state_dict for k in expected if ".skip_norm." in k)
     model.load_state_dict(state_dict, strict=False)
-    if twins_missing:
-        init_skip_norms_from_main(model)
+    init_twins(model, state_dict)
+
+
+def init_twins(model: nn.Module, loaded: Mapping[str, object]) -> None:
+    """After loading ``loaded`` into ``model``: the twin tensors it lacked start as copies of their main norms
+    (torchvision's weights have none); those it had are kept. Some but not all of them missing: a warning."""
+    twins = twin_keys(model)
+    copied = init_skip_norms_from_main(model, set(loaded)) if any(k not in loaded for k in twins) else []
+    if copied and len(copied) < len(twins):
+        print(
+            f"adn: warning: the weights lack {len(copied)} of {len(twins)} twin-norm tensors (e.g. {copied[0]}); "
+            "those start as copies of their main norms, the rest are kept",
+            file=sys.stderr,
+        )
 
 
 # ------------------------------------------------------------------------------------------- checkpoint files
@@ -288,14 +299,3 @@ def load_model_state(model: nn.Module, obj: object, path: str | os.PathLike, mod
         raise ValueError(
             f"{path}: {exc}" + (f"; it is a {name} checkpoint: pass --model {name}" if other else "")
         ) from None
-
-
-def load_weights(
-    model: nn.Module, path: str | os.PathLike, *, weights_only: bool = True, model_name: str | None = None
-) -> nn.Module:
-    """Load a weights file into ``model``: a raw state dict (``torch.save`` or ``*.safetensors``), one of our
-    checkpoints (``{"model": ...}``), torchvision's or a published ADN file (``<norm>_skip`` names).
-    Returns ``model``. ``weights_only=False`` allows legacy pickles (trusted files only); ``model_name`` (the
-    registered name of ``model``) lets an error name the architecture a checkpoint was trained as."""
-    load_model_state(model, load_checkpoint(path, weights_only=weights_only), path, model_name)
-    return model

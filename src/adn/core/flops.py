@@ -16,7 +16,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .network import SkipLike, parse_skip, used_parameters
+from .modules import used_parameters
+from .network import SkipLike
 
 
 @contextlib.contextmanager
@@ -58,7 +59,7 @@ def count_flops_table(
     try:
         for skip in configs:
             with _countable_attention(), FlopCounterMode(display=False) as counter:
-                torch.func.functional_call(model, meta, (x,), {"skip": parse_skip(skip, model.num_stages)})
+                torch.func.functional_call(model, meta, (x,), {"skip": model.resolve_skip(skip)})
             counts.append(counter.get_total_flops() // 2)
     finally:
         model.train(was_training)
@@ -68,7 +69,7 @@ def count_flops_table(
 @torch.no_grad()
 def count_flops(model: nn.Module, skip: SkipLike = None, resolution: int | tuple[int, int] | None = None) -> int:
     """Multiply-accumulates of one forward pass of sub-network ``skip`` on one ``resolution`` image."""
-    skip = parse_skip(skip, model.num_stages)
+    skip = model.resolve_skip(skip)  # None: the model's default (model.skip), as in model(x)
     param = next(model.parameters())
     x = torch.zeros(1, 3, *input_size(model, resolution), device=param.device, dtype=param.dtype)
     was_training = model.training
@@ -83,7 +84,7 @@ def count_flops(model: nn.Module, skip: SkipLike = None, resolution: int | tuple
 
 def count_params(model: nn.Module, skip: SkipLike = None) -> int:
     """Parameters a sub-network actually uses: skipped blocks and the idle norm set are excluded."""
-    return sum(p.numel() for p in used_parameters(model, parse_skip(skip, model.num_stages)))
+    return sum(p.numel() for p in used_parameters(model, model.resolve_skip(skip)))
 
 
 __all__ = ["count_flops", "count_flops_table", "count_params", "input_size"]

@@ -30,13 +30,14 @@ module is registered anywhere in the model (``model.fc = ...``, SyncBatchNorm co
 from __future__ import annotations
 
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .heads import ClassifierMixin
+from .heads import Checkpointed, ClassifierMixin
 from .layout import SkipLayout, Stage
+from .sharing import SharingMixin
 from .skipconfig import SkipLike, format_skip, parse_skip, subnets
 from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
@@ -50,16 +51,6 @@ from .twins import (  # noqa: F401  (re-exported: adn.core.network's names)
     init_skip_norms_from_main,
 )
 
-
-def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """``nn.SyncBatchNorm.convert_sync_batchnorm`` (twins are children, so they are converted too), with the
-    sub-network paths rebuilt right away."""
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if isinstance(model, AdaptiveDepthNet):
-        model.build_subnets()
-    return model
-
-
 # ----------------------------------------------------------------------------------- invalidation on change
 _OWNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> weakref to the model it belongs to
 
@@ -72,10 +63,20 @@ def _on_module_registration(module: nn.Module, name: str, submodule: nn.Module |
 
 
 nn.modules.module.register_module_module_registration_hook(_on_module_registration)
+_MISSING = object()
+# ----------------------------------------------------------------------------------- tensor skip configs
+_TENSOR_SKIP: dict[str, Callable] = {}  # what a bool-tensor skip config runs: build, run
+
+
+def register_tensor_skip(build: Callable[[AdaptiveDepthNet], object], run: Callable[[AdaptiveDepthNet], Callable]):
+    """Set what ``model(x, skip=<bool tensor>)`` runs (the switchable form): ``build(model)`` after the paths are
+    built, ``run(model)``: the module to call. :mod:`adn.deploy.switchable` registers itself when imported (``import
+    adn`` does), so that the core never imports the deploy layer above it."""
+    _TENSOR_SKIP.update(build=build, run=run)
 
 
 # ------------------------------------------------------------------------------------------------ the model
-class AdaptiveDepthNet(ClassifierMixin, nn.Module):
+class AdaptiveDepthNet(ClassifierMixin, SharingMixin, nn.Module):
     """Base class of every adaptive-depth model.
 
     A subclass builds its layers as usual, then calls :meth:`set_stages` with the blocks of each stage (and
@@ -156,7 +157,7 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
 
     @skip.setter
     def skip(self, value: SkipLike) -> None:
-        self._skip = parse_skip(value, self.num_stages)
+        self._skip = (False,) * self.num_stages if value is None else parse_skip(value, self.num_stages)
 
     def resolve_skip(self, skip: SkipLike) -> tuple[bool, ...]:
         if skip is None:
@@ -190,6 +191,12 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
                 norm = replace[position] if position in replace else self.get_submodule(position)
                 replace[position] = FrozenStatsNorm(norm, stats)
         path, pairs = substitute(self, replace)
+        if self.__dict__.get("_checkpoint_blocks"):  # set_grad_checkpointing on a model without timm's mechanism
+            kept = [
+                n for (m, s), skipped in zip(self.layout.stages, skip, strict=True) for n in m + ((), s)[not skipped]
+            ]
+            path, more = substitute(path, {n: Checkpointed(path.get_submodule(n)) for n in kept})
+            pairs += more
         path.__dict__.update(_fixed=skip, _skip=skip, _paths={}, _calibrated_paths={}, _paths_valid=True)
         return path, pairs
 
@@ -209,13 +216,28 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
             if calibration is not None and calibration.has(skip):
                 calibrated[skip], p = self._build_path(skip, True)
                 pairs += p
-        self.__dict__.update(_paths=paths, _calibrated_paths=calibrated, _path_pairs=pairs, _paths_valid=True)
-        self._sync_training()
-        from ..deploy.switchable import (
-            build_switchable,  # what a tensor skip runs: built here, never inside torch.compile
+        originals = {id(o): o for _, o in pairs}.values()
+        # The copied containers hold a snapshot of their originals' plain attributes (timm's
+        # ``grad_checkpointing``, a block's ``stride`` ...; not torch's ``_modules``, hooks ... nor ``training``, which
+        # is synchronised): remembered so that one set later rebuilds the paths.
+        attrs = [
+            (o, len(o.__dict__), [(k, v) for k, v in o.__dict__.items() if k[0] != "_" and k != "training"])
+            for o in originals
+        ]
+        self.__dict__.update(
+            _paths=paths, _calibrated_paths=calibrated, _path_pairs=pairs, _path_attrs=attrs, _paths_valid=True
         )
+        self._sync_training()
+        build = _TENSOR_SKIP.get("build")  # what a tensor skip runs: built here, never inside torch.compile
+        if build is not None:
+            self.__dict__["_switchable"] = build(self)
 
-        self.__dict__["_switchable"] = build_switchable(self)
+    def _attrs_current(self) -> bool:
+        """No plain attribute of a copied container was set since the paths were built (a few dict reads)."""
+        return all(
+            len(o.__dict__) == n and all(o.__dict__.get(k, _MISSING) is v for k, v in kv)
+            for o, n, kv in self.__dict__.get("_path_attrs", ())
+        )
 
     def _sync_training(self) -> None:
         for copied, original in self.__dict__.get("_path_pairs", ()):
@@ -232,7 +254,7 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
                     "skip config to run a different one"
                 )
             return self
-        if not self.__dict__.get("_paths_valid", False):
+        if not self.__dict__.get("_paths_valid", False) or not (torch.compiler.is_compiling() or self._attrs_current()):
             if torch.compiler.is_compiling():
                 raise RuntimeError(
                     "adn: modules were replaced since the sub-networks were built; call "
@@ -250,9 +272,10 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
         (eval mode) runs the switchable form
         (:mod:`adn.deploy.switchable`): one ``torch.compile`` graph for every depth."""
         if isinstance(skip, torch.Tensor):
-            from ..deploy.switchable import switchable_of
-
-            return switchable_of(self)(x, skip)
+            run = _TENSOR_SKIP.get("run")
+            if run is None:
+                raise RuntimeError("a tensor skip config needs adn.deploy.switchable: `import adn` registers it")
+            return run(self)(x, skip)
         return self.subnet(skip).forward_plain(x)
 
     def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -288,7 +311,7 @@ class AdaptiveDepthNet(ClassifierMixin, nn.Module):
     def __getstate__(self) -> dict:
         # Paths are derived data (and full of references into the tree): rebuilt after unpickling/deepcopy.
         state = self.__dict__.copy()
-        for key in ("_paths", "_calibrated_paths", "_path_pairs", "_switchable"):
+        for key in ("_paths", "_calibrated_paths", "_path_pairs", "_path_attrs", "_switchable"):
             state.pop(key, None)
         state["_paths_valid"] = False
         return state
@@ -310,12 +333,6 @@ def _rebuild_after_load(module: AdaptiveDepthNet, incompatible_keys) -> None:
         module.build_subnets()
 
 
-def used_parameters(model: nn.Module, skip: SkipLike = None) -> list[nn.Parameter]:
-    """The parameters sub-network ``skip`` computes with (skipped blocks and idle norm sets excluded)."""
-    path = model.subnet(skip)
-    return [p for n, p in path.named_parameters() if TWIN not in n.split(".") and not n.startswith("calibration.")]
-
-
 __all__ = [
     "AdaptiveDepthNet",
     "BATCH_NORM_TYPES",
@@ -326,10 +343,8 @@ __all__ = [
     "Stage",
     "TWIN",
     "add_twin",
-    "convert_sync_batchnorm",
     "format_skip",
     "init_skip_norms_from_main",
     "parse_skip",
     "subnets",
-    "used_parameters",
 ]

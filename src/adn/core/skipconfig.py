@@ -24,10 +24,14 @@ def parse_skip(value: SkipLike, num_stages: int) -> tuple[bool, ...]:
 
     Accepted forms: a sequence of bools (or 0/1), a compact string ``"TFTF"``, the seed CLI's
     ``"True False True False"`` (or its list of tokens), and a single bool meaning every stage.
-    ``None`` means the super-net.
+    ``None`` is refused: it means *a model's default* (``model.skip``), which only the model knows -- use
+    ``model.resolve_skip(value)`` where ``None`` may come.
     """
     if value is None:
-        return (False,) * num_stages
+        raise ValueError(
+            f"no skip config given (None): give {num_stages} values as {_FORMS}, or resolve None to the model's "
+            "default with model.resolve_skip(None)"
+        )
     if isinstance(value, bool):
         return (value,) * num_stages
     if isinstance(value, str):

@@ -6,7 +6,7 @@ instead of it. Which norm types get twins, how a twin is made and recognised, an
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -43,12 +43,29 @@ def add_twin(norm: nn.Module) -> nn.Module:
     return norm
 
 
-def init_skip_norms_from_main(model: nn.Module) -> None:
-    """Copy each twinned norm's parameters and statistics into its twin (after loading torchvision weights)."""
+def init_skip_norms_from_main(model: nn.Module, loaded: Collection[str] | None = None) -> list[str]:
+    """Copy each twinned norm's parameters and statistics into its twin (after loading torchvision weights).
+
+    ``loaded``: the state-dict keys a file gave; then only the twin tensors it lacked are copied, and those it
+    had are kept (a file with some twins keeps them). Returns the keys of the twin tensors that were copied.
+    """
+    copied = []
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SkipAwareNorm):
-                m.skip_norm.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith(TWIN + ".")})
+        for name, m in model.named_modules():
+            if not isinstance(m, SkipAwareNorm):
+                continue
+            main = {k: v for k, v in m.state_dict().items() if not k.startswith(TWIN + ".")}
+            prefix = f"{name}.{TWIN}." if name else f"{TWIN}."
+            for key, twin in m.skip_norm.state_dict(keep_vars=True).items():
+                if loaded is None or prefix + key not in loaded:
+                    twin.copy_(main[key])
+                    copied.append(prefix + key)
+    return copied
+
+
+def twin_keys(model: nn.Module) -> list[str]:
+    """The state-dict keys of every twin's parameters and statistics."""
+    return [k for k in model.state_dict() if f".{TWIN}." in f".{k}"]
 
 
 def _norms_in(block: nn.Module, shared: Sequence[str]) -> Iterator[str]:
@@ -65,4 +82,12 @@ def _norms_in(block: nn.Module, shared: Sequence[str]) -> Iterator[str]:
                 yield name
 
 
-__all__ = ["BATCH_NORM_TYPES", "NORM_TYPES", "TWIN", "SkipAwareNorm", "add_twin", "init_skip_norms_from_main"]
+__all__ = [
+    "BATCH_NORM_TYPES",
+    "NORM_TYPES",
+    "TWIN",
+    "SkipAwareNorm",
+    "add_twin",
+    "init_skip_norms_from_main",
+    "twin_keys",
+]

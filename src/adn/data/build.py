@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..runtime.distributed import DistState, is_main_process
 from ..runtime.interrupt import ignore_stop_signals
-from ..training.config import DataConfig
+from .config import DataConfig
 from .loaders import BUILTIN_DATASETS, build_calibration_set, build_datasets, build_eval_loader
 from .mixup import mixup_cutmix_collate
 from .sampler import ResumableSampler, build_samplers

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..core.network import TWIN, SkipLike, parse_skip
+from ..core.network import TWIN, SkipLike
 from ..core.stats import FrozenStatsNorm
 
 
@@ -29,7 +29,7 @@ def export_subnet(model: nn.Module, skip: SkipLike) -> nn.Module:
 
     The model itself is not changed (its train/eval mode included).
     """
-    skip = parse_skip(skip, model.num_stages)
+    skip = model.resolve_skip(skip)  # None: model.skip, as in model(x)
     was_training = model.training
     model.eval()  # the eval path: the one with calibrated statistics, if any
     try:

@@ -39,7 +39,8 @@ import threading
 import torch
 from torch import nn
 
-from ..core.network import AdaptiveDepthNet
+from ..core.modules import unwrap
+from ..core.network import AdaptiveDepthNet, register_tensor_skip
 from .template import GatheredNorm, StageSwitch, _Flags, build_template
 
 STATS_MODES = ("gathered", "constant")
@@ -129,7 +130,7 @@ def switchable(model: AdaptiveDepthNet, stats: str = "gathered") -> SwitchableNe
     stages before it, and each leaf holds its statistics as constants (``2^(i+1)`` branches for stage ``i``: as
     fast as a single-depth file in onnxruntime, which holds each leaf's folded weights in memory); it falls back
     to ``"gathered"`` when some statistics depend on more than the flags up to their stage."""
-    net = getattr(model, "module", model)
+    net = unwrap(model)
     if not isinstance(net, AdaptiveDepthNet) or getattr(net, "_fixed", None) is not None:
         raise ValueError("switchable() needs an adaptive model (adn.create_model or adn.convert), not a sub-network")
     net.eval()
@@ -158,3 +159,6 @@ def build_switchable(model: AdaptiveDepthNet) -> SwitchableNet | Exception:
         return SwitchableNet(model)
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         return e
+
+
+register_tensor_skip(build_switchable, switchable_of)  # model(x, skip=<bool tensor>) runs the switchable form

@@ -10,7 +10,7 @@ from typing import Any
 from .losses import DetectionDistillation
 from .models import KINDS, AdaptiveDetector, build_detector
 
-__all__ = ["DataConfig", "DetectorConfig", "EvalConfig", "TrainConfig", "from_dict"]
+__all__ = ["DetectionDataConfig", "DetectorConfig", "DetectionEvalConfig", "DetectionTrainConfig", "from_dict"]
 
 METHODS = ("adn", "plain")
 
@@ -77,7 +77,7 @@ def _default_root() -> str:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DetectionDataConfig:
     """Where the images and annotations are. ``data="builtin"``: the built-in digit scenes (written once under
     ``root``); else a COCO-format folder with ``train_images``/``val_images`` and their annotation files
     (relative to ``data``)."""
@@ -98,14 +98,14 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class DetectionTrainConfig:
     """One detection training run. ``method="adn"``: self-distillation (super-net and base-net each step);
     ``"plain"``: ordinary training of the one sub-network ``train_skip`` (default the super-net; the base-net's
     config trains "the base-net's depth alone")."""
 
     output_dir: str
     detector: DetectorConfig = DetectorConfig()
-    data: DataConfig = DataConfig()
+    data: DetectionDataConfig = DetectionDataConfig()
     method: str = "adn"
     train_skip: str | None = None
     distill: DetectionDistillation = DetectionDistillation()
@@ -132,11 +132,11 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class DetectionEvalConfig:
     """Evaluation of a trained detector's sub-networks (``subnets``: skip configs, default all)."""
 
     checkpoint: str
-    data: DataConfig = DataConfig()
+    data: DetectionDataConfig = DetectionDataConfig()
     subnets: tuple[str, ...] | None = None
     calibrate_batches: int = 0
     latency: bool = True
@@ -151,7 +151,7 @@ def from_dict(cls: type, data: dict) -> Any:
     for key, value in data.items():
         if key not in known:
             continue
-        kind = {"detector": DetectorConfig, "data": DataConfig, "distill": DetectionDistillation}.get(key)
+        kind = {"detector": DetectorConfig, "data": DetectionDataConfig, "distill": DetectionDistillation}.get(key)
         kwargs[key] = from_dict(kind, value) if kind is not None and isinstance(value, dict) else value
         if key == "mask_channels" and value is not None:
             kwargs[key] = tuple(value)

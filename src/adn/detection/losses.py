@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..core.network import used_parameters
+from ..core.modules import unwrap, used_parameters
 from ..training.losses import distillation_loss
 
 __all__ = [
@@ -105,14 +105,10 @@ def prediction_term(
     return classes + bernoulli_kl(*flat).mean()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def unused_parameters(model: nn.Module, skip: tuple[bool, ...]) -> list[nn.Parameter]:
     """Trainable parameters of the detector that sub-network ``skip`` does not use (skipped blocks, the idle norm
     set): a pass that must give every parameter's DDP hook a gradient adds ``0 * their sum``."""
-    det = _unwrap(model)
+    det = unwrap(model)
     used = {id(p) for p in used_parameters(det.body, skip)}
     body = {id(p) for p in det.body.parameters()}
     return [p for p in det.parameters() if p.requires_grad and id(p) in body and id(p) not in used]
@@ -131,7 +127,7 @@ def detection_step(
     # As adn.training.engine.distillation_step: the super-net pass runs under no_sync; the base-net pass adds 0 * (the
     # parameters only the super-net uses) so that its backward visits every parameter and DDP reduces the
     # gradients of both passes in one bucketed all-reduce, without find_unused_parameters.
-    det = _unwrap(model)
+    det = unwrap(model)
     distributed = isinstance(model, DistributedDataParallel)
     n = det.num_stages
     with model.no_sync() if distributed else contextlib.nullcontext():

@@ -80,7 +80,7 @@ class AdaptiveDetector(nn.Module):
 
     @skip.setter
     def skip(self, value: SkipLike) -> None:
-        self._skip = parse_skip(value, self.num_stages)
+        self._skip = (False,) * self.num_stages if value is None else parse_skip(value, self.num_stages)
 
     def resolve_skip(self, skip: SkipLike) -> tuple[bool, ...]:
         return self._skip if skip is None else self.body.resolve_skip(skip)

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.network import BATCH_NORM_TYPES
 from ..core.skipconfig import format_skip, parse_skip
-from .config import DataConfig, EvalConfig, TrainConfig, to_dict
+from ..runtime.distributed import DistState, cleanup_distributed, init_distributed
+from .config import DetectionDataConfig, DetectionEvalConfig, DetectionTrainConfig, to_dict
 from .data import coco_dataset, collate, detection_transforms, write_digit_scenes
 from .evaluate import calibrate_detector, evaluate_subnets
 from .losses import detection_step, plain_step, unused_parameters
@@ -41,7 +42,7 @@ class TrainResult:
     final_loss: float
 
 
-def build_split(data: DataConfig, split: str, train: bool, num_classes: int | None, masks: bool = True):
+def build_split(data: DetectionDataConfig, split: str, train: bool, num_classes: int | None, masks: bool = True):
     """The ``split`` ("train"/"val") dataset of ``data`` (the built-in scenes are written first if needed)."""
     if data.data == "builtin":
         name = f"detect-digits-s{data.builtin_seed}-{data.builtin_train}-{data.builtin_val}-{data.builtin_size}"
@@ -70,21 +71,7 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def _init_distributed(device: str) -> tuple[bool, int, int, str]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return False, 0, 1, device
-    rank = int(os.environ["RANK"])
-    if device.startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return True, rank, world, device
-
-
-def _check_resume(saved: dict, config: TrainConfig, path: Path) -> None:
+def _check_resume(saved: dict, config: DetectionTrainConfig, path: Path) -> None:
     old = saved.get("config", {})
     for key in ("kind", "backbone", "num_classes"):
         if old.get("detector", {}).get(key) != getattr(config.detector, key):
@@ -94,9 +81,19 @@ def _check_resume(saved: dict, config: TrainConfig, path: Path) -> None:
             )
 
 
-def train_detector(config: TrainConfig) -> TrainResult:
-    """Train ``config.detector`` on ``config.data``; returns where the checkpoint is and how long it took."""
-    distributed, rank, world, device = _init_distributed(config.device)
+def train_detector(config: DetectionTrainConfig) -> TrainResult:
+    """Train ``config.detector`` on ``config.data``; returns where the checkpoint is and how long it took. Under
+    torchrun (or srun) it joins the process group as ``adn train`` does, and leaves it at the end."""
+    state = init_distributed(config.device)
+    try:
+        return _train(config, state)
+    finally:
+        if state.distributed:
+            cleanup_distributed()
+
+
+def _train(config: DetectionTrainConfig, state: DistState) -> TrainResult:
+    distributed, rank, world, device = state.distributed, state.rank, state.world_size, state.device
     torch.manual_seed(config.seed)
     det = config.detector.build().to(device)
     masks = config.detector.kind == "maskrcnn"
@@ -145,7 +142,7 @@ def train_detector(config: TrainConfig) -> TrainResult:
     return TrainResult(path, config.epochs, steps, spent, loss)
 
 
-def _resume(path: Path, config: TrainConfig, det, optimizer, scheduler) -> tuple[int, float]:
+def _resume(path: Path, config: DetectionTrainConfig, det, optimizer, scheduler) -> tuple[int, float]:
     """Load a run's checkpoint to continue it; returns (next epoch, training seconds so far)."""
     saved = load_checkpoint(path)
     _check_resume(saved, config, path)
@@ -208,7 +205,9 @@ def _epoch(model, det, config, loader, optimizer, scheduler, steps, epoch, skip,
     return mean
 
 
-def load_trained(path: str | os.PathLike, device: str = "cpu") -> tuple[AdaptiveDetector, TrainConfig, dict[str, Any]]:
+def load_trained(
+    path: str | os.PathLike, device: str = "cpu"
+) -> tuple[AdaptiveDetector, DetectionTrainConfig, dict[str, Any]]:
     """A trained detector from one of our checkpoints, with its training config."""
     from .config import from_dict
 
@@ -217,18 +216,18 @@ def load_trained(path: str | os.PathLike, device: str = "cpu") -> tuple[Adaptive
         raise ValueError(
             f"{path} is not an adn detection checkpoint (no 'config'/'model'); train one with adn detect train"
         )
-    config = from_dict(TrainConfig, saved["config"])
+    config = from_dict(DetectionTrainConfig, saved["config"])
     det = dataclasses.replace(config.detector, weights=None).build().to(device)  # the weights are in the file
     det.load_state_dict(saved["model"])
     return det, config, saved
 
 
-def evaluate_checkpoint(config: EvalConfig) -> list[dict[str, Any]]:
+def evaluate_checkpoint(config: DetectionEvalConfig) -> list[dict[str, Any]]:
     """Every requested sub-network of a trained detector (:func:`evaluate_subnets`) on the val split of
     ``config.data`` -- the checkpoint's own data unless ``config.data`` names another; recalibrated first with
     ``config.calibrate_batches`` > 0. Writes the rows as JSON to ``config.output`` if given."""
     det, trained, _ = load_trained(config.checkpoint, config.device)
-    data = trained.data if config.data == DataConfig() else config.data
+    data = trained.data if config.data == DetectionDataConfig() else config.data
     masks = det.kind == "maskrcnn"
     val = build_split(data, "val", False, det.num_classes, masks)
     loader = DataLoader(val, data.batch_size, collate_fn=collate, num_workers=data.workers)

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..core.flops import count_flops_table, count_params
+from ..core.modules import unwrap
 from ..core.skipconfig import SkipLike, format_skip, parse_skip, subnets
 from ..data import eval_loader
 from ..models.loading import build_model
@@ -48,9 +48,9 @@ def evaluate(
     all processes of a distributed run. One host synchronisation per report, none per batch.
     """
     model.eval()
-    net = model.module if isinstance(model, DistributedDataParallel) else model
+    net = unwrap(model)
     net = getattr(net, "module", net)  # AveragedModel (EMA) keeps the network in .module
-    skip = net.resolve_skip(skip) if hasattr(net, "resolve_skip") else parse_skip(skip, net.num_stages)
+    skip = net.resolve_skip(skip)
     device = torch.device(device)
     total = len(loader) if hasattr(loader, "__len__") else None
     progress = Progress(f"Test {log_suffix}".strip(), total)
@@ -163,7 +163,7 @@ def _evaluate(config: EvalConfig, dist: DistState) -> int:
             _log(f"sub-networks of {what} (GFLOPs = MACs at {resolution}px):")
         _log(format_rows(rows, fmt, num_classes))
     else:
-        skip = parse_skip(config.skip_cfg, model.num_stages)
+        skip = model.resolve_skip(config.skip_cfg)
         rows = evaluate_subnets(model, loader, device, resolution, [skip], channels_last=config.channels_last)
         row = rows[0]
         if fmt == "table":

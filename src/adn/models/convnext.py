@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torchvision.models import convnext as tv
 from torchvision.ops import StochasticDepth
 
@@ -32,6 +33,13 @@ class ConvNeXt(AdaptiveDepthNet, tv.ConvNeXt):
         super().__init__(block_setting=setting, **kwargs)
         # features = [stem, stage 1, downsampling, stage 2, downsampling, stage 3, downsampling, stage 4]
         self.set_stages([list(stage) for stage in self.features[1::2]], skipped_inactive=(StochasticDepth,))
+
+    def forward_features_plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        head = self.classifier[:-1] if pre_logits else self.classifier  # classifier: norm, flatten, linear
+        return head(self.avgpool(x))
 
 
 @register_model(

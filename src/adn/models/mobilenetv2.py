@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch import nn
 from torchvision.models import mobilenetv2 as tv
 
 from ..core.network import AdaptiveDepthNet
@@ -58,6 +59,13 @@ class MobileNetV2(AdaptiveDepthNet, tv.MobileNetV2):
                 (before if not stages else after).extend(blocks)
             start += n
         self.set_stages(stages, stage_twins={0: before, -1: [*after, self.features[-1]]})
+
+    def forward_features_plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, (1, 1)), 1)  # as torchvision's forward
+        return x if pre_logits else self.classifier(x)
 
     def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The reference implementation's names -> ours: ``features.<row>[.<block>].conv.<k>.conv_layer/norm``

@@ -9,6 +9,7 @@ the fly (``"tv:convnext_tiny"``, ``"timm:resnet50"``, see :mod:`adn.convert`); t
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,14 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+#: ``create_model("hf-hub:org/name")``: registered by :mod:`adn.hub` (``import adn`` does) -- the models layer
+#: imports no layer above it
+_HUB_LOADER: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_hub_loader(create: Callable[..., nn.Module]) -> None:
+    """Set what ``create_model("hf-hub:...")`` runs: :func:`adn.hub.create_from_hub`."""
+    _HUB_LOADER["create"] = create
 
 
 def register_model(
@@ -82,9 +91,15 @@ def flops_table(text: str) -> dict[str, tuple[float, None]]:
     return {skip: (float(gmacs), None) for skip, gmacs in zip(words[::2], words[1::2], strict=True)}
 
 
-def list_models() -> list[str]:
-    """Names accepted by :func:`create_model` (besides converted ``tv:``/``timm:`` models), sorted."""
-    return sorted(_REGISTRY)
+def list_models(pattern: str = "") -> list[str]:
+    """Names accepted by :func:`create_model` (besides converted ``tv:``/``timm:`` models), sorted; ``pattern``: a
+    shell-style wildcard as in timm (``"resnet*"``)."""
+    return sorted(n for n in _REGISTRY if not pattern or fnmatch.fnmatchcase(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    """Whether :func:`create_model` builds ``name``: registered, or a converted model's ``tv:``/``timm:`` name."""
+    return name in _REGISTRY or (is_converted_name(name) and bool(name.split(":", 1)[1]))
 
 
 def is_converted_name(name: str) -> bool:
@@ -112,14 +127,15 @@ def resolve_model_name(name: str) -> str:
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
-    *,
     pretrained: bool = False,
+    *,
+    num_classes: int = 1000,
     weights: str | None = None,
     pretrained_cfg_overlay: dict | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build an adaptive-depth model, e.g. ``create_model("resnet50", num_classes=10)``.
+    """Build an adaptive-depth model, e.g. ``create_model("resnet50", num_classes=10)`` (timm's order: the name,
+    then ``pretrained``; everything else by keyword).
 
     ``name``: a registered model (:func:`list_models`) or a torchvision/timm classifier to convert
     (``"tv:convnext_tiny"``, ``"timm:resnet50"``). ``weights`` (or, as in timm,
@@ -127,7 +143,16 @@ def create_model(
     or torchvision/timm weights of the plain model. Nothing is downloaded, so ``pretrained=True`` is an error
     that says so. Extra keyword arguments go to the architecture's builder (``image_size``,
     ``stochastic_depth_prob`` ...). The model carries its metadata as ``model.info``.
+    ``"hf-hub:org/name"``: a model shared with ``save_pretrained``/``push_to_hub``, its weights loaded
+    (:func:`adn.from_pretrained`).
     """
+    if not isinstance(pretrained, bool):
+        raise ValueError(
+            f"create_model({name!r}, {pretrained!r}): the second argument is pretrained (timm's order); give the "
+            f"class count by keyword: num_classes={pretrained!r}"
+        )
+    if name.startswith("hf-hub:"):
+        return _HUB_LOADER["create"](name, num_classes, weights=weights, pretrained=pretrained, **kwargs)
     if pretrained:
         raise ValueError(
             "adn downloads no weights: pass weights=PATH (a local file: a published ADN checkpoint, "
@@ -145,10 +170,11 @@ def create_model(
         model = info.builder(num_classes=num_classes, **kwargs)
     image_size = getattr(model, "image_size", None)
     model.info = dataclasses.replace(info, input_size=image_size or info.input_size)
+    model.build_kwargs = dict(kwargs)  # what save_pretrained records to rebuild the model
     if hasattr(model, "build_subnets"):
         model.build_subnets()  # the sub-network paths carry the new attribute too
     if weights is not None:
-        from ..core.checkpoint import load_weights
+        from .weights import load_weights
 
         load_weights(model, weights, model_name=name)
     return model
@@ -159,8 +185,10 @@ __all__ = [
     "create_model",
     "flops_table",
     "is_converted_name",
+    "is_model",
     "list_models",
     "model_info",
+    "register_hub_loader",
     "register_model",
     "resolve_model_name",
 ]

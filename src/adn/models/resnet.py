@@ -79,12 +79,18 @@ class ResNet(AdaptiveDepthNet):
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features_plain(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
             x = getattr(self, name)(x)
+        return x
+
+    def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head_plain(self.forward_features_plain(x))
 
 
 _TINY = {"num_classes": 10}

@@ -42,6 +42,13 @@ class SwinTransformer(AdaptiveDepthNet, tv.SwinTransformer):
         merges = {i: [merge] for i, merge in enumerate(self.features[2::2], start=1)}  # before stage i
         self.set_stages(stages, stage_twins=merges, skipped_inactive=(StochasticDepth,))
 
+    def forward_features_plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.permute(self.norm(self.features(x)))  # (N, C, H, W), as torchvision's forward pools it
+
+    def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.flatten(self.avgpool(x))
+        return x if pre_logits else self.head(x)
+
     def from_reference(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The reference implementation's names -> ours: ``pre.*`` -> ``features.0.*``, ``features.<k>`` ->
         ``features.<k+1>``."""

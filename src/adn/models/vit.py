@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torchvision.models import vision_transformer as tv
 
 from ..core.network import AdaptiveDepthNet
@@ -38,6 +39,15 @@ class VisionTransformer(AdaptiveDepthNet, tv.VisionTransformer):
         super().__init__(num_layers=num_layers, **kwargs)
         layers, per_stage = list(self.encoder.layers), num_layers // num_stages
         self.set_stages([layers[i : i + per_stage] for i in range(0, num_layers, per_stage)])
+
+    def forward_features_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens (N, 1 + patches, C), class token first, as torchvision's forward computes them."""
+        x = self._process_input(x)
+        return self.encoder(torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1))
+
+    def forward_head_plain(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0]
+        return x if pre_logits else self.heads(x)
 
 
 @register_model(

@@ -12,65 +12,53 @@ reference layout) maps to a config and back (:meth:`TrainConfig.from_flat`, :met
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..data.config import DataConfig, _at_least, _at_most, _one_of
+from .recipes import default_output_dir, fill_presets, preset_for
 
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the images come from, how they are batched and transformed (augmentation included)."""
-
-    data_path: str | None = None
-    dataset: str = "digits"
-    download: bool = False
-    batch_size: int = 64
-    workers: int = 0
-    interpolation: str = "bilinear"
-    train_crop_size: int | None = None
-    val_resize_size: int | None = None
-    val_crop_size: int | None = None
-    train_subset: int | None = None
-    val_subset: int | None = None
-    bad_images: str = "stop"
-    auto_augment: str | None = None
-    ra_magnitude: int = 9
-    augmix_severity: int = 3
-    random_erase: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    ra_sampler: bool = False
-    ra_reps: int = 3
-
-    def builtin_kwargs(self) -> dict[str, Any]:
-        """The built-in dataset's choice, for the data builders (nothing for the default digits)."""
-        return {"dataset": self.dataset, "download": self.download} if self.dataset != "digits" else {}
+OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop", "adamw")
+SCHEDULERS = ("steplr", "multisteplr", "cosineannealinglr", "exponentiallr")
+WARMUP_METHODS = ("constant", "linear")
+AMP_DTYPES = ("bf16", "fp16")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimiser, learning-rate schedule, epochs and weight EMA (the torchvision reference's flags)."""
 
-    epochs: int = 15
+    epochs: int | None = None
     opt: str = "sgd"
-    lr: float = 0.2
+    lr: float | None = None
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None
     norm_weight_decay: float | None = None
     bias_weight_decay: float | None = None
     transformer_embedding_decay: float | None = None
     label_smoothing: float = 0.0
-    lr_scheduler: str = "cosineannealinglr"
-    lr_warmup_epochs: int = 2
-    lr_warmup_method: str = "linear"
+    lr_scheduler: str | None = None
+    lr_warmup_epochs: int | None = None
+    lr_warmup_method: str | None = None
     lr_warmup_decay: float = 0.01
-    lr_step_size: int = 5
+    lr_step_size: int | None = None
     lr_multi_steps: tuple[int, ...] | None = None
-    lr_gamma: float = 0.1
+    lr_gamma: float | None = None
     lr_min: float = 0.0
     clip_grad_norm: float | None = None
     model_ema: bool = False
     model_ema_steps: int = 32
     model_ema_decay: float = 0.99998
+
+    def __post_init__(self) -> None:
+        _one_of(self, "opt", OPTIMIZERS)
+        _one_of(self, "lr_scheduler", SCHEDULERS)
+        _one_of(self, "lr_warmup_method", WARMUP_METHODS)
+        _at_least(self, 0, "lr", "lr_gamma", "lr_warmup_decay", "clip_grad_norm", above=True)
+        _at_least(self, 0, "epochs", "momentum", "lr_warmup_epochs", "lr_min", "label_smoothing", "model_ema_decay")
+        _at_least(self, 0, "weight_decay", "norm_weight_decay", "bias_weight_decay", "transformer_embedding_decay")
+        _at_least(self, 1, "lr_step_size", "model_ema_steps")
+        _at_most(self, 1, "label_smoothing", "model_ema_decay")
 
 
 @dataclass(frozen=True)
@@ -80,12 +68,20 @@ class DistillConfig:
     it: the reference's ``train_adn_distill.py --compile``)."""
 
     subpath_alpha: float = 0.5
-    subpath_temp: float = 1.0
+    subpath_temp: float | None = None  #: None: 1, or 2 with a teacher (the reference's train_adn_distill.py)
     kd_topk: int | None = None
     fpn: bool = False
     teacher: str | None = None
     teacher_weights: str | None = None
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "subpath_alpha")
+        _at_most(self, 1, "subpath_alpha")
+        _at_least(self, 0, "subpath_temp", above=True)
+        _at_least(self, 1, "kd_topk")
+        if self.teacher_weights is not None and self.teacher is None:
+            raise ValueError("teacher_weights is set without a teacher: give teacher (e.g. 'tv:resnet152') too")
 
 
 @dataclass(frozen=True)
@@ -101,7 +97,7 @@ class RunConfig:
     channels_last: bool = False
     use_deterministic_algorithms: bool = False
     max_steps: int | None = None
-    print_freq: int = 10
+    print_freq: int | None = None
     quiet: bool = False
     calib_images: int = 1024
     torch_compile: bool = False
@@ -111,12 +107,17 @@ class RunConfig:
     dist_world_size: int | None = None
     dist_url: str = "env://"
 
+    def __post_init__(self) -> None:
+        _one_of(self, "amp_dtype", AMP_DTYPES)
+        _at_least(self, 1, "max_steps", "print_freq", "dist_world_size")
+        _at_least(self, 0, "calib_images")
+
 
 @dataclass(frozen=True)
 class CheckpointConfig:
     """Where the weights come from (``resume``, ``weights``, ``pretrained``) and where the run's files go."""
 
-    output_dir: str = "output/resnet20"
+    output_dir: str | None = None  #: None: ``output/<model>`` (or the next free ``-2``, ``-3`` ...)
     keep_checkpoints: str = "2"
     start_epoch: int = 0
     resume: str | None = None
@@ -147,17 +148,27 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
+    def __post_init__(self) -> None:
+        # One source of defaults: a value left None takes the recipe for this data (training.recipes), the same
+        # way ``adn train`` and :func:`train_config` fill their unset flags.
+        if self.distill.subpath_temp is None:  # the reference's: T = 2 with an external teacher, else 1
+            temperature = 2.0 if self.distill.teacher else 1.0
+            object.__setattr__(self, "distill", replace(self.distill, subpath_temp=temperature))
+        flat = self.flat()
+        if all(flat[k] is not None for k in _FILLED) and flat["output_dir"] is not None:
+            return
+        from ..models.registry import resolve_model_name  # an unknown model: one line naming the known ones
+
+        filled = fill_presets(flat)
+        if filled["output_dir"] is None:
+            filled["output_dir"] = default_output_dir(resolve_model_name(self.model))
+        for name, kind in _SECTIONS.items():
+            object.__setattr__(self, name, _section(kind, filled))
+
     @classmethod
     def from_flat(cls, values: Mapping[str, Any]) -> TrainConfig:
         """From flag name -> value (a checkpoint's ``args``, the resolved flags); other keys are ignored."""
-        sections = {}
-        for name, kind in _SECTIONS.items():
-            taken = {f.name: values[f.name] for f in fields(kind) if f.name in values}
-            if taken.get("lr_multi_steps") is not None:
-                taken["lr_multi_steps"] = tuple(taken["lr_multi_steps"])
-            if "restored" in taken:
-                taken["restored"] = tuple(taken["restored"])
-            sections[name] = kind(**taken)
+        sections = {name: _section(kind, values) for name, kind in _SECTIONS.items()}
         return cls(model=values.get("model", cls.model), **sections)
 
     def flat(self) -> dict[str, Any]:
@@ -178,6 +189,19 @@ class TrainConfig:
             raise ValueError(f"unknown training setting(s) {', '.join(sorted(unknown))}; known: {', '.join(FLAGS)}")
         return TrainConfig.from_flat({**self.flat(), **flags})
 
+
+def _section(kind: type, values: Mapping[str, Any]) -> Any:
+    """The ``kind`` section of flag name -> value (lists of multi-value flags as tuples); missing flags: defaults."""
+    taken = {f.name: values[f.name] for f in fields(kind) if f.name in values}
+    for key in ("lr_multi_steps", "restored"):
+        if taken.get(key) is not None:
+            taken[key] = tuple(taken[key])
+    return kind(**taken)
+
+
+#: the flags a recipe fills when they are None
+_FILLED = ("batch_size", "workers", "epochs", "lr", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma")
+_FILLED += ("lr_warmup_epochs", "lr_warmup_method", "print_freq")
 
 #: every flag name a TrainConfig holds, and the section it lives in
 FLAGS: dict[str, str] = {
@@ -206,24 +230,30 @@ class EvalConfig:
     print_freq: int = 10
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        if self.data.batch_size is None or self.data.workers is None:  # the recipe's for this data, as in training
+            recipe = preset_for(self.data.data_path)
+            batch_size = self.data.batch_size if self.data.batch_size is not None else recipe["batch_size"]
+            workers = self.data.workers if self.data.workers is not None else recipe["workers"]
+            object.__setattr__(self, "data", replace(self.data, batch_size=batch_size, workers=workers))
+        _one_of(self, "format", ("table", "csv", "json"))
+
 
 def train_config(model: str = "resnet20", **flags: Any) -> TrainConfig:
     """The config ``adn train --model MODEL --flag value ...`` runs with: flags by name (``epochs=3``,
     ``data_path="/data/imagenet"``); unset ones take the presets (:mod:`adn.training.recipes`), the output directory
     ``output/<model>`` (or the next free ``-2``, ``-3`` ...)."""
     from ..models.registry import resolve_model_name
-    from .recipes import BUILTIN_PRESET, default_output_dir, fill_presets
 
     unknown = set(flags) - set(FLAGS)
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(sorted(unknown))}; known: {', '.join(FLAGS)}")
-    model = resolve_model_name(model)
-    values = fill_presets({**dict.fromkeys(BUILTIN_PRESET), **flags})
-    values.setdefault("output_dir", default_output_dir(model))
-    return TrainConfig.from_flat({**values, "model": model})
+    return TrainConfig.from_flat({**flags, "model": resolve_model_name(model)})
 
 
 __all__ = [
+    "OPTIMIZERS",  # DataConfig: defined with the data (adn.data.config), part of a TrainConfig here
+    "SCHEDULERS",
     "CheckpointConfig",
     "DataConfig",
     "DistillConfig",

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..core.network import used_parameters
+from ..core.modules import unwrap, used_parameters
 from ..evaluation.metrics import Progress, accuracy, correct_topk
 from .losses import SelfDistillation, distillation_loss, self_distillation_loss
 
@@ -82,10 +82,6 @@ class EpochResult:
         return {k: v for k, v in asdict(self).items() if k not in ("next_step", "interrupted")}
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def super_net_only_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters the base-net never uses: skippable blocks and the main set of each twinned norm."""
     base = {id(p) for p in used_parameters(model, True)}
@@ -114,7 +110,7 @@ def train_one_epoch(
     the first bad step, before anything can be saved.
     """
     model.train()
-    net = _unwrap(model)
+    net = unwrap(model)
     distributed = isinstance(model, DistributedDataParallel)
     tie_params = super_net_only_parameters(net) if distributed else []
     device = torch.device(device)
@@ -248,7 +244,7 @@ def distillation_step(
     # hook then hands DDP the gradient accumulated over both passes, and DDP averages all of them in ONE
     # bucketed all-reduce that overlaps the second backward. (static_graph=True does not survive no_sync with
     # a pass-dependent parameter set; find_unused_parameters=True would cost a graph traversal per step.)
-    net = _unwrap(model)
+    net = unwrap(model)
     distributed = isinstance(model, DistributedDataParallel)
     if distributed and tie_params is None:
         tie_params = super_net_only_parameters(net)

@@ -9,6 +9,7 @@ import datetime
 import json
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,17 +41,46 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 QUIET = 10**9  # print_freq that silences progress reports
 
 
-def fit(config: TrainConfig) -> int:
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` trained: where its files are and the final sub-network table."""
+
+    status: int  #: 0 when the run finished (or had finished); else it stopped early (a signal) and can resume
+    output_dir: Path
+    checkpoint: Path | None  #: the checkpoint to resume or evaluate (None if none was written)
+    weights: Path | None  #: ``model.safetensors``, the final (calibrated) weights, once the run finished
+    subnets: list[dict] = field(default_factory=list)  #: the final table: skip, GFLOPs, params, acc1 ...
+
+    @property
+    def finished(self) -> bool:
+        return self.status == 0 and self.weights is not None
+
+
+def fit(config: TrainConfig) -> FitResult:
     """Run ``config`` -- what ``adn train`` runs from its flags (:func:`adn.train_config` builds one the same
     way) -- in this process, or in the process group of torchrun's environment (or of srun tasks with
-    ``dist_world_size``/``dist_url``). Returns the exit status."""
+    ``dist_world_size``/``dist_url``). Returns what was trained (:class:`FitResult`)."""
     cfg = config.run
     dist = init_distributed(cfg.device, cfg.dist_world_size, cfg.dist_url)
     try:  # --cache-dataset: every ImageFolder scan of the run (train, val, calibration) goes through the cache
         with dataset_index_cache(default_cache_dir() if cfg.cache_dataset else None):
-            return _train(config, dist)
+            status = _train(config, dist)
     finally:
         cleanup_distributed()
+    out = Path(config.checkpoint.output_dir)
+    weights = out / "model.safetensors"
+    weights = weights if status == 0 and weights.is_file() else None
+    subnets = _weights_meta(weights).get("subnets", []) if weights is not None else []
+    checkpoint = out / "checkpoint.pth"
+    return FitResult(status, out, checkpoint if checkpoint.is_file() else None, weights, subnets)
+
+
+def _weights_meta(path: Path) -> dict:
+    """The metadata ``save_weights`` put in a safetensors header (the final table rides there)."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        return json.loads((f.metadata() or {}).get("adn", "{}"))
 
 
 def _log(*values) -> None:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..core.features import capture_stage_outputs
+from ..core.modules import unwrap
 
 #: the reference distils over the super-net's top-500 classes of each image (all classes below 500)
 DEFAULT_TOPK = 500
@@ -59,17 +59,6 @@ def feature_distillation_loss(
         raise ValueError(f"{len(teacher_features)} teacher features vs {len(student_features)} student features")
     terms = [distillation_loss(t, s, temperature) for t, s in zip(teacher_features, student_features, strict=True)]
     return torch.stack(terms).sum()
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The adaptive-depth model inside DDP and ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(model, DistributedDataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
 
 
 @dataclass(frozen=True)
@@ -129,7 +118,7 @@ class SelfDistillation:
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Super-net forward: its (weighted) loss, its logits, and its pooled stage outputs (detached; empty
         without ``features``)."""
-        net = _unwrap(model)
+        net = unwrap(model)
         skip = (False,) * net.num_stages
         with capture_stage_outputs(net, skip, self.distilled_stages(net.num_stages), detach=True) as features:
             logits = model(images, skip=skip)
@@ -139,7 +128,7 @@ class SelfDistillation:
         self, model: nn.Module, images: torch.Tensor, super_logits: torch.Tensor, super_features: Sequence = ()
     ) -> torch.Tensor:
         """Base-net forward: its (weighted) distillation loss from the super-net's detached outputs."""
-        net = _unwrap(model)
+        net = unwrap(model)
         skip = (True,) * net.num_stages
         with capture_stage_outputs(net, skip, self.distilled_stages(net.num_stages)) as features:
             logits = model(images, skip=skip)

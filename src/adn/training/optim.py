@@ -10,10 +10,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..core.checkpoint import load_state_dict_compat
 from ..core.network import NORM_TYPES
-from .config import OptimConfig
+from .config import OPTIMIZERS, SCHEDULERS, OptimConfig
 
-OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop", "adamw")
-SCHEDULERS = ("steplr", "multisteplr", "cosineannealinglr", "exponentiallr")
 TRANSFORMER_EMBEDDING_KEYS = ("class_token", "position_embedding", "relative_position_bias_table")
 
 
@@ -53,7 +51,9 @@ def build_optimizer(model: nn.Module, args: OptimConfig) -> torch.optim.Optimize
         return torch.optim.RMSprop(
             params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, eps=0.0316, alpha=0.9
         )
-    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    if args.opt == "adamw":
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    raise ValueError(f"unknown optimiser {args.opt!r}; known: {', '.join(OPTIMIZERS)}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: OptimConfig):
@@ -66,8 +66,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: OptimConfig):
         main = S.MultiStepLR(optimizer, milestones=list(args.lr_multi_steps), gamma=args.lr_gamma)
     elif args.lr_scheduler == "cosineannealinglr":
         main = S.CosineAnnealingLR(optimizer, T_max=main_epochs, eta_min=args.lr_min)
-    else:
+    elif args.lr_scheduler == "exponentiallr":
         main = S.ExponentialLR(optimizer, gamma=args.lr_gamma)
+    else:
+        raise ValueError(f"unknown lr scheduler {args.lr_scheduler!r}; known: {', '.join(SCHEDULERS)}")
     if args.lr_warmup_epochs == 0:
         return main
     if args.lr_warmup_method == "linear":

@@ -15,9 +15,10 @@ from torch import nn
 
 from .. import data as adn_data
 from ..core.calibrate import clear_calibration
-from ..core.checkpoint import checkpoint_arg, load_checkpoint, load_model_state, load_weights, peek_checkpoint_args
-from ..core.network import convert_sync_batchnorm
+from ..core.checkpoint import checkpoint_arg, load_checkpoint, load_model_state, peek_checkpoint_args
+from ..core.modules import convert_sync_batchnorm
 from ..models.registry import create_model
+from ..models.weights import load_weights
 from ..runtime.distributed import DistState, is_main_process
 from .config import TrainConfig
 from .optim import build_ema, build_optimizer, build_scheduler, load_ema_state
@@ -71,9 +72,7 @@ def build_run(
     if ck.weights:
         load_weights(model, ck.weights, weights_only=not ck.unsafe_pickle, model_name=config.model)
     if ck.pretrained:
-        from ..conversion import load_pretrained
-
-        load_pretrained(model, ck.pretrained, weights_only=not ck.unsafe_pickle)
+        load_weights(model, ck.pretrained, weights_only=not ck.unsafe_pickle, model_name=config.model)
     if dist.distributed and run.sync_bn:
         model = convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last if run.channels_last else torch.preserve_format)

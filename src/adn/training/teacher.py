@@ -122,9 +122,10 @@ def make_distillation(
     expected_sha256: str | None = None,
 ) -> SelfDistillation:
     """The distillation of a run: top-k defaults to the reference's 500, at most ``num_classes``; with a
-    ``teacher`` (and its local ``teacher_weights``) a :class:`TeacherDistillation` at the reference's T = 2 for both
-    terms, else a :class:`SelfDistillation` at ``temperature``. ``features``: feature self-distillation.
-    ``expected_sha256``: the teacher file a resumed run was trained with (another file is an error)."""
+    ``teacher`` (and its local ``teacher_weights``) a :class:`TeacherDistillation`, else a :class:`SelfDistillation`,
+    at ``temperature`` (both terms; a config's default with a teacher is the reference's T = 2). ``features``:
+    feature self-distillation. ``expected_sha256``: the teacher file a resumed run was trained with (another file
+    is an error)."""
     topk = topk or min(DEFAULT_TOPK, num_classes)
     if teacher is None:
         return SelfDistillation(alpha, temperature, topk, features=features)
@@ -136,7 +137,7 @@ def make_distillation(
             f"{expected_sha256[:12]}...); give that file, or start a new run from the weights (--weights)"
         )
     model = load_teacher(teacher, teacher_weights, num_classes, device, compile=compile_teacher)
-    return TeacherDistillation(alpha, topk=topk, features=features, teacher=model)
+    return TeacherDistillation(alpha, temperature, topk, features=features, teacher=model)
 
 
 __all__ = [
