@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("adn.cli.bench", "main", "measure latency/FLOPs/accuracy of every sub-network, Pareto plot"),
     "select": ("adn.cli.select", "main", "pick the most accurate sub-network within a latency/FLOPs budget"),
     "export": ("adn.cli.export", "main", "export one sub-network as a standalone TorchScript/ONNX file"),
+    "serve": ("adn.cli.serve", "main", "serve a switchable ONNX file on Ray Serve, the depth picked per request"),
     "push": (
         "adn.cli.push",
         "main",
