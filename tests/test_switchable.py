@@ -282,3 +282,18 @@ def test_cli_all_subnets(tmp_path, capsys):
     assert cli_main([*args[:-1], str(tmp_path / "x.pt")]) == 2
     assert "ending in .onnx" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.onnx", "r20.onnx.data", "r20.pt2"]
+
+
+@pytest.mark.parametrize("move", ["double", "to"])
+def test_calibrated_follows_model_to(move):
+    """Issue 29 defect 3: a calibrated model moved after its switchable form was built (model.double(),
+    model.to(dtype)) runs a tensor skip in the new dtype, with the per-config statistics, like a tuple skip."""
+    model, size = make_model("converted_resnet", calibrated=True)  # gathers per-config statistics
+    skip = (True, False, True, False)
+    model(torch.randn(1, 3, size, size), skip=torch.tensor(skip))  # builds the switchable form in float32
+    model = model.double() if move == "double" else model.to(torch.float64)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    with torch.no_grad():
+        got = model(x, skip=torch.tensor(skip))
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, model(x, skip=skip))

@@ -121,7 +121,10 @@ def _export_int8(exported, example, output: Path, args, meta: dict, resolution: 
         export_onnx(exported, example, float_path, args.opset, meta)
         quantize_int8(float_path, Path(tmp) / output.name, loader, limit=args.calib_images)
         Path(tmp, output.name).replace(output)
-    print(f"INT8 (onnxruntime static, QDQ, per-channel), calibrated on {min(args.calib_images, len(images))} images")
+    print(
+        "INT8 (onnxruntime static, QDQ: uint8 activations, int8 per-channel weights), "
+        f"calibrated on {min(args.calib_images, len(images))} images"
+    )
 
 
 def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
