@@ -297,3 +297,12 @@ def test_calibrated_follows_model_to(move):
         got = model(x, skip=torch.tensor(skip))
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, model(x, skip=skip))
+
+
+@pytest.mark.parametrize(("name", "calibrated"), [c for c in CASES if c[0] not in NO_ONNX])
+def test_no_warning_at_session_creation(name, calibrated, exported):
+    """No unused initializer in the file: onnxruntime warned 'Removing initializer' at every session (MobileNetV2)."""
+    _, _, paths = exported(name, calibrated)
+    code = "import onnxruntime as o, sys; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
+    done = subprocess.run([sys.executable, "-c", code, str(paths["onnx"])], capture_output=True, text=True, check=True)
+    assert "[W:onnxruntime" not in done.stderr, done.stderr
