@@ -8,11 +8,11 @@ onnxruntime's QOperator quantizer, which does descend into ``If`` branches, writ
 ``QLinearAdd`` with those ranges into the switchable graph itself (uint8 activations, int8 per-channel weights: the
 x86 kernels' format, see :mod:`adn.deploy.quantize`).
 
-The norms are folded into the convolutions first (onnxruntime's basic optimisation), so a block whose two
-branches use different norms (a stage's mandatory blocks: main norms when kept, twins when skipped) gets one
-folded INT8 copy per branch; every other weight is stored once, as INT8. A calibrated model must hold its
-statistics as constants (``--calibrated-stats constant``): gathered statistics are inputs of the norms and cannot
-be folded.
+The norms are folded into the convolutions first (onnxruntime's basic optimisation), which gives each branch its
+own copy of a weight that branches with different norms share; after quantization those copies hold the same INT8
+values (a folded norm only scales each output channel, which goes into the per-channel scale), so each is stored
+once again, in the main graph. A calibrated model must hold its statistics as constants (``--calibrated-stats
+constant``): gathered statistics are inputs of the norms and cannot be folded.
 """
 
 from __future__ import annotations
@@ -28,6 +28,45 @@ import numpy as np
 from .quantize import _arrays
 
 __all__ = ["quantize_switchable_int8"]
+
+
+def _graphs(graph):
+    """``graph`` and every graph nested in its nodes."""
+    yield graph
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            yield from _graphs(sub)
+
+
+def _share_weights(model) -> int:
+    """Store each INT8 weight once, in the main graph, where several branches hold the same one; returns how many
+    copies went. A calibrated model's branches differ in their norms only, and folding a norm scales each output
+    channel of the weight, which per-channel quantization takes into the channel's scale: the INT8 values agree
+    (their scales and biases, a few numbers per channel, stay in each branch)."""
+    import onnx
+    from onnx import numpy_helper
+
+    copies: dict[tuple, list] = {}
+    for graph in _graphs(model.graph):
+        for init in graph.initializer:
+            if init.data_type == onnx.TensorProto.INT8 and len(init.dims) > 1:
+                key = (tuple(init.dims), numpy_helper.to_array(init).tobytes())
+                copies.setdefault(key, []).append((graph, init))
+    renamed = {}
+    for found in copies.values():
+        if len(found) < 2:
+            continue
+        shared = onnx.TensorProto()
+        shared.CopyFrom(found[0][1])
+        shared.name = f"shared/{found[0][1].name}"
+        model.graph.initializer.append(shared)
+        for graph, init in found:
+            renamed[init.name] = shared.name
+            graph.initializer.remove(init)
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            node.input[:] = [renamed.get(s, s) for s in node.input]
+    return len(renamed) - sum(len(f) > 1 for f in copies.values())
 
 
 def _subgraphs(node):
@@ -194,4 +233,5 @@ def quantize_switchable_int8(float_path: str | Path, int8_path: str | Path, imag
         {"EnableSubgraph": True},
     )
     quantizer.quantize_model()
+    _share_weights(quantizer.model.model)
     onnx.save(quantizer.model.model, str(int8_path))
