@@ -109,6 +109,7 @@ def accuracy_rows(args, tmp: Path) -> list[str]:
 
     from adn.data.loaders import build_calibration_set, build_eval_loader
 
+    torch.set_num_threads(1)  # tiny convolutions: more threads on a shared CPU cost more than they gain
     model = train_resnet20(args.epochs)
     calib = DataLoader(build_calibration_set(image_size=32), batch_size=32, shuffle=True)
     adn.calibrate(model, calib, batches=8)
