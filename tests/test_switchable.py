@@ -306,3 +306,16 @@ def test_no_warning_at_session_creation(name, calibrated, exported):
     code = "import onnxruntime as o, sys; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
     done = subprocess.run([sys.executable, "-c", code, str(paths["onnx"])], capture_output=True, text=True, check=True)
     assert "[W:onnxruntime" not in done.stderr, done.stderr
+
+
+def test_torch_compile_inductor_cnn_every_config():
+    """A CNN on the CPU under inductor, every sub-network from one compiled graph: inductor's layout optimisation
+    (channels-last convolution outputs) breaks the stride check of a torch.cond branch in torch 2.14
+    (docs/deploy.md has the reduced case); turned off for this one compile, every config equals eager."""
+    torch._dynamo.reset()
+    model, size = make_model("resnet20")
+    compiled = torch.compile(model, fullgraph=True, options={"layout_optimization": False})
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        for c in adn.subnets(model):
+            close(compiled(x, torch.tensor(c)), model(x, skip=c))
