@@ -27,10 +27,11 @@ def get_args_parser() -> Parser:
     p.add_argument(
         "--calibrated-stats",
         choices=("gathered", "constant"),
-        default="gathered",
+        default=None,
         help="--all-subnets of a calibrated model: gathered = each BatchNorm picks its per-config statistics at run "
         "time (memory ~1x a single-depth session, ~1.3-1.7x its latency); constant = a branch per config of the "
-        "stages upstream, statistics folded in (latency ~1.05x, ~9x the memory for ResNet-50; see docs/deploy.md)",
+        "stages upstream, statistics folded in (latency ~1.05x, ~9x the memory for ResNet-50; see docs/deploy.md). "
+        "Default: gathered, constant with --quantize int8 (which needs it)",
     )
     p.add_argument("--output", required=True, help="file to write: *.onnx for ONNX, anything else TorchScript")
     p.add_argument("--format", choices=("torchscript", "onnx"), default=None, help="default: from --output's suffix")
@@ -42,7 +43,8 @@ def get_args_parser() -> Parser:
         "--quantize",
         choices=("int8",),
         help="ONNX only: onnxruntime static INT8 quantization, calibrated on training images run through the "
-        "exported sub-network (the built-in data's, or --calib-data's train/)",
+        "exported sub-network (with --all-subnets: through every sub-network, one INT8 file for every depth; the "
+        "built-in data's, or --calib-data's train/)",
     )
     p.add_argument("--calib-data", help="image-folder root with train/ for --quantize (default: the built-in data)")
     p.add_argument("--calib-images", type=int, default=256, help="calibration images for --quantize")
@@ -68,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError("which model? give --model NAME (the weights file does not record it)")
     if not output.parent.is_dir():
         raise NotADirectoryError(f"output directory {output.parent} does not exist; create it first")
-    if args.quantize and (fmt != "onnx" or args.all_subnets):
-        raise UsageError("--quantize int8 writes one sub-network's ONNX file: give --skip-cfg and --output *.onnx")
+    if args.quantize and fmt != "onnx":
+        raise UsageError("--quantize int8 writes an ONNX file: give --output *.onnx")
+    if args.quantize and args.calibrated_stats == "gathered":
+        raise UsageError("--quantize int8 folds the statistics into the weights: use --calibrated-stats constant")
     if args.all_subnets == bool(args.skip_cfg):
         raise UsageError("give either --skip-cfg (one sub-network) or --all-subnets (one file for every depth)")
     model, meta = build_model(name, args.weights, args.num_classes, ema=args.model_ema)
@@ -108,20 +112,20 @@ def _export_int8(exported, example, output: Path, args, meta: dict, resolution: 
     """``--quantize int8``: the float ONNX file in a temporary folder, then its INT8 version at ``output``."""
     import tempfile
 
-    from torch.utils.data import DataLoader
-
-    from ..data.loaders import build_calibration_set
     from ..deploy.export import export_onnx
     from ..deploy.quantize import quantize_int8
 
-    images = build_calibration_set(args.calib_data, image_size=resolution, dataset=meta.get("dataset", "digits"))
-    loader = DataLoader(images, batch_size=32, shuffle=True, generator=__import__("torch").Generator().manual_seed(0))
+    loader = _calibration_loader(args, meta, resolution)
+    images = loader.dataset
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".adn-export-") as tmp:
         float_path = Path(tmp) / "float.onnx"
         export_onnx(exported, example, float_path, args.opset, meta)
         quantize_int8(float_path, Path(tmp) / output.name, loader, limit=args.calib_images)
         Path(tmp, output.name).replace(output)
-    print(f"INT8 (onnxruntime static, QDQ, per-channel), calibrated on {min(args.calib_images, len(images))} images")
+    print(
+        "INT8 (onnxruntime static, QDQ: uint8 activations, int8 per-channel weights), "
+        f"calibrated on {min(args.calib_images, len(images))} images"
+    )
 
 
 def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
@@ -136,7 +140,11 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
     if output.suffix.lower() != ".onnx" or args.format == "torchscript":
         raise UsageError(f"--all-subnets writes ONNX (+ .pt2): give --output ending in .onnx, not {output.name}")
     resolution = args.resolution or model.info.input_size
-    net = switchable(model, args.calibrated_stats)
+    net = switchable(model, args.calibrated_stats or ("constant" if args.quantize else "gathered"))
+    if args.quantize and net.stats_mode == "gathered":
+        raise UsageError("--quantize int8 needs a model calibrated for every sub-network (or not calibrated)")
+    if args.quantize:
+        return _export_all_int8(net, name, meta, output, args, resolution)
     paths = export_switchable(net, output, resolution=resolution, meta={**meta, "model": name})
     import onnxruntime as ort
 
@@ -149,10 +157,41 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
             worst = max(worst, (torch.from_numpy(got) - model(x, skip=skip)).abs().max().item())
     print(f"{name}: {2**model.num_stages} sub-networks in one file; onnxruntime vs PyTorch: max abs diff {worst:.2e}")
     if net.stats_mode != "none":  # "constant" falls back to "gathered" for a model calibrated for some configs only
-        print(f"calibrated statistics: {net.stats_mode} (--calibrated-stats {args.calibrated_stats})")
+        print(f"calibrated statistics: {net.stats_mode} (--calibrated-stats {args.calibrated_stats or 'gathered'})")
     print(f"wrote {paths['onnx']} ({onnx_size(paths['onnx']) / 1e6:.1f} MB with {paths['onnx'].name}.data, ONNX)")
     print(f"wrote {paths['pt2']} ({paths['pt2'].stat().st_size / 1e6:.1f} MB, torch.export)")
     return 0
+
+
+def _export_all_int8(net, name: str, meta: dict, output: Path, args, resolution: int) -> int:
+    """``--all-subnets --quantize int8``: the float switchable file in a temporary folder, then ONE INT8 file."""
+    import tempfile
+
+    from ..deploy.export_switchable import export_switchable
+    from ..deploy.quantize_switchable import quantize_switchable_int8
+
+    loader = _calibration_loader(args, meta, resolution)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".adn-export-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        export_switchable(net, float_path, resolution=resolution, meta={**meta, "model": name}, pt2=False)
+        quantize_switchable_int8(float_path, Path(tmp) / output.name, loader, limit=args.calib_images)
+        Path(tmp, output.name).replace(output)
+    print(
+        f"{name}: {2**net.num_stages} sub-networks in one INT8 file (uint8 activations, int8 per-channel weights), "
+        f"ranges calibrated on {min(args.calib_images, len(loader.dataset))} images through every sub-network"
+    )
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, ONNX)")
+    return 0
+
+
+def _calibration_loader(args, meta: dict, resolution: int):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..data.loaders import build_calibration_set
+
+    images = build_calibration_set(args.calib_data, image_size=resolution, dataset=meta.get("dataset", "digits"))
+    return DataLoader(images, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
 
 
 __all__ = ["get_args_parser", "main"]

@@ -113,6 +113,7 @@ def switchable_onnx(program: torch.export.ExportedProgram, path: str | Path, met
     import onnxscript.optimizer
 
     onnxscript.optimizer.optimize_ir(onnx_program.model)
+    _drop_unused_initializers(onnx_program.model)
     _localize_initializers(onnx_program.model)
     # the exporter annotates every node with its source (stack trace, module path): megabytes for two
     # branches per stage, nothing onnxruntime reads
@@ -123,6 +124,19 @@ def switchable_onnx(program: torch.export.ExportedProgram, path: str | Path, met
     if meta:
         onnx_program.model.metadata_props["adn"] = json.dumps(dict(meta))
     onnx_program.save(str(path), external_data=True)
+
+
+def _drop_unused_initializers(model) -> int:
+    """Remove the initializers no node reads (constants the optimizer folded into a branch's copy, e.g. in
+    MobileNetV2); returns how many. onnxruntime would drop them itself, with a warning at every session."""
+    dropped = 0
+    for graph in (model.graph, *model.graphs()):
+        outputs = {id(v) for v in graph.outputs}
+        for name, value in list(graph.initializers.items()):
+            if not value.uses() and id(value) not in outputs:
+                graph.initializers.pop(name)
+                dropped += 1
+    return dropped
 
 
 def _localize_initializers(model) -> int:

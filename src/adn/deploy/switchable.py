@@ -95,6 +95,7 @@ class SwitchableNet(nn.Module):
     def forward(self, image: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_compiling():
             check_skip(skip, self.num_stages)
+            self._follow_model()
             if not torch.compiler.is_exporting():  # eager: the same template, with Python bools
                 flags = tuple(bool(s) for s in skip.tolist())
                 with self._lock:
@@ -103,6 +104,15 @@ class SwitchableNet(nn.Module):
                     )
         place_values = 2 ** torch.arange(self.num_stages - 1, -1, -1, device=skip.device)
         return self._run(image, skip, (skip.long() * place_values).sum().reshape(1))
+
+    def _follow_model(self) -> None:
+        """Give the gathered statistics the dtype and device of the norms they belong to: they are stacked copies
+        of the calibration, and a model holds its switchable form outside its module tree (it is built from the
+        model), so ``model.to()`` / ``.double()`` / ``.cuda()`` does not reach them."""
+        for gathered in self.stats.values():
+            want = gathered.norm.running_mean
+            if gathered.running_mean.dtype != want.dtype or gathered.running_mean.device != want.device:
+                gathered.to(want)
 
     def _run(self, image: torch.Tensor, skip, index) -> torch.Tensor:
         self.flags.skip, self.flags.index = skip, index
