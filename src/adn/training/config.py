@@ -99,7 +99,7 @@ class RunConfig:
     max_steps: int | None = None
     print_freq: int | None = None
     quiet: bool = False
-    calib_images: int = 1024
+    calib_images: int | None = None
     torch_compile: bool = False
     cache_dataset: bool = False
     #: torch CPU threads, a count or "auto": one per core other processes leave free, probed again every epoch
@@ -203,7 +203,7 @@ def _section(kind: type, values: Mapping[str, Any]) -> Any:
 
 #: the flags a recipe fills when they are None
 _FILLED = ("batch_size", "workers", "epochs", "lr", "weight_decay", "lr_scheduler", "lr_step_size", "lr_gamma")
-_FILLED += ("lr_warmup_epochs", "lr_warmup_method", "print_freq")
+_FILLED += ("lr_warmup_epochs", "lr_warmup_method", "print_freq", "calib_images")
 
 #: every flag name a TrainConfig holds, and the section it lives in
 FLAGS: dict[str, str] = {
