@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..core.calibrate import calibrate
-from ..core.checkpoint import peek_checkpoint_arg, save_checkpoint, save_weights
+from ..core.checkpoint import peek_checkpoint, peek_checkpoint_arg, save_checkpoint, save_weights
 from ..core.network import BATCH_NORM_TYPES
 from ..data import TrainData, build_data, calibration_loader
 from ..data.cache import dataset_index_cache, default_cache_dir
@@ -38,7 +38,6 @@ from .losses import DEFAULT_TOPK, SelfDistillation
 from .run import (
     FitResult,
     Run,
-    _weights_meta,
     build_run,
     make_checkpoint,
     prune_checkpoints,
@@ -66,7 +65,7 @@ def fit(config: TrainConfig) -> FitResult:
     out = Path(config.checkpoint.output_dir)
     weights = out / "model.safetensors"
     weights = weights if status == 0 and weights.is_file() else None
-    subnets = _weights_meta(weights).get("subnets", []) if weights is not None else []
+    subnets = (peek_checkpoint(weights) or {}).get("meta", {}).get("subnets", []) if weights is not None else []
     checkpoint = out / "checkpoint.pth"
     return FitResult(status, out, checkpoint if checkpoint.is_file() else None, weights, subnets)
 

@@ -4,7 +4,6 @@ grows), checkpoints with what inference needs, how many to keep, and the RNG sta
 
 from __future__ import annotations
 
-import json
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -262,14 +261,6 @@ class FitResult:
     @property
     def finished(self) -> bool:
         return self.status == 0 and self.weights is not None
-
-
-def _weights_meta(path: Path) -> dict:
-    """The metadata ``save_weights`` put in a safetensors header (the final table rides there)."""
-    from safetensors import safe_open
-
-    with safe_open(path, "pt") as f:
-        return json.loads((f.metadata() or {}).get("adn", "{}"))
 
 
 __all__ = [
