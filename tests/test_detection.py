@@ -193,3 +193,26 @@ def test_torchvision_detector_weights_give_torchvision_outputs():
     assert len(expected[0]["boxes"]) > 0
     torch.testing.assert_close(got[0]["boxes"], expected[0]["boxes"])
     torch.testing.assert_close(got[0]["scores"], expected[0]["scores"])
+
+
+def test_schedule_is_warmup_then_cosine_from_the_shared_builders():
+    import math
+    import warnings
+
+    from adn.detection.config import DetectionTrainConfig
+    from adn.detection.train import build_optim
+
+    config = DetectionTrainConfig(output_dir="unused", lr=0.02, weight_decay=1e-4, warmup_steps=10)
+    net = torch.nn.Linear(3, 3)
+    optimizer, scheduler = build_optim(net, config, 50)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["weight_decay"] == 1e-4
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(50):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+    want = [0.02 * (0.001 + 0.999 * s / 10) for s in range(10)]
+    want += [0.02 * 0.5 * (1 + math.cos(math.pi * (s - 10) / 40)) for s in range(10, 50)]
+    assert lrs == pytest.approx(want, abs=1e-9)

@@ -52,6 +52,33 @@ def test_features_then_head_is_the_forward_of_every_depth(built):
     model.skip = supernet
 
 
+def test_intermediates_are_the_stage_outputs_of_the_chosen_depth(built):
+    model, x = built
+    base, supernet = adn.subnets(model)[-1], adn.subnets(model)[0]
+    with torch.no_grad():
+        features, outs = model.forward_intermediates(x, skip=base)
+        torch.testing.assert_close(features, model.forward_features(x, skip=base))
+        assert len(outs) == model.num_stages and all(o.shape[0] == 2 for o in outs)
+        with adn.core.features.capture_stage_outputs(model, base, range(model.num_stages), detach=True) as pooled:
+            model(x, skip=base)
+        for out, mean in zip(outs, pooled, strict=True):  # the tapped block's output is what the hooks see
+            torch.testing.assert_close(
+                adn.core.features.pool_channels(out, getattr(model, "feature_channel_dim", None)), mean
+            )
+        last = model.forward_intermediates(x, 1, skip=supernet, intermediates_only=True)
+        assert len(last) == 1 and not torch.equal(last[0], outs[-1])  # the super-net's last stage, not the base's
+        head = model.get_classifier()
+        calls = []
+        handle = head.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            model.forward_intermediates(x, [0], skip=base, intermediates_only=True)
+        finally:
+            handle.remove()
+        assert not calls  # stopped after stage 0: the head never ran
+    with pytest.raises(ValueError, match="stage numbers"):
+        model.forward_intermediates(x, [model.num_stages], intermediates_only=True)
+
+
 def test_classifier_read_and_reset(built):
     model, x = built
     model = _copy(model)

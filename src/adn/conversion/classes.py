@@ -21,7 +21,7 @@ def _restore(original: type) -> nn.Module:
 
 # The timm model contract: a model may have its own (timm's); ours run it on the chosen sub-network's path.
 _CONTRACT = {"forward_features", "forward_head", "get_classifier", "reset_classifier", "num_features"}
-_CONTRACT |= {"set_grad_checkpointing", "classifier_name"}
+_CONTRACT |= {"set_grad_checkpointing", "classifier_name", "forward_intermediates"}
 # AdaptiveDepthNet's names a model class must not define itself (forward, train, extra_repr, _load_from_state_dict,
 # __getstate__ and __setstate__ are overridden cooperatively: they call the original's through super()).
 _OVERRIDDEN = {"forward", "train", "extra_repr", "_load_from_state_dict", "__getstate__", "__setstate__"}

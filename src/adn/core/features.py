@@ -1,4 +1,6 @@
-"""The pooled output of chosen stages of one sub-network's forward pass: what feature self-distillation compares.
+"""The outputs of chosen stages of one sub-network's forward pass: pooled, what feature self-distillation compares
+(:func:`capture_stage_outputs`); unpooled, what ``forward_intermediates`` returns and a detector's FPN reads
+(:func:`stage_outputs`).
 
 A stage's output in sub-network ``skip`` is the output of its last block that runs there: its last skippable block
 when the stage is not skipped, its last mandatory block when it is. It is captured by a forward hook on that block,
@@ -18,6 +20,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from .tree import substitute
 
 
 def stage_output_blocks(net: nn.Module, skip: Sequence[bool], stages: Sequence[int]) -> list[str]:
@@ -74,4 +78,41 @@ def capture_stage_outputs(
     outputs.extend(found[i] for i in range(len(handles)))
 
 
-__all__ = ["capture_stage_outputs", "pool_channels", "stage_output_blocks"]
+class _Done(Exception):
+    """Raised by the last tap of a call that wants the stage outputs only: the rest of the network is not needed."""
+
+
+class _Tap(nn.Module):
+    """A block whose output is also appended to one call's list (``stop``: then ends the forward pass)."""
+
+    def __init__(self, block: nn.Module, sink: list[torch.Tensor], stop: bool) -> None:
+        super().__init__()
+        self.block, self.sink, self.stop = block, sink, stop
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        y = self.block(*args)
+        self.sink.append(y)
+        if self.stop:
+            raise _Done
+        return y
+
+
+def stage_outputs(
+    net: nn.Module, path: nn.Module, x: torch.Tensor, skip: Sequence[bool], stages: Sequence[int], only: bool = True
+) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+    """``(features, outputs)``: the unpooled outputs of ``stages`` (ascending) when ``path`` -- sub-network ``skip``
+    of ``net`` -- runs ``x``, and its ``forward_features_plain`` output (``None`` with ``only``: the pass then stops
+    after the last of ``stages``). The output blocks are swapped for taps in a copy of the path's containers made
+    for this call, so nothing is written to the model: calls may run at once in threads."""
+    names = stage_output_blocks(net, skip, stages)
+    sink: list[torch.Tensor] = []
+    tapped, _ = substitute(path, {n: _Tap(path.get_submodule(n), sink, only and n == names[-1]) for n in names})
+    features = None
+    with contextlib.suppress(_Done):
+        features = tapped.forward_features_plain(x)
+    if len(sink) != len(names):
+        raise RuntimeError(f"adn: the forward pass ran {len(sink)} of the {len(names)} stage blocks it should")
+    return features, sink
+
+
+__all__ = ["capture_stage_outputs", "pool_channels", "stage_output_blocks", "stage_outputs"]

@@ -1,7 +1,7 @@
 """What a classifier's head is, found once (the layer a model declares, ``model.info.classifier``, else its last
 ``nn.Linear``), and the timm model contract every adaptive-depth model keeps on top of it: ``forward_features``
-(the unpooled map of a sub-network), ``forward_head``, ``get_classifier``, ``reset_classifier``, ``num_features``,
-``set_grad_checkpointing``.
+(the unpooled map of a sub-network), ``forward_intermediates`` (its stage outputs), ``forward_head``,
+``get_classifier``, ``reset_classifier``, ``num_features``, ``set_grad_checkpointing``.
 
 An architecture declares where its features end and its head begins with :meth:`forward_features_plain` and
 :meth:`forward_head_plain` (their composition is its ``forward``); a converted timm model uses timm's own, run on the
@@ -10,10 +10,13 @@ sub-network's path; any other converted model is split at its last global averag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .features import stage_outputs
 from .skipconfig import SkipLike
 
 _POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d)
@@ -101,6 +104,23 @@ class ClassifierMixin:
         keywords go to a timm model's own ``forward_features`` (``attn_mask`` ...), which its forward calls."""
         return self.subnet(skip).forward_features_plain(x, **kwargs)  # type: ignore[attr-defined]
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        skip: SkipLike = None,
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The unpooled stage outputs of sub-network ``skip`` (default: ``model.skip``), as timm's
+        ``forward_intermediates``: ``indices`` are stages (``None``: all; ``n``: the last ``n``; a list: those). A
+        stage's output is that of its last block that runs in ``skip``. Returns ``(forward_features(x), outputs)``,
+        or only the outputs with ``intermediates_only`` (the pass then stops after the last one)."""
+        stages = _stage_indices(indices, self.num_stages)  # type: ignore[attr-defined]
+        skip = self.resolve_skip(skip)  # type: ignore[attr-defined]
+        path = self.subnet(skip)  # type: ignore[attr-defined]
+        features, outputs = stage_outputs(self, path, x, skip, stages, only=intermediates_only)  # type: ignore[arg-type]
+        return outputs if intermediates_only else (features, outputs)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False, skip: SkipLike = None, **kwargs) -> torch.Tensor:
         """Sub-network ``skip``'s head on :meth:`forward_features`' output: pooled, then classified (``pre_logits``:
         the pooled features the classifier reads)."""
@@ -147,6 +167,21 @@ class ClassifierMixin:
                 "forward_features_plain / forward_head_plain"
             )
         return pools[-1]
+
+
+def _stage_indices(indices: int | Sequence[int] | None, num_stages: int) -> list[int]:
+    if indices is None:
+        return list(range(num_stages))
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"indices={indices}: the last n stages needs 1 <= n <= {num_stages}")
+        return list(range(num_stages - indices, num_stages))
+    stages = sorted({int(i) % num_stages if -num_stages <= int(i) < num_stages else num_stages for i in indices})
+    if not stages or stages[-1] >= num_stages:
+        raise ValueError(
+            f"indices must be stage numbers in 0..{num_stages - 1} (or negative from the end), got {indices}"
+        )
+    return stages
 
 
 def _raise(exc: Exception) -> None:

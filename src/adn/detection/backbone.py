@@ -1,16 +1,15 @@
 """Adaptive-depth FPN backbones: an adn model's stages feeding torchvision's FeaturePyramidNetwork.
 
 The *body* is any :class:`~adn.core.network.AdaptiveDepthNet` with NCHW stage outputs (a registered ResNet, a converted
-torchvision/timm residual network, :func:`tiny_resnet` for CPU). For skip config ``c`` the backbone runs the
-body's own path ``body.subnet(c)`` -- the one skip mechanism -- with the last block of each returned stage
-wrapped in a *tap* that hands its output to a list made for that call; the last tap ends the body's forward,
-so its pooling and classifier never run. Taps are built per call, so nothing is written to the model: calls
-with different configs may run at once in threads.
+torchvision/timm residual network, :func:`tiny_resnet` for CPU). For skip config ``c`` the backbone reads the
+body's stage outputs with the timm contract's ``body.forward_intermediates(x, stages, skip=c,
+intermediates_only=True)``: the body's own path for ``c`` (the one skip mechanism), stopped after the last stage
+the FPN reads, so its pooling and classifier never run. Nothing is written to the model per call: calls with
+different configs may run at once in threads.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
@@ -23,7 +22,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, FeaturePyrami
 from ..core.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
 from ..core.network import TWIN, AdaptiveDepthNet
 from ..core.skipconfig import SkipLike
-from ..core.tree import shallow_copy, substitute
+from ..core.tree import shallow_copy
 from ..models.resnet import ResNet
 
 __all__ = ["AdaptiveFPNBackbone", "build_body", "freeze_batch_norms", "tiny_resnet"]
@@ -38,23 +37,6 @@ def tiny_resnet(widths: Sequence[int] = (32, 64, 128, 256), blocks: int = 2) -> 
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     return model
-
-
-class _Done(Exception):
-    """Raised by the last tap: the stage outputs are all in, the rest of the body is not needed."""
-
-
-class _Tap(nn.Module):
-    def __init__(self, block: nn.Module, sink: list[torch.Tensor], last: bool) -> None:
-        super().__init__()
-        self.block, self.sink, self.last = block, sink, last
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        self.sink.append(y)
-        if self.last:
-            raise _Done
-        return y
 
 
 def _drop_classifier(body: AdaptiveDepthNet) -> None:
@@ -159,24 +141,9 @@ class AdaptiveFPNBackbone(nn.Module):
             raise ValueError("the backbone's stages must return NCHW feature maps (convolutional networks)")
         return [o.shape[1] for o in outs], [size // o.shape[-1] for o in outs]
 
-    def _tap_names(self, skip: tuple[bool, ...]) -> list[str]:
-        names = []
-        for i in self.stages:
-            mandatory, skippable = self.body.layout.stages[i]
-            names.append(mandatory[-1] if skip[i] or not skippable else skippable[-1])
-        return names
-
     def stage_outputs(self, x: torch.Tensor, skip: SkipLike = None) -> list[torch.Tensor]:
         """The outputs of the returned stages of sub-network ``skip`` of the body."""
-        skip = self.body.resolve_skip(skip)
-        path = self.body.subnet(skip)
-        names = self._tap_names(skip)
-        sink: list[torch.Tensor] = []  # this call's own: concurrent calls never share one
-        taps = {n: _Tap(path.get_submodule(n), sink, n == names[-1]) for n in names}
-        tapped, _ = substitute(path, taps)
-        with contextlib.suppress(_Done):
-            tapped.forward_plain(x)
-        return sink
+        return self.body.forward_intermediates(x, self.stages, skip=skip, intermediates_only=True)
 
     def forward(self, x: torch.Tensor) -> Mapping[str, torch.Tensor]:
         outs = self.stage_outputs(x, self.skip)

@@ -9,12 +9,14 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
@@ -22,6 +24,8 @@ from ..core.checkpoint import load_checkpoint, save_checkpoint
 from ..core.network import BATCH_NORM_TYPES
 from ..core.skipconfig import format_skip, parse_skip
 from ..runtime.distributed import DistState, cleanup_distributed, init_distributed
+from ..training.config import OptimConfig
+from ..training.optim import build_optimizer, build_scheduler
 from .config import DetectionDataConfig, DetectionEvalConfig, DetectionTrainConfig, to_dict
 from .data import coco_dataset, collate, detection_transforms, write_digit_scenes
 from .evaluate import calibrate_detector, evaluate_subnets
@@ -62,13 +66,23 @@ def build_split(data: DetectionDataConfig, split: str, train: bool, num_classes:
     return coco_dataset(images, ann, detection_transforms(train), num_classes, data.allow_empty, masks)
 
 
-def _lr_lambda(warmup: int, total: int):
-    def f(step: int) -> float:
-        if step < warmup:
-            return 0.001 + (1 - 0.001) * step / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return f
+def build_optim(det: nn.Module, config: DetectionTrainConfig, total_steps: int):
+    """``(optimizer, scheduler)`` from the shared builders (:mod:`adn.training.optim`), the scheduler stepped per
+    iteration (so the :class:`OptimConfig`'s "epochs" count iterations here): SGD; a linear warm-up from 0.001x
+    over ``warmup_steps`` (at most half the run), then a cosine decay to 0 -- torchvision's detection recipe."""
+    optim = OptimConfig(
+        epochs=total_steps,
+        opt="sgd",
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        lr_scheduler="cosineannealinglr",
+        lr_warmup_epochs=min(config.warmup_steps, total_steps // 2),
+        lr_warmup_method="linear",
+        lr_warmup_decay=0.001,
+    )
+    optimizer = build_optimizer(det, optim)
+    return optimizer, build_scheduler(optimizer, optim)
 
 
 def _check_resume(saved: dict, config: DetectionTrainConfig, path: Path) -> None:
@@ -108,10 +122,7 @@ def _train(config: DetectionTrainConfig, state: DistState) -> TrainResult:
         train_set, config.data.batch_size, sampler=sampler, collate_fn=collate, num_workers=config.data.workers
     )
     steps_per_epoch = len(loader) if config.max_steps is None else min(len(loader), config.max_steps)
-    params = [p for p in det.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(min(config.warmup_steps, total // 2), total))
+    optimizer, scheduler = build_optim(det, config, steps_per_epoch * config.epochs)
     out = Path(config.output_dir)
     path, start_epoch, spent = out / CHECKPOINT, 0, 0.0
     if config.resume and path.is_file():
@@ -148,7 +159,14 @@ def _resume(path: Path, config: DetectionTrainConfig, det, optimizer, scheduler)
     _check_resume(saved, config, path)
     det.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["lr_scheduler"])
+    schedule = saved["lr_scheduler"]
+    if "lr_lambdas" in schedule:  # a checkpoint from before the shared builders (a LambdaLR, the same curve)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": it only catches up
+            for _ in range(int(schedule["last_epoch"])):
+                scheduler.step()
+    else:
+        scheduler.load_state_dict(schedule)
     torch.set_rng_state(saved["rng"])
     return int(saved["epoch"]), float(saved.get("train_time_s", 0.0))
 
