@@ -1,6 +1,9 @@
-"""Errors that the command line reports as one line (``adn: error: ...``) instead of a traceback."""
+"""Errors that the command line reports as one line (``adn: error: ...``) instead of a traceback, and the checks the
+configs (``adn.training.config``, ``adn.data.config``) validate their fields with."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 
 class UsageError(Exception):
@@ -28,4 +31,27 @@ def torchvision_mismatch(exc: BaseException) -> str:
     )
 
 
-__all__ = ["UsageError", "torchvision_mismatch"]
+def one_of(section: object, name: str, allowed: Collection[str]) -> None:
+    """``section.name`` is None or one of ``allowed``: a wrong value is a ValueError line naming the choices."""
+    value = getattr(section, name)
+    if value is not None and value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+
+
+def at_least(section: object, low: float, *names: str, above: bool = False) -> None:
+    """Each of ``names`` is None or ``>= low`` (``> low`` with ``above``): a wrong value is a ValueError line."""
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and (value <= low if above else value < low):
+            raise ValueError(f"{name}={value!r} must be {'>' if above else '>='} {low}")
+
+
+def at_most(section: object, high: float, *names: str) -> None:
+    """Each of ``names`` is None or ``<= high``."""
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value > high:
+            raise ValueError(f"{name}={value!r} must be <= {high}")
+
+
+__all__ = ["UsageError", "at_least", "at_most", "one_of", "torchvision_mismatch"]

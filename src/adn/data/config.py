@@ -3,35 +3,14 @@ transformed), validated where it is made. Part of a :class:`adn.TrainConfig`; th
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import at_least, at_most, one_of
 from .folder import BAD_IMAGE_POLICIES
 from .presets import AUTO_AUGMENT_POLICIES, INTERPOLATIONS
 
 DATASETS = ("digits", "fashion-mnist")
-
-
-def _one_of(section: object, name: str, allowed: Collection[str]) -> None:
-    value = getattr(section, name)
-    if value is not None and value not in allowed:
-        raise ValueError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
-
-
-def _at_least(section: object, low: float, *names: str, above: bool = False) -> None:
-    """Each of ``names`` is None or ``>= low`` (``> low`` with ``above``): a wrong value is a ValueError line."""
-    for name in names:
-        value = getattr(section, name)
-        if value is not None and (value <= low if above else value < low):
-            raise ValueError(f"{name}={value!r} must be {'>' if above else '>='} {low}")
-
-
-def _at_most(section: object, high: float, *names: str) -> None:
-    for name in names:
-        value = getattr(section, name)
-        if value is not None and value > high:
-            raise ValueError(f"{name}={value!r} must be <= {high}")
 
 
 @dataclass(frozen=True)
@@ -60,13 +39,13 @@ class DataConfig:
     ra_reps: int = 3
 
     def __post_init__(self) -> None:
-        _one_of(self, "dataset", DATASETS)
-        _one_of(self, "interpolation", INTERPOLATIONS)
-        _one_of(self, "bad_images", BAD_IMAGE_POLICIES)
-        _one_of(self, "auto_augment", AUTO_AUGMENT_POLICIES)
-        _at_least(self, 1, "batch_size", "train_subset", "val_subset", "ra_reps")
-        _at_least(self, 0, "workers", "random_erase", "mixup_alpha", "cutmix_alpha")
-        _at_most(self, 1, "random_erase")
+        one_of(self, "dataset", DATASETS)
+        one_of(self, "interpolation", INTERPOLATIONS)
+        one_of(self, "bad_images", BAD_IMAGE_POLICIES)
+        one_of(self, "auto_augment", AUTO_AUGMENT_POLICIES)
+        at_least(self, 1, "batch_size", "train_subset", "val_subset", "ra_reps")
+        at_least(self, 0, "workers", "random_erase", "mixup_alpha", "cutmix_alpha")
+        at_most(self, 1, "random_erase")
 
     def builtin_kwargs(self) -> dict[str, Any]:
         """The built-in dataset's choice, for the data builders (nothing for the default digits)."""

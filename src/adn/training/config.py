@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..data.config import DataConfig, _at_least, _at_most, _one_of
+from ..data.config import DataConfig
+from ..errors import at_least, at_most, one_of
 from .recipes import default_output_dir, fill_presets, preset_for
 
 OPTIMIZERS = ("sgd", "sgd_nesterov", "rmsprop", "adamw")
@@ -51,14 +52,14 @@ class OptimConfig:
     model_ema_decay: float = 0.99998
 
     def __post_init__(self) -> None:
-        _one_of(self, "opt", OPTIMIZERS)
-        _one_of(self, "lr_scheduler", SCHEDULERS)
-        _one_of(self, "lr_warmup_method", WARMUP_METHODS)
-        _at_least(self, 0, "lr", "lr_gamma", "lr_warmup_decay", "clip_grad_norm", above=True)
-        _at_least(self, 0, "epochs", "momentum", "lr_warmup_epochs", "lr_min", "label_smoothing", "model_ema_decay")
-        _at_least(self, 0, "weight_decay", "norm_weight_decay", "bias_weight_decay", "transformer_embedding_decay")
-        _at_least(self, 1, "lr_step_size", "model_ema_steps")
-        _at_most(self, 1, "label_smoothing", "model_ema_decay")
+        one_of(self, "opt", OPTIMIZERS)
+        one_of(self, "lr_scheduler", SCHEDULERS)
+        one_of(self, "lr_warmup_method", WARMUP_METHODS)
+        at_least(self, 0, "lr", "lr_gamma", "lr_warmup_decay", "clip_grad_norm", above=True)
+        at_least(self, 0, "epochs", "momentum", "lr_warmup_epochs", "lr_min", "label_smoothing", "model_ema_decay")
+        at_least(self, 0, "weight_decay", "norm_weight_decay", "bias_weight_decay", "transformer_embedding_decay")
+        at_least(self, 1, "lr_step_size", "model_ema_steps")
+        at_most(self, 1, "label_smoothing", "model_ema_decay")
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,10 @@ class DistillConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        _at_least(self, 0, "subpath_alpha")
-        _at_most(self, 1, "subpath_alpha")
-        _at_least(self, 0, "subpath_temp", above=True)
-        _at_least(self, 1, "kd_topk")
+        at_least(self, 0, "subpath_alpha")
+        at_most(self, 1, "subpath_alpha")
+        at_least(self, 0, "subpath_temp", above=True)
+        at_least(self, 1, "kd_topk")
         if self.teacher_weights is not None and self.teacher is None:
             raise ValueError("teacher_weights is set without a teacher: give teacher (e.g. 'tv:resnet152') too")
 
@@ -110,9 +111,9 @@ class RunConfig:
     dist_url: str = "env://"
 
     def __post_init__(self) -> None:
-        _one_of(self, "amp_dtype", AMP_DTYPES)
-        _at_least(self, 1, "max_steps", "print_freq", "dist_world_size")
-        _at_least(self, 0, "calib_images")
+        one_of(self, "amp_dtype", AMP_DTYPES)
+        at_least(self, 1, "max_steps", "print_freq", "dist_world_size")
+        at_least(self, 0, "calib_images")
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ class EvalConfig:
             batch_size = self.data.batch_size if self.data.batch_size is not None else recipe["batch_size"]
             workers = self.data.workers if self.data.workers is not None else recipe["workers"]
             object.__setattr__(self, "data", replace(self.data, batch_size=batch_size, workers=workers))
-        _one_of(self, "format", ("table", "csv", "json"))
+        one_of(self, "format", ("table", "csv", "json"))
 
 
 def train_config(model: str = "resnet20", **flags: Any) -> TrainConfig:
