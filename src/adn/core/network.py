@@ -38,7 +38,7 @@ from torch import nn
 from .heads import Checkpointed, ClassifierMixin
 from .layout import SkipLayout, Stage
 from .sharing import SharingMixin
-from .skipconfig import SkipLike, format_skip, parse_skip, subnets
+from .skipconfig import SkipLike, default_skip, format_skip, parse_skip, subnets
 from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
 from .twins import (  # noqa: F401  (re-exported: adn.core.network's names)
@@ -157,7 +157,7 @@ class AdaptiveDepthNet(ClassifierMixin, SharingMixin, nn.Module):
 
     @skip.setter
     def skip(self, value: SkipLike) -> None:
-        self._skip = (False,) * self.num_stages if value is None else parse_skip(value, self.num_stages)
+        self._skip = default_skip(value, self.num_stages)
 
     def resolve_skip(self, skip: SkipLike) -> tuple[bool, ...]:
         if skip is None:

@@ -61,6 +61,12 @@ def parse_skip(value: SkipLike, num_stages: int) -> tuple[bool, ...]:
     return tuple(flags)
 
 
+def default_skip(value: SkipLike, num_stages: int) -> tuple[bool, ...]:
+    """What a model's settable ``skip`` default holds for ``value``: parsed, and ``None`` is the super-net (a
+    call's ``skip=None`` then means that default)."""
+    return (False,) * num_stages if value is None else parse_skip(value, num_stages)
+
+
 def format_skip(skip: Sequence[bool]) -> str:
     """``(True, False, True)`` -> ``"TFT"``."""
     return "".join("T" if s else "F" for s in skip)
@@ -72,4 +78,4 @@ def subnets(model_or_stages: nn.Module | int) -> list[tuple[bool, ...]]:
     return list(itertools.product((False, True), repeat=n))
 
 
-__all__ = ["SkipLike", "format_skip", "parse_skip", "subnets"]
+__all__ = ["SkipLike", "default_skip", "format_skip", "parse_skip", "subnets"]

@@ -22,7 +22,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from ..core.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_compat
-from ..core.skipconfig import SkipLike, format_skip, parse_skip
+from ..core.skipconfig import SkipLike, default_skip, format_skip
 from ..core.tree import shallow_copy
 from .backbone import AdaptiveFPNBackbone, build_body
 
@@ -80,7 +80,7 @@ class AdaptiveDetector(nn.Module):
 
     @skip.setter
     def skip(self, value: SkipLike) -> None:
-        self._skip = (False,) * self.num_stages if value is None else parse_skip(value, self.num_stages)
+        self._skip = default_skip(value, self.num_stages)
 
     def resolve_skip(self, skip: SkipLike) -> tuple[bool, ...]:
         return self._skip if skip is None else self.body.resolve_skip(skip)
