@@ -309,12 +309,12 @@ def test_no_warning_at_session_creation(name, calibrated, exported):
 
 
 def test_torch_compile_inductor_cnn_every_config():
-    """A CNN on the CPU under inductor, every sub-network from one compiled graph: inductor's layout optimisation
-    (channels-last convolution outputs) breaks the stride check of a torch.cond branch in torch 2.14
-    (docs/deploy.md has the reduced case); turned off for this one compile, every config equals eager."""
+    """A CNN on the CPU under inductor with its default options, every sub-network from one compiled graph:
+    inductor's layout optimisation (channels-last convolution outputs) broke the stride check of a torch.cond
+    branch in torch 2.14 (docs/deploy.md has the reduced case) until each cond's operand became an opaque copy."""
     torch._dynamo.reset()
     model, size = make_model("resnet20")
-    compiled = torch.compile(model, fullgraph=True, options={"layout_optimization": False})
+    compiled = torch.compile(model, fullgraph=True)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         for c in adn.subnets(model):

@@ -27,6 +27,22 @@ class _Flags:
     index: torch.Tensor | int = 0
 
 
+@torch.library.custom_op("adn::contiguous_operand", mutates_args=())
+def contiguous_operand(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of ``x`` that inductor cannot see through: what a ``cond`` gets under ``torch.compile``.
+
+    Why: torch 2.14's inductor may lay the tensor a ``cond`` reads out channels-last (its layout optimisation of
+    convolutions) while the branches were compiled for the contiguous strides the trace recorded -- a stride
+    assertion at the first call (reduced in docs/deploy.md). A plain ``clone`` is optimised away; an opaque op's
+    output keeps the layout its fake implementation states. One copy of a stage's input per call."""
+    return x.clone(memory_format=torch.contiguous_format)
+
+
+@contiguous_operand.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
 class StageSwitch(nn.Module):
     """Stage ``stage``: ``skipped`` blocks (mandatory, with twins) if its flag is set, else ``kept`` blocks."""
 
@@ -38,6 +54,8 @@ class StageSwitch(nn.Module):
         self.kept = nn.Sequential(*kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # not in an exported file
+            x = contiguous_operand(x)
         return torch.cond(self.flags.skip[self.stage], self.skipped, self.kept, (x,))
 
 
