@@ -55,10 +55,10 @@ def test_threads_flag_values():
             parse_threads(bad)
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "calibrate", "bench"])
+@pytest.mark.parametrize("command", ["train", "eval", "calibrate", "bench", "detect train", "detect eval"])
 def test_threads_flag_in_every_command(command, capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli_main([command, "--help"])
+        cli_main([*command.split(), "--help"])
     assert exit_.value.code == 0 and "--threads N|auto" in capsys.readouterr().out
 
 

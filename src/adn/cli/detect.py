@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UsageError
-from .options import Parser
+from ..runtime.threads import apply_threads
+from .options import Parser, add_threads_arg
 
 _USAGE = "usage: adn detect {train,eval} [options]   (adn detect <command> --help for its options)"
 
@@ -98,7 +99,7 @@ def train_parser() -> Parser:
     g.add_argument("--output-dir", required=True, help="checkpoint.pth goes here")
     g.add_argument("--resume", action="store_true", help="continue from --output-dir/checkpoint.pth")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_arg(g)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -109,7 +110,7 @@ def _train(argv: list[str]) -> int:
     from ..detection.train import train_detector
 
     args = train_parser().parse_args(argv)
-    _threads(args.threads)
+    apply_threads(args.threads)
     detector = DetectorConfig(
         kind=args.kind,
         backbone=args.backbone,
@@ -158,7 +159,7 @@ def eval_parser() -> Parser:
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--output", default=None, help="write the rows as JSON here")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_threads_arg(p)
     _data_args(p, train=False)
     return p
 
@@ -168,7 +169,7 @@ def _eval(argv: list[str]) -> int:
     from ..detection.train import evaluate_checkpoint
 
     args = eval_parser().parse_args(argv)
-    _threads(args.threads)
+    apply_threads(args.threads)
     config = DetectionEvalConfig(
         checkpoint=args.checkpoint,
         data=_data_config(args) if args.data else DetectionDataConfig(),
@@ -184,15 +185,6 @@ def _eval(argv: list[str]) -> int:
     for row in rows:
         print(f"{row['skip']:<5} " + "  ".join(f"{row[k]:>10.3f}" for k in keys))
     return 0
-
-
-def _threads(n: int | None) -> None:
-    if n is not None:
-        import torch
-
-        if n < 1:
-            raise UsageError(f"--threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
 
 
 def main(argv: Sequence[str]) -> int:
