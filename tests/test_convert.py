@@ -289,6 +289,7 @@ def test_torch_save_loads_in_a_fresh_process(tmp_path):
     script = textwrap.dedent(
         f"""
         import torch, torchvision
+        torch.set_num_threads(1)  # the parent's count (one_thread): the same kernels, so the same sums, bit for bit
         model = torch.load({str(tmp_path / "model.pt")!r}, weights_only=False)
         expected = torch.load({str(tmp_path / "expected.pt")!r})
         assert isinstance(model, torchvision.models.MobileNetV3), type(model)

@@ -223,7 +223,8 @@ def test_push_to_hub_then_load_offline_from_the_cache(fake_hub, tmp_path):
     torch.save({"x": x, "y": model(x, skip="TFT")}, tmp_path / "expected.pt")
     # as a user would: HF_HUB_OFFLINE=1 (read at import) with the cache where huggingface_hub looks for it
     script = (
-        "import sys, torch, adn; e = torch.load(sys.argv[1]); m = adn.create_model('hf-hub:org/resnet20-adn'); "
+        "import sys, torch, adn; torch.set_num_threads(1); e = torch.load(sys.argv[1]); "  # the parent's threads
+        "m = adn.create_model('hf-hub:org/resnet20-adn'); "
         "assert torch.equal(m(e['x'], skip='TFT'), e['y']); print(m.hub_config['source']); "
         "adn.create_model('hf-hub:org/missing')"
     )
