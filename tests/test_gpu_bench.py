@@ -62,7 +62,7 @@ def test_smoke_run_writes_the_full_report(tmp_path):
 
 
 def _report(gpu_bench, tmp_path, budget=60.0):
-    report = gpu_bench.Report(tmp_path / "r.md", budget)
+    report = gpu_bench.Report(tmp_path / "r.md", budget=budget, progress=None)
     report.add("t", *gpu_bench.table("name", "value", "note"))
     return report
 
@@ -73,8 +73,8 @@ def test_a_failing_item_becomes_a_row_and_the_run_goes_on(gpu_bench, tmp_path):
     def boom():
         raise ValueError("no | good\nat all")
 
-    report.guarded("boom", boom, 0, 10, "t", "a")
-    report.guarded("fine", lambda: report.row("t", "b", 1, ""), 0, 10, "t", "b")
+    report.guard("boom", boom, slot="t", lead=("a",), cap=10)
+    report.guard("fine", lambda: report.row("t", "b", 1, ""), slot="t", lead=("b",), cap=10)
     assert report.failed == 1
     lines = (tmp_path / "r.md").read_text().splitlines()
     assert lines[-2:] == ["| a | – | failed: ValueError: no / good at all |", "| b | 1 |  |"]
@@ -89,17 +89,25 @@ def test_items_past_the_budget_are_skipped_and_overruns_stopped(gpu_bench, tmp_p
         time.sleep(30)
         events.append("finished")
 
-    report.guarded("slow", slow, 0, 1, "t", "slow")
+    report.guard("slow", slow, slot="t", lead=("slow",), cap=1)
     assert events == ["started"]  # stopped by the alarm after 1 s, not run to its end
-    report.guarded("late", lambda: None, 60, 10, "t", "late")
+    report.guard("late", lambda: None, slot="t", lead=("late",), need=60, cap=10)
     text = (tmp_path / "r.md").read_text()
     assert "| slow | – | failed: TimeoutError: stopped after 1 s |" in text
     assert "| late | – | skipped: time budget (" in text and report.skipped == 1
 
 
-def test_timeit(gpu_bench, monkeypatch):
+def test_a_failure_outside_a_table_is_one_line(gpu_bench, tmp_path):
+    report = _report(gpu_bench, tmp_path)
+    assert report.guard("sum", lambda: 1 + 1) == 2
+    assert report.guard("bad input", lambda: int("x")) is None
+    lines = (tmp_path / "r.md").read_text().splitlines()
+    assert lines[-1] == "- bad input: failed: ValueError: invalid literal for int() with base 10: 'x'"
+
+
+def test_call_times(gpu_bench, monkeypatch):
     """On a clock that only the timed calls advance (a busy machine cannot change what is asserted)."""
-    import torch
+    import harness
 
     class Clock:
         now = 0.0
@@ -108,13 +116,18 @@ def test_timeit(gpu_bench, monkeypatch):
             return self.now
 
     clock, calls = Clock(), []
-    monkeypatch.setattr(gpu_bench, "time", clock)
+    monkeypatch.setattr(harness, "time", clock)
 
     def work():
         calls.append(1)
         clock.now += 0.25
 
-    warm, times = gpu_bench.timeit(work, 4, 2, torch.device("cpu"), per_call=True)
+    warm, times = harness.call_times(work, 4, warmup=2)
     assert len(calls) == 6 and warm == 0.5 and times == [0.25] * 4
-    _, mean = gpu_bench.timeit(work, 3, 1, torch.device("cpu"))
+    _, mean = harness.call_times(work, 3, per_call=False)
     assert mean == [0.25]
+    assert harness.min_ms(work, 3) == 250.0
+    with harness.Stopwatch() as watch:
+        work()
+    clock.now += 1.0
+    assert watch.seconds == 0.25  # stopped at the block's end
