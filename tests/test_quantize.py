@@ -2,7 +2,6 @@
 in one file), within 1 pt of float32 on the built-in data for a briefly trained resnet20 (its base- and super-net)."""
 
 import copy
-import importlib.util
 from collections import Counter
 
 import numpy as np
@@ -14,23 +13,15 @@ import adn
 from adn.cli import main as cli_main
 from adn.data.loaders import build_eval_loader
 from adn.deploy.export import onnx_size
-from helpers import ROOT
+from helpers import train_resnet20
 
 ort = pytest.importorskip("onnxruntime")
-
-
-def _train_resnet20(epochs: int = 4) -> torch.nn.Module:
-    """The benchmark's briefly trained resnet20 (benchmarks/switchable.py), loaded from its file."""
-    spec = importlib.util.spec_from_file_location("adn_bench_switchable", ROOT / "benchmarks" / "switchable.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.train_resnet20(epochs)
 
 
 @pytest.fixture(scope="module")
 def trained():
     torch.set_num_threads(1)
-    return _train_resnet20()
+    return train_resnet20()
 
 
 def _accuracy(path, loader, skip=None) -> float:
