@@ -12,7 +12,6 @@ skipping), (c) a plain network of the base-net's depth. Prints a markdown table 
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
@@ -20,35 +19,39 @@ from torch.utils.data import DataLoader
 
 import adn
 from common import measure, recipe, run_config, table, train_three
+from harness import Report
 
 
-def main() -> None:
+def compare(report: Report, opts: argparse.Namespace) -> None:
+    """Train the three networks, measure every sub-network, add the table to the report."""
+    args = run_config(opts.model, epochs=opts.epochs, seed=opts.seed)
+    size = adn.model_info(opts.model).input_size
+    trained = train_three(opts.model, args, size)
+    train_set, val_set, _ = adn.data.build_datasets(None, image_size=size)
+    calib_s = measure(trained, DataLoader(val_set, batch_size=256), args, size)
+    a, p = trained["adn"], trained["plain"]
+    report.add(
+        "results",
+        f"{torch.get_num_threads()} torch threads: {len(train_set):,} train / {len(val_set):,} val images (one "
+        f"image is {100 / len(val_set):.2f} pt), the built-in preset of `adn train` ({recipe(args)}). Step time: "
+        f"ADN {a.step_ms:.0f} ms, plain {p.step_ms:.0f} ms (ratio {a.step_ms / p.step_ms:.2f}); calibrating all "
+        f"{len(a.rows)} ADN sub-networks: {calib_s:.1f} s.",
+        "",
+        *table(trained),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="default: benchmarks/results/adn-vs-plain-<model>.md")
-    opts = parser.parse_args()
-    args = run_config(opts.model, epochs=opts.epochs, seed=opts.seed)
-    size = adn.model_info(opts.model).input_size
-    trained = train_three(opts.model, args, size)
-    _, val_set, _ = adn.data.build_datasets(None, image_size=size)
-    calib_s = measure(trained, DataLoader(val_set, batch_size=256), args, size)
-    a, p = trained["adn"], trained["plain"]
-    lines = [
-        f"# {opts.model}: ADN vs plain training on the built-in digits",
-        "",
-        f"`python benchmarks/adn_vs_plain.py --model {opts.model} --epochs {opts.epochs} --seed {opts.seed}` on "
-        f"{platform.machine()} CPU ({torch.get_num_threads()} torch threads): 1,438 train / 359 val images (one "
-        f"image is 0.28 pt), the built-in preset of `adn train` ({recipe(args)}). Step time: ADN "
-        f"{a.step_ms:.0f} ms, plain {p.step_ms:.0f} ms (ratio {a.step_ms / p.step_ms:.2f}); calibrating all "
-        f"{len(a.rows)} ADN sub-networks: {calib_s:.1f} s.",
-        "",
-        *table(trained),
-    ]
+    opts = parser.parse_args(argv)
     out = Path(opts.output or Path(__file__).parent / "results" / f"adn-vs-plain-{opts.model}.md")
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report = Report(out, f"{opts.model}: ADN vs plain training on the built-in digits", script=__file__, argv=argv)
+    report.guard(f"{opts.model}: train and measure", lambda: compare(report, opts))
+    report.finish()
     print(f"wrote {out}")
 
 

@@ -9,47 +9,61 @@ random tensors stand in for data.
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 
 import torch
 
 import adn
+from harness import Report, Stopwatch, table
 
 
 def seconds(model, size: int, images: int, batch: int, subnets) -> float:
     batch = min(batch, images)
     data = [torch.randn(batch, 3, size, size) for _ in range(max(1, images // batch))]
-    start = time.perf_counter()
-    adn.calibrate(model, data, subnets=subnets, batches=len(data))
-    return time.perf_counter() - start
+    with Stopwatch() as clock:
+        adn.calibrate(model, data, subnets=subnets, batches=len(data))
+    return clock.seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=1024, help="calibration images per sub-network")
     parser.add_argument("--resnet50-images", type=int, default=64, help="images actually run for ResNet-50")
-    opts = parser.parse_args()
+    parser.add_argument("--output", default=None, help="also write the markdown here")
+    opts = parser.parse_args(argv)
     torch.manual_seed(0)
-    print("# Time to calibrate per-sub-network BatchNorm statistics (`python benchmarks/calibration_time.py`)\n")
-    print(f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}\n")
-    print("| model | px | sub-networks | images each | measured s | s per sub-network | all sub-networks, s |")
-    print("|---|---|---|---|---|---|---|")
-    for name in ("resnet20", "resnet56", "mobilenet_v2_cifar"):
+    title = "Time to calibrate per-sub-network BatchNorm statistics"
+    report = Report(opts.output, title, script=__file__, argv=argv)
+    columns = ("model", "px", "sub-networks", "images each", "measured s", "s per sub-network", "all sub-networks, s")
+    report.add("times", *table(*columns)[1:])
+
+    def small(name: str) -> None:
         model = adn.create_model(name, num_classes=10)
         size, n = adn.model_info(name).input_size, len(adn.subnets(model))
         s = seconds(model, size, opts.images, 64, "all")
-        print(f"| {name} | {size} | {n} | {opts.images} | {s:.1f} | {s / n:.2f} | {s:.1f} |", flush=True)
-    model = adn.create_model("resnet50", num_classes=1000)
-    seconds(model, 224, 8, 8, ["TTTT"])  # warm-up: allocator, oneDNN kernels
-    for skip in ("FFFF", "TTTT"):
-        s = seconds(model, 224, opts.resnet50_images, 32, [skip])
-        per = s * opts.images / opts.resnet50_images
-        print(
-            f"| resnet50 ({skip}) | 224 | 16 | {opts.images} (measured on {opts.resnet50_images}) | {s:.1f} | "
-            f"{per:.0f} | ~{16 * per / 60:.0f} min if every one cost this |",
-            flush=True,
-        )
+        report.row("times", name, size, n, opts.images, f"{s:.1f}", f"{s / n:.2f}", f"{s:.1f}")
+
+    def resnet50() -> None:
+        model = adn.create_model("resnet50", num_classes=1000)
+        n = len(adn.subnets(model))
+        seconds(model, 224, 8, 8, ["TTTT"])  # warm-up: allocator, oneDNN kernels
+        for skip in ("FFFF", "TTTT"):
+            s = seconds(model, 224, opts.resnet50_images, 32, [skip])
+            per = s * opts.images / opts.resnet50_images
+            report.row(
+                "times",
+                f"resnet50 ({skip})",
+                224,
+                n,
+                f"{opts.images} (measured on {opts.resnet50_images})",
+                f"{s:.1f}",
+                f"{per:.0f}",
+                f"~{n * per / 60:.0f} min if every one cost this",
+            )
+
+    for name in ("resnet20", "resnet56", "mobilenet_v2_cifar"):
+        report.guard(name, lambda name=name: small(name), slot="times", lead=(name,))
+    report.guard("resnet50", resnet50, slot="times", lead=("resnet50",))
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""What the comparison benchmarks share: train an ADN, the same network plainly, and a plain network of the
-base-net's depth, with the trainer's own data pipeline, optimiser and schedule (the flags of ``adn train``), then
-measure every sub-network as trained and with per-sub-network BatchNorm calibration.
+"""What the benchmarks share about models and data (the report, the guard and the clock are in ``harness.py``).
+
+The comparison benchmarks train an ADN, the same network plainly, and a plain network of the base-net's depth,
+with the trainer's own data pipeline, optimiser and schedule (the flags of ``adn train``), then measure every
+sub-network as trained and with per-sub-network BatchNorm calibration. The deployment benchmarks (``switchable``,
+``int8``) share an onnxruntime session, norms randomised as training leaves them, and a briefly trained resnet20.
 
 Plain training is cross-entropy on the super-net only; its sub-networks are *naive skipping* (the skipped net
 keeps the main norms, its twins being copies of them). The shallow net is a fresh copy of the base-net
@@ -9,8 +12,8 @@ keeps the main norms, its twins being copies of them). The shallow net is a fres
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,11 +24,10 @@ from adn.data import build_data, calibration_loader
 from adn.evaluation.evaluate import evaluate, evaluate_subnets
 from adn.training.config import TrainConfig
 from adn.training.engine import StepOptions, train_one_epoch
-from adn.training.fit import build_distillation
+from adn.training.fit import QUIET, build_distillation
 from adn.training.losses import SelfDistillation
 from adn.training.optim import build_optimizer, build_scheduler
-
-QUIET = 10**9
+from harness import Stopwatch
 
 
 def run_config(model: str, **flags) -> TrainConfig:
@@ -72,7 +74,7 @@ def train_epochs(config: TrainConfig, model, step, loader, sampler) -> tuple[flo
     """The config's epochs of ``step(model, optimizer, loader, epoch) -> steps`` with its optimiser and schedule,
     the same data order for every model (the sampler's epoch and a per-epoch seed); returns the training seconds
     and milliseconds per step (data loading included)."""
-    optimizer, start, steps = build_optimizer(model, config.optim), time.perf_counter(), 0
+    optimizer, clock, steps = build_optimizer(model, config.optim), Stopwatch(), 0
     scheduler = build_scheduler(optimizer, config.optim)
     for epoch in range(config.optim.epochs):
         sampler.set_epoch(epoch)
@@ -80,7 +82,7 @@ def train_epochs(config: TrainConfig, model, step, loader, sampler) -> tuple[flo
         model.train()
         steps += step(model, optimizer, loader, epoch)
         scheduler.step()
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds
     return seconds, 1e3 * seconds / max(1, steps)
 
 
@@ -183,12 +185,11 @@ def subnet_rows(model: nn.Module, val_loader, calib_loader, resolution: int | No
     size); returns the rows and the calibration seconds."""
     device = torch.device("cpu")
     rows = evaluate_subnets(model, val_loader, device, resolution, column="acc1_trained")
-    start = time.perf_counter()
-    adn.calibrate(model, calib_loader, batches=len(calib_loader))
-    seconds = time.perf_counter() - start
+    with Stopwatch() as clock:
+        adn.calibrate(model, calib_loader, batches=len(calib_loader))
     for row, new in zip(rows, evaluate_subnets(model, val_loader, device, resolution), strict=True):
         row["acc1_calibrated"] = new["acc1"]
-    return rows, seconds
+    return rows, clock.seconds
 
 
 def table(trained: dict[str, Trained]) -> list[str]:
@@ -212,10 +213,58 @@ def table(trained: dict[str, Trained]) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------- deployment
+def ort_session(path: Path, threads: int):
+    """An onnxruntime CPU session of ``path`` (ORT_ENABLE_ALL, ``threads`` intra-op threads, no spinning)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    # idle onnxruntime threads spin by default: on a small shared CPU they would steal the cores PyTorch times on
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def trained_like(model: nn.Module) -> nn.Module:
+    """Random norm parameters and statistics, as training leaves them: a freshly made model's (1, 0, 0, 1) norms
+    fold away in the exporters and every one of them reads the same deduplicated constants."""
+    gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            for t, low, high in ((module.weight, 0.5, 1.5), (module.bias, -0.2, 0.2)):
+                t.data.copy_(torch.rand(t.shape, generator=gen) * (high - low) + low)
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
+    return model
+
+
+def train_resnet20(epochs: int) -> nn.Module:
+    """A resnet20 trained briefly on the built-in data (super- and base-net losses), enough to measure INT8."""
+    from torch.utils.data import DataLoader
+
+    from adn.data.loaders import build_calibration_set
+
+    torch.manual_seed(0)
+    model = adn.create_model("resnet20", num_classes=10)
+    data = DataLoader(build_calibration_set(image_size=32), batch_size=64, shuffle=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    for _ in range(epochs):
+        for x, y in data:
+            loss = sum(nn.functional.cross_entropy(model(x, skip=s), y) for s in ("FFF", "TTT"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
 __all__ = [
+    "QUIET",
     "Trained",
     "adn_epoch",
     "measure",
+    "ort_session",
     "plain_epoch",
     "plain_row",
     "recalibrate_plain",
@@ -227,5 +276,7 @@ __all__ = [
     "subnet_rows",
     "table",
     "train_epochs",
+    "train_resnet20",
+    "trained_like",
     "train_three",
 ]

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,10 +31,12 @@ from torch.utils.data import DataLoader
 
 from adn.core.calibrate import clear_calibration
 from adn.core.network import init_skip_norms_from_main
+from adn.detection.backbone import tiny_resnet
 from adn.detection.config import DetectionDataConfig, DetectionTrainConfig, DetectorConfig
 from adn.detection.data import collate
 from adn.detection.evaluate import calibrate_detector, evaluate_subnets
 from adn.detection.train import build_split, load_trained, train_detector
+from harness import Report, Stopwatch
 
 RESULTS = Path(__file__).parent / "results"
 CLAIM = (
@@ -93,27 +95,27 @@ def _evaluate(path: Path, subnets, size: int, latency: bool, naive: bool = False
     return evaluate_subnets(det, loader, val.coco, subnets, size, latency=latency)
 
 
-def _table(results: dict, args: argparse.Namespace) -> str:
+def _table(results: dict, args: argparse.Namespace, detector: DetectorConfig) -> list[str]:
     adn = {r["skip"]: r for r in results.get("adn", {}).get("rows", [])}
     naive = {r["skip"]: r for r in results.get("naive", {}).get("rows", [])}
     plain = {r["skip"]: r for r in results.get("plain", {}).get("rows", [])}
     alone = {r["skip"]: r for r in results.get("alone", {}).get("rows", [])}
     keys = list(adn or naive)
+    defaults = inspect.signature(tiny_resnet).parameters  # the tiny backbone's layout, as the package builds it
+    widths, blocks = defaults["widths"].default, defaults["blocks"].default
     lines = [
-        f"# Any-depth {args.kind} on the built-in digit scenes",
-        "",
-        f"`OMP_NUM_THREADS=1 python benchmarks/detection.py --kind {args.kind} --epochs {args.epochs} "
-        f"--seed {args.seed}` "
-        f"({args.train_images} train / {args.val_images} val scenes of 96 px, batch {args.batch_size}, lr {args.lr}, "
-        f"seed {args.seed}; backbone: tiny ResNet-ADN [2, 2, 2, 2] x (32, 64, 128, 256), FPN 64 channels, "
-        "anchors 4x stride; CPU, 1 thread).",
+        f"{args.train_images} train / {args.val_images} val scenes of {detector.image_size} px, batch "
+        f"{args.batch_size}, lr {args.lr}, seed {args.seed}; backbone: {detector.backbone} ResNet-ADN "
+        f"{[blocks] * len(widths)} x {tuple(widths)}, FPN {detector.out_channels} channels, anchors "
+        f"{detector.anchor_scale:g}x stride; CPU, 1 thread.",
         "",
         "Training time: "
         + ", ".join(f"{m} {results[m]['train_time_s'] / 60:.1f} min" for m in ("adn", "plain", "alone") if m in results)
         + ".",
         "",
         "bbox mAP (AP@[.5:.95], %) on the val scenes; ADN, plain and alone with per-sub-network BN calibration. "
-        "Latency: whole detector, one 96 px image, median, on a shared 2-core machine (noisy; GMACs are exact).",
+        f"Latency: whole detector, one {detector.image_size} px image, median (noisy on a shared machine; GMACs "
+        "are exact).",
         "",
         "| skip | backbone GMACs | latency ms | ADN | plain | naive skip (as trained) | naive skip (calibrated) "
         "| alone |",
@@ -130,8 +132,7 @@ def _table(results: dict, args: argparse.Namespace) -> str:
             f"| {k} | {ref.get('gmacs', 0):.4f} | {a.get('latency_ms', 0):.1f} | {cell(a)} | {cell(plain.get(k))} | "
             f"{cell(n)} | {cell(n, 'calibrated_mAP')} | {cell(alone.get(k))} |"
         )
-    lines += ["", "**The paper's claim.** " + CLAIM, ""]
-    return "\n".join(lines)
+    return [*lines, "", "**The paper's claim.** " + CLAIM]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,23 +140,27 @@ def main(argv: list[str] | None = None) -> int:
     configs = _configs(args)
     Path(args.results).mkdir(parents=True, exist_ok=True)
     out = Path(args.results) / (f"detection-{args.kind}" + (f"-seed{args.seed}" if args.seed else ""))
-    results: dict = {}
+    title = f"Any-depth {args.kind} on the built-in digit scenes"
+    report = Report(out.with_suffix(".md"), title, script=__file__, argv=argv)
+    results: dict = {"args": vars(args)}
     size = configs["adn"].detector.image_size
-    for method in args.methods.split(","):
-        config = configs[method]
-        print(f"== {method}", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        result = train_detector(dataclasses.replace(config, resume=True))
-        print(f"   trained in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    def run(method: str) -> None:
+        report.log(f"== {method}")
+        with Stopwatch() as clock:
+            result = train_detector(dataclasses.replace(configs[method], resume=True))
+        report.log(f"   trained in {clock.seconds:.0f} s")
         subnets = {"adn": None, "plain": ["FFFF"], "alone": ["TTTT"]}[method]
         rows = _evaluate(result.checkpoint, subnets, size, latency=method == "adn")
         results[method] = {"train_time_s": result.train_time_s, "rows": rows}
         if method == "plain":
             results["naive"] = {"rows": _evaluate(result.checkpoint, None, size, False, naive=True)}
-        results["args"] = vars(args)
         out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-        out.with_suffix(".md").write_text(_table(results, args))
-    print(out.with_suffix(".md").read_text())
+        report.set("results", *_table(results, args, configs["adn"].detector))
+
+    for method in args.methods.split(","):
+        report.guard(method, lambda method=method: run(method))
+    report.finish()
     return 0
 
 

@@ -205,6 +205,11 @@ class Report:
         self.slots.setdefault(slot, []).extend(lines)
         self.write()
 
+    def set(self, slot: str, *lines: str) -> None:
+        """Replace ``slot``'s lines (a table rebuilt as results come in)."""
+        self.slots[slot] = []
+        self.add(slot, *lines)
+
     def row(self, slot: str, *values: object) -> None:
         """A table row in ``slot``, echoed to ``progress``."""
         line = cells(*values)
