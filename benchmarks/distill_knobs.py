@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader
 import adn
 from adn.training.fit import build_distillation
 from common import (
+    NOISE,
     adn_epoch,
     calib_loader,
     flags_of,
@@ -35,7 +35,7 @@ from common import (
     subnet_rows,
     train_epochs,
 )
-from paper_claims import NOISE
+from harness import Report, Stopwatch, table
 
 
 def alone(name: str, args, size: int, val, depth: str) -> dict:
@@ -59,7 +59,7 @@ def train_adn(name: str, args, size: int):
     return model, seconds / 60
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--epochs", type=int, default=5)
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["", "--subpath-alpha 0.7", "--subpath-temp 2"])
     parser.add_argument("--calib-sizes", type=int, nargs="*", default=[256, 1024, 4096])
     parser.add_argument("--output", default=None)
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     base = ["--dataset", "fashion-mnist", "--epochs", str(opts.epochs), "--seed", str(opts.seed)]
     if opts.train_subset:
         base += ["--train-subset", str(opts.train_subset)]
@@ -76,52 +76,67 @@ def main() -> None:
     _, val_set, _ = adn.data.build_datasets(None, image_size=size, dataset="fashion-mnist")
     val = DataLoader(val_set, batch_size=256)
     out = Path(opts.output or Path(__file__).parent / "results" / f"distill-knobs-{opts.model}.md")
-    start = time.perf_counter()
+    title = f"Distillation knobs vs networks trained alone: {opts.model}, Fashion-MNIST"
+    report, clock = Report(out, title, script=__file__, argv=argv), Stopwatch()
     references: dict[int, dict] = {}  # epochs -> plain and shallow rows
-    lines = [
-        f"# Distillation knobs vs networks trained alone: {opts.model}, Fashion-MNIST",
-        "",
-        f"`python benchmarks/distill_knobs.py {shlex.join(['--model', opts.model, *base[2:]])} --variants "
-        f"{' '.join(shlex.quote(v) for v in opts.variants)}`; {torch.get_num_threads()} torch thread(s). Base "
-        f"recipe: {recipe(run_config(opts.model, **flags_of(shlex.join(base))))}. All 10,000 test images "
-        f"(±{NOISE} pt is noise); "
-        "calibrated = per-sub-network BatchNorm statistics on 1,024 training images, for the nets trained alone "
-        "too. Gaps: calibrated, ADN minus the network of the same depth trained alone.",
-        "",
-        "| variant | super as trained / calibrated | base as trained / calibrated | mixed calibrated | plain alone "
-        "(cal.) | shallow alone (cal.) | super − plain | base − shallow | ADN train min |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    first = None
-    for variant in opts.variants:
+    reference = run_config(opts.model, **flags_of(shlex.join(base)))
+    report.add(
+        "variants",
+        f"Base recipe: {recipe(reference)}. All {len(val_set):,} test images (±{NOISE} pt is noise); calibrated = "
+        f"per-sub-network BatchNorm statistics on {reference.run.calib_images:,} training images, for the nets "
+        "trained alone too. Gaps: calibrated, ADN minus the network of the same depth trained alone.",
+        *table(
+            "variant",
+            "super as trained / calibrated",
+            "base as trained / calibrated",
+            "mixed calibrated",
+            "plain alone (cal.)",
+            "shallow alone (cal.)",
+            "super − plain",
+            "base − shallow",
+            "ADN train min",
+        ),
+    )
+    first = []
+
+    def one_variant(variant: str) -> None:
         args = run_config(opts.model, **flags_of(shlex.join(base)), **flags_of(variant))
         if args.optim.epochs not in references:
             references[args.optim.epochs] = {d: alone(opts.model, args, size, val, d) for d in ("super", "base")}
         ref = references[args.optim.epochs]
         model, minutes = train_adn(opts.model, args, size)
         rows, _ = subnet_rows(model, val, calib_loader(args, size))
-        first = first or (model, args)
+        first.append((variant, model, args))
         sup, bas, mixed = rows[0], rows[-1], [r["acc1_calibrated"] for r in rows[1:-1]]
-        lines.append(
-            f"| {variant or 'reference recipe'} | {sup['acc1_trained']:.2f} / {sup['acc1_calibrated']:.2f} | "
-            f"{bas['acc1_trained']:.2f} / {bas['acc1_calibrated']:.2f} | {min(mixed):.2f}–{max(mixed):.2f} | "
-            f"{ref['super']['acc1_calibrated']:.2f} | {ref['base']['acc1_calibrated']:.2f} | "
-            f"{sup['acc1_calibrated'] - ref['super']['acc1_calibrated']:+.2f} | "
-            f"{bas['acc1_calibrated'] - ref['base']['acc1_calibrated']:+.2f} | {minutes:.1f} |"
+        report.row(
+            "variants",
+            variant or "reference recipe",
+            f"{sup['acc1_trained']:.2f} / {sup['acc1_calibrated']:.2f}",
+            f"{bas['acc1_trained']:.2f} / {bas['acc1_calibrated']:.2f}",
+            f"{min(mixed):.2f}–{max(mixed):.2f}",
+            f"{ref['super']['acc1_calibrated']:.2f}",
+            f"{ref['base']['acc1_calibrated']:.2f}",
+            f"{sup['acc1_calibrated'] - ref['super']['acc1_calibrated']:+.2f}",
+            f"{bas['acc1_calibrated'] - ref['base']['acc1_calibrated']:+.2f}",
+            f"{minutes:.1f}",
         )
-        out.write_text("\n".join(lines) + "\n")
-        print(lines[-1], flush=True)
-    if opts.calib_sizes and first is not None:
-        model, args = first
-        lines += ["", f"Calibration size ({opts.variants[0] or 'reference recipe'}'s ADN re-calibrated):", ""]
-        lines += ["| calibration images | super | base | mixed (min–max) |", "|---|---|---|---|"]
+
+    for variant in opts.variants:
+        report.guard(variant or "reference recipe", lambda v=variant: one_variant(v), slot="variants", lead=(variant,))
+    if opts.calib_sizes and first:
+        variant, model, args = first[0]
+        report.add(
+            "calibration",
+            f"Calibration size ({variant or 'reference recipe'}'s ADN re-calibrated):",
+            *table("calibration images", "super", "base", "mixed (min–max)"),
+        )
         for n in opts.calib_sizes:
             rows, _ = subnet_rows(model, val, calib_loader(args, size, n))
             cal = [r["acc1_calibrated"] for r in rows]
-            lines.append(f"| {n} | {cal[0]:.2f} | {cal[-1]:.2f} | {min(cal[1:-1]):.2f}–{max(cal[1:-1]):.2f} |")
-            print(lines[-1], flush=True)
-    lines += ["", f"{(time.perf_counter() - start) / 60:.0f} min in all."]
-    out.write_text("\n".join(lines) + "\n")
+            mixed = f"{min(cal[1:-1]):.2f}–{max(cal[1:-1]):.2f}"
+            report.row("calibration", n, f"{cal[0]:.2f}", f"{cal[-1]:.2f}", mixed)
+    report.add("footer", f"{clock.seconds / 60:.0f} min in all.")
+    report.finish()
     print(f"wrote {out}")
 
 

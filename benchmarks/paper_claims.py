@@ -12,18 +12,14 @@ claim; with 10,000 test images a difference within 0.3 points is noise).
 from __future__ import annotations
 
 import argparse
-import platform
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 import adn
-from common import measure, recipe, run_config, table, train_three
+from common import NOISE, PAPER_GAIN, measure, recipe, run_config, table, train_three
+from harness import Report, Stopwatch
 
-NOISE = 0.3  # points: 1.96 * sqrt(p (1 - p) / 10,000) at p = 0.9 is 0.59; differences below 0.3 are noise here
 OUT = Path(__file__).parent / "results" / "paper-claims-fashion-mnist.md"
 
 
@@ -43,11 +39,12 @@ def claims(trained) -> list[str]:
     for key, what in (("acc1_trained", "as trained"), ("acc1_calibrated", "calibrated")):
         lines.append(
             f"- **Super-net vs the same network trained alone** ({what}): ADN {sup[key]:.2f} vs plain "
-            f"{p_sup[key]:.2f}: {verdict(sup[key] - p_sup[key])} (paper, ResNet-50 on ImageNet: +0.9)."
+            f"{p_sup[key]:.2f}: {verdict(sup[key] - p_sup[key])} (paper, ResNet-50 on ImageNet: "
+            f"+{PAPER_GAIN['super']})."
         )
         lines.append(
             f"- **Base-net vs a network of its depth trained alone** ({what}): ADN {base[key]:.2f} vs "
-            f"{shallow[key]:.2f}: {verdict(base[key] - shallow[key])} (paper: +1.1)."
+            f"{shallow[key]:.2f}: {verdict(base[key] - shallow[key])} (paper: +{PAPER_GAIN['base']})."
         )
         low, high = min(base[key], sup[key]), max(base[key], sup[key])
         inside = sum(low - NOISE <= r[key] <= high + NOISE for r in mixed)
@@ -64,51 +61,51 @@ def claims(trained) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet20", "mobilenet_v2_cifar"])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-subset", type=int, default=None, help="fewer training images (smoke runs)")
     parser.add_argument("--output", default=str(OUT))
-    opts = parser.parse_args()
-    used = recipe(run_config(opts.models[0], epochs=opts.epochs, seed=opts.seed))
-    header = [
-        f"# The paper's claims on Fashion-MNIST ({datetime.now(timezone.utc):%Y-%m-%d}, `python "
-        f"benchmarks/paper_claims.py --models {' '.join(opts.models)} --epochs {opts.epochs}`)",
-        "",
-        f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}. Recipe: the "
-        f"built-in preset of `adn train` ({used}, "
-        f"random crop + flip); all 10,000 test images; differences within ±{NOISE} pt are noise. Calibration: "
-        "per-sub-network BatchNorm statistics on 1,024 training images (evaluation transform).",
-    ]
-    sections: list[str] = []
-    for name in opts.models:
+    opts = parser.parse_args(argv)
+    config = run_config(opts.models[0], epochs=opts.epochs, seed=opts.seed)
+    report = Report(opts.output, "The paper's claims on Fashion-MNIST", script=__file__, argv=argv)
+    report.add(
+        "recipe",
+        f"Recipe: the built-in preset of `adn train` ({recipe(config)}, random crop + flip); all test images; "
+        f"differences within ±{NOISE} pt are noise. Calibration: per-sub-network BatchNorm statistics on "
+        f"{config.run.calib_images:,} training images (evaluation transform).",
+    )
+
+    def one_model(name: str) -> None:
         args = run_config(
             name, dataset="fashion-mnist", epochs=opts.epochs, seed=opts.seed, train_subset=opts.train_subset
         )
         size = adn.model_info(name).input_size
-        start = time.perf_counter()
-        trained = train_three(name, args, size)
-        _, val_set, _ = adn.data.build_datasets(None, image_size=size, dataset="fashion-mnist")
-        calib_s = measure(trained, DataLoader(val_set, batch_size=256), args, size)
-        minutes = (time.perf_counter() - start) / 60
+        with Stopwatch() as clock:
+            trained = train_three(name, args, size)
+            _, val_set, _ = adn.data.build_datasets(None, image_size=size, dataset="fashion-mnist")
+            calib_s = measure(trained, DataLoader(val_set, batch_size=256), args, size)
         t = trained
-        sections += [
-            "",
+        report.add(
+            name,
             f"## {name}",
             "",
             f"Training: ADN {t['adn'].seconds / 60:.1f} min ({t['adn'].step_ms:.0f} ms/step), plain "
             f"{t['plain'].seconds / 60:.1f} min ({t['plain'].step_ms:.0f} ms/step), shallow "
             f"{t['shallow'].seconds / 60:.1f} min; calibrating all {len(t['adn'].rows)} ADN sub-networks "
-            f"{calib_s:.1f} s; {minutes:.0f} min in all.",
+            f"{calib_s:.1f} s; {clock.seconds / 60:.0f} min in all ({len(val_set):,} test images).",
             "",
             *table(trained),
             "",
             *claims(trained),
-        ]
-        Path(opts.output).write_text("\n".join(header + sections) + "\n")
-        print("\n".join(sections[-len(table(trained)) - len(claims(trained)) - 1 :]), flush=True)
+        )
+        print("\n".join(report.slots[name]), flush=True)
+
+    for name in opts.models:
+        report.guard(name, lambda name=name: one_model(name))
+    report.finish(echo=False)
     print(f"wrote {opts.output}")
 
 
