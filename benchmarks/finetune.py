@@ -15,18 +15,14 @@ Every sub-network of every run is measured as trained and after per-sub-network 
 is counted in plain-epoch units: a plain epoch is 1, an ADN epoch is the ratio of an ADN step's time to a plain
 step's (two passes, ~1.7x), measured on the plain and from-scratch runs. Writes ``benchmarks/results/finetune.md``.
 
-    cd benchmarks && python finetune.py [--models resnet20 tv:mobilenet_v3_small] [--epochs 15] [--seed 0]
+    python benchmarks/finetune.py [--models resnet20 tv:mobilenet_v3_small] [--epochs 15] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import tempfile
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -35,6 +31,7 @@ from torch.utils.data import DataLoader
 import adn
 from adn.training.fit import build_distillation
 from common import adn_epoch, calib_loader, flags_of, loaders, plain_epoch, run_config, subnet_rows, train_epochs
+from harness import Report, Stopwatch
 
 FT_EPOCHS = (1, 2, 3, 5)
 SIZE = 32  # every model here runs on 32x32 digits; torchvision models via --train-crop-size/--val-crop-size
@@ -126,8 +123,8 @@ def epochs_needed(result: dict, key: str, slack: int = 0) -> str:
     return f"none up to {runs[-1]['ft']} (best: FT {best['ft']}, {right(best)} vs {target} of {n} right)"
 
 
-def report(result: dict) -> list[str]:
-    runs, epochs, ratio = result["runs"], result["args"].epochs, result["ratio"]
+def report_lines(result: dict) -> list[str]:
+    runs, epochs, ratio = result["runs"], result["args"].optim.epochs, result["ratio"]
     scratch, equal = runs[0]["compute"], result["equal"]
     lines = [
         f"## {result['name']}",
@@ -179,12 +176,11 @@ def report(result: dict) -> list[str]:
             f"| {what} | {epochs_needed(result, key)} | {epochs_needed(result, key, 1)} |"
             for key, what in (("acc1_trained", "as trained"), ("acc1_calibrated", "calibrated"))
         ),
-        "",
     ]
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet20", "tv:mobilenet_v3_small"])
     parser.add_argument("--epochs", type=int, default=15, help="plain and from-scratch epochs")
@@ -194,33 +190,35 @@ def main() -> None:
     )
     parser.add_argument("--train-subset", type=int, default=None, help="fewer training images (smoke runs)")
     parser.add_argument("--output", default=str(OUT))
-    opts = parser.parse_args()
-    command = "python finetune.py " + " ".join(
-        [f"--models {' '.join(opts.models)}", f"--epochs {opts.epochs}", f"--seed {opts.seed}"]
-        + ([f"--train-subset {opts.train_subset}"] if opts.train_subset else [])
-        + ([f"--calib-images {opts.calib_images}"] if opts.calib_images != 512 else [])
-    )
-    begin, load = time.perf_counter(), os.getloadavg()
-    sections: list[str] = []
+    opts = parser.parse_args(argv)
+    title = "Fine-tuning a trained plain network into an ADN vs training the ADN from scratch"
+    report, clock, results = Report(opts.output, title, script=__file__, argv=argv), Stopwatch(), []
+    report.set("about", "(running)")
     with tempfile.TemporaryDirectory() as tmp:
+
+        def family(name: str) -> None:
+            results.append(run_family(name, opts, Path(tmp)))
+            report.add(name, *report_lines(results[-1]))
+            print("\n".join(report.slots[name]), flush=True)
+
         for name in opts.models:
-            result = run_family(name, opts, Path(tmp))
-            sections += report(result)
-            print("\n".join(report(result)), flush=True)
-    minutes, args, n_val = (time.perf_counter() - begin) / 60, result["args"], result["val_images"]
+            report.guard(name, lambda name=name: family(name))
+    if results:
+        report.set("about", *about(results[-1], clock.seconds / 60))
+    report.finish(echo=False)
+    print(f"{clock.seconds / 60:.1f} min; wrote {opts.output}")
+
+
+def about(result: dict, minutes: float) -> list[str]:
+    """What every run shares: data, recipes, calibration; what the run labels mean."""
+    args, n_val = result["args"], result["val_images"]
     lr, wd, batch = args.optim.lr, args.optim.weight_decay, args.data.batch_size
-    header = [
-        "# Fine-tuning a trained plain network into an ADN vs training the ADN from scratch",
-        "",
-        f"`cd benchmarks && OMP_NUM_THREADS={torch.get_num_threads()} {command}` "
-        f"({datetime.now(timezone.utc):%Y-%m-%d}): {platform.machine()} CPU, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, {torch.get_num_threads()} torch thread(s); {minutes:.1f} min in all (load average "
-        f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end). Built-in digits at {SIZE} px: "
-        f"{result['images']} train / {n_val} val images (one val image is {100 / n_val:.2f} pt). The built-in "
-        f"preset of `adn train` (SGD lr {lr:g}, cosine, wd {wd:g}, batch {batch}) "
-        f"for the plain net and the ADN from scratch, its fine-tuning preset (`--pretrained`: lr {lr / 10:g}, "
-        "cosine) for the fine-tunes; seed, initial weights and data order shared. Calibration: per-sub-network "
-        f"BatchNorm statistics on {args.run.calib_images} training images.",
+    return [
+        f"{minutes:.1f} min in all. Built-in digits at {SIZE} px: {result['images']} train / {n_val} val images (one "
+        f"val image is {100 / n_val:.2f} pt). The built-in preset of `adn train` (SGD lr {lr:g}, cosine, wd {wd:g}, "
+        f"batch {batch}) for the plain net and the ADN from scratch, its fine-tuning preset (`--pretrained`: lr "
+        f"{lr / 10:g}, cosine) for the fine-tunes; seed, initial weights and data order shared. Calibration: "
+        f"per-sub-network BatchNorm statistics on {args.run.calib_images} training images.",
         "",
         "Runs: *scratch ADN* = self-distillation from the same initial weights; *plain (FT 0)* = the plain "
         "net converted, before fine-tuning (its sub-networks are naive skipping); *FT k* = the plain net "
@@ -228,11 +226,7 @@ def main() -> None:
         "Total compute of a fine-tune counts the plain training too; *of which fine-tuning* is what it adds to a "
         "model you already have. The machine was shared with other jobs: wall times and the step-time ratio are "
         "noisy (between earlier runs of this script here, the ratio moved by up to 0.11).",
-        "",
     ]
-    Path(opts.output).write_text("\n".join(header + sections))
-    print(f"{minutes:.1f} min; wrote {opts.output}")
-
 
 if __name__ == "__main__":
     main()

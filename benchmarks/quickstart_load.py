@@ -10,8 +10,6 @@ work on a shared machine loads it too.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import signal
 import subprocess
@@ -21,14 +19,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
+from harness import Report, Stopwatch, load_average, table
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def uptime_load() -> str:
-    """``uptime``'s three load averages (1, 5, 15 min)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 @contextmanager
@@ -49,11 +42,9 @@ def train(flags: list[str], busy: bool, workdir: Path) -> dict:
     """One ``adn train FLAGS`` run: wall seconds, training and calibration seconds, img/s, threads, final table."""
     out_dir = workdir / f"run-{len(list(workdir.iterdir()))}"
     command = [sys.executable, "-m", "adn", "train", *flags, "--output-dir", str(out_dir)]
-    before = uptime_load()
-    with load(busy):
-        start = time.perf_counter()
+    before = load_average()
+    with load(busy), Stopwatch() as wall:
         proc = subprocess.run(command, capture_output=True, text=True, cwd=workdir)
-        wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-2000:]}")
     text = proc.stdout
@@ -64,56 +55,57 @@ def train(flags: list[str], busy: bool, workdir: Path) -> dict:
     threads = re.findall(r"\((\d+) CPU threads?[,)]", text) + re.findall(r": (\d+) CPU threads? instead of", text)
     table = text[text.index("sub-networks of") :].split("\n\nevaluate again")[0] if "sub-networks of" in text else ""
     return {
-        "wall": wall,
+        "wall": wall.seconds,
         "train": int(h) * 3600 + int(m) * 60 + int(s),
         "calib": float(calib.group(1)) if calib else 0.0,
         "img_s": sum(rates) / len(rates) if rates else 0.0,
         "threads": " -> ".join(threads) or "?",
-        "load": f"{before} -> {uptime_load()}",
+        "load": f"{before} -> {load_average()}",
         "table": table,
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=1, help="idle/busy pairs of the full quick start")
     parser.add_argument("--epochs", type=int, default=None, help="shorten the quick start (default: its 15)")
     parser.add_argument("--short-steps", type=int, default=8, help="steps of the thread-count runs (0: skip them)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks/results/quickstart-load.md"))
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a `kill` still stops the `yes` (finally blocks run)
     flags = ["--epochs", str(opts.epochs)] if opts.epochs else []
-    lines = [
-        "# The quick start idle and with one core busy (`python benchmarks/quickstart_load.py`)",
-        "",
-        f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores, torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Busy: one `yes > /dev/null` started 1 s before "
-        "`adn train` and stopped after it. Load: `uptime`'s 1/5/15-min load averages before -> after each run "
-        "(other work on this shared machine included). Threads: what `adn train` chose (`--threads auto`).",
+    report = Report(opts.output, "The quick start idle and with one core busy", script=__file__, argv=argv)
+    report.add(
+        "full",
+        "Busy: one `yes > /dev/null` started 1 s before `adn train` and stopped after it. Load: `uptime`'s "
+        "1/5/15-min load averages before -> after each run (other work on this shared machine included). Threads: "
+        "what `adn train` chose (`--threads auto`).",
         "",
         f"## `adn train{' ' + ' '.join(flags) if flags else ''}`, interleaved",
-        "",
-        "| run | load | threads | wall s | training s | img/s | calibration s | load averages |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        *table("run", "load", "threads", "wall s", "training s", "img/s", "calibration s", "load averages"),
+    )
     runs: dict[str, list[dict]] = {"idle": [], "busy": []}
+
+    def one(i: int, name: str, tmp: Path) -> None:
+        r = train(flags, name == "busy", tmp)
+        runs[name].append(r)
+        cells = (r["threads"], f"{r['wall']:.0f}", r["train"], f"{r['img_s']:.0f}", f"{r['calib']:.1f}", r["load"])
+        report.row("full", i + 1, name, *cells)
+
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(opts.repeats):
             for name in ("idle", "busy"):
-                r = train(flags, name == "busy", Path(tmp))
-                runs[name].append(r)
-                lines.append(
-                    f"| {i + 1} | {name} | {r['threads']} | {r['wall']:.0f} | {r['train']} | {r['img_s']:.0f} | "
-                    f"{r['calib']:.1f} | {r['load']} |"
-                )
-                print(lines[-1], flush=True)
-        mean = {k: sum(r["wall"] for r in v) / len(v) for k, v in runs.items()}
-        lines += ["", f"busy / idle wall time: **{mean['busy'] / mean['idle']:.2f}x**", ""]
-        for name in ("idle", "busy"):
-            lines += [f"Final table of the first {name} run:", "", "```text", runs[name][0]["table"], "```", ""]
+                report.guard(f"{name} run {i + 1}", lambda i=i, name=name: one(i, name, Path(tmp)), slot="full",
+                             lead=(i + 1, name))  # fmt: skip
+        if all(runs.values()):
+            mean = {k: sum(r["wall"] for r in v) / len(v) for k, v in runs.items()}
+            report.add("summary", f"busy / idle wall time: **{mean['busy'] / mean['idle']:.2f}x**", "")
+            for name in ("idle", "busy"):
+                table_text = runs[name][0]["table"]
+                report.add("summary", f"Final table of the first {name} run:", "", "```text", table_text, "```", "")
         if opts.short_steps:
-            lines += short_runs(opts.short_steps, Path(tmp))
-    Path(opts.output).write_text("\n".join(lines) + "\n")
+            report.guard("thread-count runs", lambda: report.add("short", *short_runs(opts.short_steps, Path(tmp))))
+    report.finish(echo=False)
     print(f"wrote {opts.output}")
 
 

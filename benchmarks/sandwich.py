@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from adn.training.engine import StepOptions, train_one_epoch
 from adn.training.fit import build_distillation
 from adn.training.optim import build_optimizer, build_scheduler
 from common import QUIET, calib_loader, loaders, run_config
+from harness import Report, Stopwatch, table
 
 
 def sandwich_epoch(model, distill, optimizer, loader, configs, rng) -> int:
@@ -51,7 +51,7 @@ def train(name: str, args, size: int, sandwich: bool):
     optimizer = build_optimizer(model, args.optim)
     scheduler, rng = build_scheduler(optimizer, args.optim), random.Random(args.run.seed)
     mixed = [s for s in adn.subnets(model) if any(s) and not all(s)]
-    start, steps = time.perf_counter(), 0
+    clock, steps = Stopwatch(), 0
     for epoch in range(args.optim.epochs):
         sampler.set_epoch(epoch)
         torch.manual_seed(args.run.seed + epoch)
@@ -63,48 +63,54 @@ def train(name: str, args, size: int, sandwich: bool):
                 model, distill, nn.CrossEntropyLoss(), optimizer, loader, "cpu", epoch, options
             ).steps
         scheduler.step()
-    return model, 1e3 * (time.perf_counter() - start) / steps
+    return model, 1e3 * clock.seconds / steps
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
-    opts = parser.parse_args()
+    parser.add_argument("--output", default=None, help="default: benchmarks/results/sandwich-<model>.md")
+    opts = parser.parse_args(argv)
+    out = Path(opts.output or Path(__file__).parent / "results" / f"sandwich-{opts.model}.md")
+    title = f"Sandwich (one random mixed sub-network per step) vs the standard ADN step: {opts.model}, digits"
+    report = Report(out, title, script=__file__, argv=argv)
     args = run_config(opts.model, epochs=opts.epochs, seed=opts.seed)
     size = adn.model_info(opts.model).input_size
     _, val_set, _ = adn.data.build_datasets(None, image_size=size)
     val = DataLoader(val_set, batch_size=256)
     calib = calib_loader(args, size)
     results = {}
-    for sandwich in (False, True):
+
+    def run(sandwich: bool) -> None:
         model, step_ms = train(opts.model, args, size, sandwich)
         rows = evaluate_subnets(model, val, "cpu", column="trained")
         adn.calibrate(model, calib, batches=len(calib))
         for row, new in zip(rows, evaluate_subnets(model, val, "cpu"), strict=True):
             row["calibrated"] = new["acc1"]
         results[sandwich] = (rows, step_ms)
-    (plain, t0), (sand, t1) = results[False], results[True]
-    lines = [
-        f"# Sandwich (one random mixed sub-network per step) vs the standard ADN step: {opts.model}, digits",
-        "",
-        f"`python benchmarks/sandwich.py --model {opts.model} --epochs {opts.epochs}`; step time {t0:.0f} ms vs "
-        f"{t1:.0f} ms ({t1 / t0:.2f}x).",
-        "",
-        "| sub-network | ADN as trained | ADN calibrated | + sandwich, as trained | + sandwich, calibrated |",
-        "|---|---|---|---|---|",
-    ]
-    for a, b in zip(plain, sand, strict=True):
-        lines.append(
-            f"| {a['skip']} | {a['trained']:.2f} | {a['calibrated']:.2f} | {b['trained']:.2f} | {b['calibrated']:.2f} |"
+
+    for sandwich in (False, True):
+        report.guard("+ sandwich" if sandwich else "ADN", lambda sandwich=sandwich: run(sandwich))
+    if len(results) == 2:
+        (plain, t0), (sand, t1) = results[False], results[True]
+        columns = (
+            "sub-network",
+            "ADN as trained",
+            "ADN calibrated",
+            "+ sandwich, as trained",
+            "+ sandwich, calibrated",
         )
-    for label, rows in (("ADN", plain), ("+ sandwich", sand)):
-        cal = [r["calibrated"] for r in rows]
-        lines.append(f"\n{label}: calibrated min {min(cal):.2f}, max {max(cal):.2f}, mean {sum(cal) / len(cal):.2f}")
-    out = Path(__file__).parent / "results" / f"sandwich-{opts.model}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        report.add("results", f"Step time {t0:.0f} ms vs {t1:.0f} ms ({t1 / t0:.2f}x).", *table(*columns))
+        for a, b in zip(plain, sand, strict=True):
+            cells = (f"{a['trained']:.2f}", f"{a['calibrated']:.2f}", f"{b['trained']:.2f}", f"{b['calibrated']:.2f}")
+            report.row("results", a["skip"], *cells)
+        for label, rows in (("ADN", plain), ("+ sandwich", sand)):
+            cal = [r["calibrated"] for r in rows]
+            summary = f"{label}: calibrated min {min(cal):.2f}, max {max(cal):.2f}, mean {sum(cal) / len(cal):.2f}"
+            report.add("summary", summary, "")
+    report.finish()
 
 
 if __name__ == "__main__":
