@@ -1,6 +1,6 @@
 """Is skipping free? Base-net vs super-net latency against the FLOPs ratio, switching cost, torch.compile.
 
-For every architecture given (default: resnet50, mobilenet_v2, swin_t, vit_b_16, those registered) this
+For every architecture given (default: the paper's, those with its published figures) this
 measures super-net (all F) and base-net (all T) latency at each batch size and prints the latency ratio
 base/super beside the FLOPs ratio: if skipping is free the two agree. The two configs are timed in
 alternating rounds and the median over rounds is kept, so drift in machine load hits both alike.
@@ -17,23 +17,19 @@ repeats.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
-import time
-from datetime import datetime, timezone
 
 import torch
 
 import adn
 from adn.deploy.bench import switching_cost, time_forward
+from harness import Report, Stopwatch, table
 
-DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "swin_t", "vit_b_16"]
-
-
-def _load() -> str:
-    return "n/a" if not hasattr(os, "getloadavg") else " ".join(f"{v:.2f}" for v in os.getloadavg())
+#: the paper's architectures: those the registry holds its published figures for
+DEFAULT_MODELS = [
+    m for m in adn.list_models() if adn.model_info(m).published_by == "paper" and adn.model_info(m).published
+]
 
 
 def latency_ratios(model, device, batch_sizes, rounds, min_run_time, resolution):
@@ -67,8 +63,7 @@ def compile_check(name: str, device: torch.device, backend: str) -> dict:
     compiled = torch.compile(model, backend=counter)
     x = torch.randn(1, 3, info.input_size, info.input_size, device=device)
     graphs, max_diff = [], 0.0
-    start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), Stopwatch(device) as clock:
         for _ in range(2):
             for skip in configs:
                 out = compiled(x, skip=skip)
@@ -81,7 +76,7 @@ def compile_check(name: str, device: torch.device, backend: str) -> dict:
         "graphs_first_pass": graphs[0],
         "recompiles_second_pass": graphs[1] - graphs[0],
         "max_abs_diff": max_diff,
-        "seconds": time.perf_counter() - start,
+        "seconds": clock.seconds,
     }
 
 
@@ -105,72 +100,71 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    report = Report(args.output, "Latency vs FLOPs: base-net / super-net", script=__file__, argv=argv)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        where = torch.cuda.get_device_name(device)
-    else:
-        cpu = platform.processor() or platform.machine()
-        where = f"{cpu} CPU, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}"
+        report.environment.append(f"- Device: {torch.cuda.get_device_name(device)}")
     models = [m for m in args.models if m in adn.list_models()]
-    lines = [
-        f"# Latency vs FLOPs: base-net / super-net ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)",
-        "",
-        f"Device: {where}; torch {torch.__version__}; batch sizes {args.batch_sizes}; {args.rounds} alternating "
-        f"rounds of {args.min_run_time} s per timing (torch.utils.benchmark, median); "
-        f"load average at start: {_load()}.",
-        f"Command: `python benchmarks/latency.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
-        "",
-        "| model | GFLOPs super | GFLOPs base | FLOPs ratio | batch | latency super (ms) | latency base (ms) "
-        "| latency ratio |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-
-    def emit(line: str = "") -> None:
-        lines.append(line)
-        print(line, flush=True)
-
-    print("\n".join(lines), flush=True)
+    report.add(
+        "latency",
+        f"Batch sizes {args.batch_sizes}; {args.rounds} alternating rounds of {args.min_run_time} s per timing "
+        "(torch.utils.benchmark, median).",
+        *table(
+            "model",
+            "GFLOPs super",
+            "GFLOPs base",
+            "FLOPs ratio",
+            "batch",
+            "latency super (ms)",
+            "latency base (ms)",
+            "latency ratio",
+        ),
+    )
     switching = []
-    for name in models:
+
+    def one_model(name: str) -> None:
         info = adn.model_info(name)
         model = adn.create_model(name).to(device).eval()
         g_super, g_base = (adn.count_flops(model, s, info.input_size) / 1e9 for s in (False, True))
         for r in latency_ratios(model, device, args.batch_sizes, args.rounds, args.min_run_time, info.input_size):
-            emit(
-                f"| {name} | {g_super:.2f} | {g_base:.2f} | {g_base / g_super:.3f} | {r['batch']} | "
-                f"{r['super_ms']:.1f} | {r['base_ms']:.1f} | {r['latency_ratio']:.3f} |"
+            cells = (f"{r['super_ms']:.1f}", f"{r['base_ms']:.1f}", f"{r['latency_ratio']:.3f}")
+            report.row(
+                "latency", name, f"{g_super:.2f}", f"{g_base:.2f}", f"{g_base / g_super:.3f}", r["batch"], *cells
             )
         x = torch.randn(1, 3, info.input_size, info.input_size, device=device)
         switching.append((name, switching_cost(model, x, rounds=args.rounds, min_run_time=args.min_run_time)))
-        del model
 
-    emit()
-    emit("Switching cost (batch 1): the same super-net and base-net calls timed alternating (S B S B, a switch")
-    emit("before every call) and grouped (S S B B), in interleaved rounds; the difference is the cost of switching.")
-    emit()
-    emit("| model | alternating (ms/call) | grouped (ms/call) | switching cost (ms/call) | relative |")
-    emit("|---|---|---|---|---|")
+    for name in models:
+        report.guard(name, lambda name=name: one_model(name), slot="latency", lead=(name,))
+    report.add(
+        "switching",
+        "Switching cost (batch 1): the same super-net and base-net calls timed alternating (S B S B, a switch",
+        "before every call) and grouped (S S B B), in interleaved rounds; the difference is the cost of switching.",
+        *table("model", "alternating (ms/call)", "grouped (ms/call)", "switching cost (ms/call)", "relative"),
+    )
     for name, s in switching:
-        emit(
-            f"| {name} | {s['alternating_ms']:.2f} | {s['grouped_ms']:.2f} | {s['switching_ms']:+.2f} | "
-            f"{s['switching_ms'] / s['grouped_ms']:+.1%} |"
+        report.row(
+            "switching",
+            name,
+            f"{s['alternating_ms']:.2f}",
+            f"{s['grouped_ms']:.2f}",
+            f"{s['switching_ms']:+.2f}",
+            f"{s['switching_ms'] / s['grouped_ms']:+.1%}",
         )
 
-    if args.compile_model and args.compile_model in adn.list_models():
+    def check_compile() -> None:
         c = compile_check(args.compile_model, device, args.compile_backend)
-        emit()
-        emit(
+        report.add(
+            "compile",
             f"torch.compile ({c['model']}, backend {c['backend']!r} behind a graph counter, "
             f"recompile_limit raised to {c['subnets']}): {c['graphs_first_pass']} graphs for {c['subnets']} "
             f"sub-networks on the first pass, {c['recompiles_second_pass']} recompilations on the second; "
-            f"max |compiled - eager| = {c['max_abs_diff']:.1e}; {c['seconds']:.0f} s in all."
+            f"max |compiled - eager| = {c['max_abs_diff']:.1e}; {c['seconds']:.0f} s in all.",
         )
-    emit()
-    emit(f"Load average at end: {_load()}.")
-    if args.output:
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write("\n".join(lines) + "\n")
+
+    if args.compile_model and args.compile_model in adn.list_models():
+        report.guard(f"torch.compile {args.compile_model}", check_compile)
+    report.finish()
     return 0
 
 
