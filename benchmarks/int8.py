@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
-import platform
-import sys
 import tempfile
-from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +30,8 @@ from adn.deploy.export import export_onnx, export_subnet, onnx_size
 from adn.deploy.export_switchable import export_switchable
 from adn.deploy.quantize import quantize_int8
 from adn.deploy.quantize_switchable import quantize_switchable_int8
-
-sys.path.insert(0, str(Path(__file__).parent))
-from switchable import _min_ms, _session, _trained_like, train_resnet20  # noqa: E402
+from common import ort_session, train_resnet20, trained_like
+from harness import Report, interleaved_min_ms
 
 
 def _ops(path: Path, threads: int) -> str:
@@ -59,7 +55,7 @@ def _ops(path: Path, threads: int) -> str:
 
 def latency_rows(args, tmp: Path) -> list[str]:
     torch.manual_seed(0)
-    model = _trained_like(adn.create_model("resnet50")).eval()
+    model = trained_like(adn.create_model("resnet50")).eval()
     size = model.info.input_size
     random_images = [torch.randn(1, 3, size, size) for _ in range(args.calib_images)]
     n = model.num_stages
@@ -73,7 +69,7 @@ def latency_rows(args, tmp: Path) -> list[str]:
     export_switchable(model, tmp / "all.onnx", resolution=size, pt2=False)
     files["int8 switchable"] = tmp / "all-int8.onnx"
     quantize_switchable_int8(tmp / "all.onnx", files["int8 switchable"], random_images, limit=args.calib_images)
-    sessions = {k: _session(p, args.threads) for k, p in files.items()}
+    sessions = {k: ort_session(p, args.threads) for k, p in files.items()}
     rows = [
         "| file | ONNX ops onnxruntime runs (after optimisation) | MB |",
         "|---|---|---|",
@@ -84,16 +80,15 @@ def latency_rows(args, tmp: Path) -> list[str]:
     ]
     for batch in (1, 32):
         x = np.random.rand(batch, 3, size, size).astype("float32")
-        best = collections.defaultdict(lambda: float("inf"))
-        for _ in range(args.rounds):  # interleaved: load drift hits every column alike
-            for label, config in configs.items():
-                for kind in ("fp32", "int8"):
-                    session = sessions[f"{kind} {label}"]
-                    ms = _min_ms(lambda s=session, f={"images": x}: s.run(None, f), args.reps if batch == 1 else 2)
-                    best[kind, label] = min(best[kind, label], ms)
-                feed = {"image": x, "skip": np.array(config)}
-                ms = _min_ms(lambda f=feed: sessions["int8 switchable"].run(None, f), args.reps if batch == 1 else 2)
-                best["switchable", label] = min(best["switchable", label], ms)
+        calls = {}
+        for label, config in configs.items():
+            for kind in ("fp32", "int8"):
+                calls[kind, label] = partial(sessions[f"{kind} {label}"].run, None, {"images": x})
+            calls["switchable", label] = partial(
+                sessions["int8 switchable"].run, None, {"image": x, "skip": np.array(config)}
+            )
+        # interleaved rounds: load drift hits every column alike
+        best = interleaved_min_ms(calls, args.rounds, args.reps if batch == 1 else 2)
         for label in configs:
             fp32, int8 = best["fp32", label], best["int8", label]
             rows.append(
@@ -116,7 +111,7 @@ def accuracy_rows(args, tmp: Path) -> list[str]:
     export_switchable(model, tmp / "r20.onnx", resolution=32, pt2=False, stats="constant")
     quantize_switchable_int8(tmp / "r20.onnx", tmp / "r20-int8.onnx", calib, limit=256)
     val, _ = build_eval_loader(image_size=32, batch_size=128)
-    sessions = [_session(tmp / name, args.threads) for name in ("r20.onnx", "r20-int8.onnx")]
+    sessions = [ort_session(tmp / name, args.threads) for name in ("r20.onnx", "r20-int8.onnx")]
     rows = [
         "| sub-network | Acc@1 float32 switchable | Acc@1 INT8 switchable | difference |",
         "|---|---|---|---|",
@@ -135,7 +130,7 @@ def accuracy_rows(args, tmp: Path) -> list[str]:
     return [*rows, "", f"Files: float32 switchable {sizes[0]:.2f} MB, INT8 switchable {sizes[1]:.2f} MB."]
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=5, help="calls per round at batch 1 (batch 32: 2)")
     p.add_argument("--rounds", type=int, default=2)
@@ -146,30 +141,18 @@ def main(argv=None) -> int:
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    title = "INT8 in onnxruntime on the CPU (resnet50 latency; resnet20 accuracy)"
+    report = Report(args.output, title, script=__file__, argv=argv)
+    report.environment.append(
+        f"- onnxruntime ORT_ENABLE_ALL, {args.threads} threads; min of {args.reps} calls (batch 32: 2) over "
+        f"{args.rounds} interleaved rounds"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        latency = latency_rows(args, Path(tmp))
-        accuracy = accuracy_rows(args, Path(tmp)) if args.accuracy else []
-    load = os.getloadavg()
-    head = (
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores SHARED "
-        f"(load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}), onnxruntime {ort.__version__} "
-        f"ORT_ENABLE_ALL, {args.threads} threads; min of {args.reps} calls (batch 32: 2) over {args.rounds} "
-        f"interleaved rounds. Command: `python benchmarks/int8.py {' '.join(argv or sys.argv[1:])}`"
-    )
-    text = "\n".join(
-        [
-            "# INT8 in onnxruntime on the CPU (resnet50 latency; resnet20 accuracy)",
-            "",
-            head,
-            "",
-            *latency,
-            *(["", "## One INT8 switchable file: resnet20 on the digits, calibrated", ""] * bool(accuracy)),
-            *accuracy,
-        ]
-    )
-    print(text)
-    if args.output:
-        args.output.write_text(text + "\n")
+        report.guard("latency", lambda: report.add("latency", *latency_rows(args, Path(tmp))))
+        if args.accuracy:
+            heading = ["## One INT8 switchable file: resnet20 on the digits, calibrated", ""]
+            report.guard("accuracy", lambda: report.add("accuracy", *heading, *accuracy_rows(args, Path(tmp))))
+    report.finish()
     return 0
 
 

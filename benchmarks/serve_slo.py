@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+
+from harness import Report, Stopwatch, call_times
 
 
 def prepare(args) -> Path:
@@ -63,12 +65,9 @@ def in_process(path: Path, images: np.ndarray, labels: np.ndarray, skips: list[s
     for skip in skips:
         flags = np.array([c == "T" for c in skip])
         pred = session.run(None, {"image": images, "skip": flags})[0].argmax(1)
-        times = []
-        for i in range(200):
-            start = time.perf_counter()
-            session.run(None, {"image": images[i % len(images)][None], "skip": flags})
-            times.append((time.perf_counter() - start) * 1e3)
-        out[skip] = {"acc": float((pred == labels).mean() * 100), "p50_ms": float(np.median(times))}
+        feeds = itertools.cycle([{"image": images[i][None], "skip": flags} for i in range(len(images))])
+        _, times = call_times(partial(lambda it: session.run(None, next(it)), feeds), 200, warmup=0)
+        out[skip] = {"acc": float((pred == labels).mean() * 100), "p50_ms": float(np.median(times)) * 1e3}
     return out
 
 
@@ -88,22 +87,23 @@ async def offer(url: str, times: np.ndarray, images: np.ndarray, labels: np.ndar
     records: list[dict] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
-        async def one(i: int, at: float, start: float) -> None:
-            await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
-            sent, k = time.perf_counter(), i % len(images)
-            try:
-                async with http.post(f"{url}/predict", data=images[k].tobytes(), timeout=aiohttp.ClientTimeout(10),
-                                     headers={"content-type": "application/octet-stream"}) as r:  # fmt: skip
-                    answer = await r.json()
-                    status = r.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                answer, status = {}, 599
-            ms = (time.perf_counter() - sent) * 1e3
-            records.append({"ms": ms, "status": status, "skip": answer.get("skip"),
+        async def one(i: int, at: float) -> None:
+            await asyncio.sleep(max(0.0, 0.05 + at - clock.seconds))
+            k = i % len(images)
+            with Stopwatch() as sent:
+                try:
+                    async with http.post(f"{url}/predict", data=images[k].tobytes(),
+                                         timeout=aiohttp.ClientTimeout(10),
+                                         headers={"content-type": "application/octet-stream"}) as r:  # fmt: skip
+                        answer = await r.json()
+                        status = r.status
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    answer, status = {}, 599
+            records.append({"ms": sent.seconds * 1e3, "status": status, "skip": answer.get("skip"),
                             "correct": answer.get("class") == int(labels[k])})  # fmt: skip
 
-        start = time.perf_counter() + 0.05
-        await asyncio.gather(*(one(i, at, start) for i, at in enumerate(times)))
+        clock = Stopwatch()  # the trace starts 50 ms from now
+        await asyncio.gather(*(one(i, at) for i, at in enumerate(times)))
     return records
 
 
@@ -111,12 +111,12 @@ async def closed_loop(url: str, images: np.ndarray, clients: int, seconds: float
     """``clients`` clients each sending its next request when the last is answered: answers per second."""
     import aiohttp
 
-    done, stop = 0, time.perf_counter() + seconds
+    done, clock = 0, Stopwatch()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
         async def client(c: int) -> None:
             nonlocal done
-            while time.perf_counter() < stop:
+            while clock.seconds < seconds:
                 async with http.post(f"{url}/predict", data=images[c].tobytes(),
                                      headers={"content-type": "application/octet-stream"}) as r:  # fmt: skip
                     await r.read()
@@ -178,18 +178,21 @@ def sequential(url: str, images: np.ndarray, n: int) -> list[float]:
     """``n`` requests one after another (client-side ms): the engine's latency without queueing."""
     import urllib.request
 
-    times = []
-    for i in range(n):
-        body = images[i % len(images)].tobytes()
-        request = urllib.request.Request(url + "/predict", body, {"content-type": "application/octet-stream"})
-        start = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=30) as r:
+    requests = (
+        urllib.request.Request(
+            url + "/predict", images[i % len(images)].tobytes(), {"content-type": "application/octet-stream"}
+        )
+        for i in range(n)
+    )
+
+    def send() -> None:
+        with urllib.request.urlopen(next(requests), timeout=30) as r:
             r.read()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+
+    return [t * 1e3 for t in call_times(send, n, warmup=0)[1]]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet20")
     p.add_argument("--epochs", type=int, default=15, help="training epochs (the built-in recipe's)")
@@ -200,13 +203,14 @@ def main() -> int:
     p.add_argument("--slo-ms", type=float, help="default: 4x the fixed super-net's p50 at low load")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--output", help="markdown report (default: print it)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     import ray
     from ray import serve
 
     from adn.cli.serve import RAY_TIMEOUTS
 
-    began, load_before = time.time(), os.getloadavg()
+    title = "adn serve: adaptive depth against fixed depths on a bursty trace"
+    report = Report(args.output, title, script=__file__, argv=argv, progress=None)
     path = prepare(args)
     from adn.serving.app import read_switchable
 
@@ -222,7 +226,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "ERROR"})
-    super_net, lines = "F" * len(skips[0]), []
+    super_net = "F" * len(skips[0])
     try:
         floor, engine = floor_ms(url, images, path, super_net)  # no batching wait: Ray Serve's own cost
         deploy(path, fixed=super_net, max_batch=args.max_batch)
@@ -238,40 +242,36 @@ def main() -> int:
                 sequential(url, images, 20)
                 capacity[replicas] = asyncio.run(closed_loop(url, images, 4 * args.max_batch, 4))
             for fixed in (None, *skips):
-                deploy(path, replicas=replicas, fixed=fixed, slo_ms=slo, max_batch=args.max_batch)
-                sequential(url, images, 20)
-                times = arrivals(replicas * capacity[1], args.seconds, args.phase, replicas, args.burst)
-                r = row(asyncio.run(offer(url, times, images, labels)), slo, args.seconds)
-                results.append({"replicas": replicas, "server": fixed or "adaptive", **r})
-                print(json.dumps(results[-1]), flush=True)
+
+                def server(replicas: int = replicas, fixed: str | None = fixed) -> None:
+                    deploy(path, replicas=replicas, fixed=fixed, slo_ms=slo, max_batch=args.max_batch)
+                    sequential(url, images, 20)
+                    times = arrivals(replicas * capacity[1], args.seconds, args.phase, replicas, args.burst)
+                    r = row(asyncio.run(offer(url, times, images, labels)), slo, args.seconds)
+                    results.append({"replicas": replicas, "server": fixed or "adaptive", **r})
+                    print(json.dumps(results[-1]), flush=True)
+
+                report.guard(f"{replicas} replica(s), {fixed or 'adaptive'} server", server)
     finally:
         serve.shutdown()
         ray.shutdown()
-    lines = report(args, meta, local, (floor, engine), slo, capacity, low, results, load_before, began)
-    text = "\n".join(lines) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-    print(text)
+    report.environment.append(
+        f"- Ray {ray.__version__} (2 CPUs), onnxruntime 1 thread per replica; {report.clock.seconds:.0f} s in all, "
+        "training included"
+    )
+    report.add("results", *body(args, meta, local, (floor, engine), slo, capacity, low, results, len(labels)))
+    report.guard("goals", lambda: report.add("goals", *goals(results, low, engine - local[super_net]["p50_ms"],
+                                                             capacity, super_net)))  # fmt: skip
+    report.finish()
     return 0
 
 
-def report(args, meta, local, engine, slo, capacity, low, results, load_before, began) -> list[str]:
-    import ray
-    import torch
-
+def body(args, meta, local, engine, slo, capacity, low, results, val_images: int) -> list[str]:
+    """The tables: accuracy and in-process latency per depth, the engine's cost, every server on the trace."""
     table = {r["skip"]: r for r in meta["subnets"]}
     out = [
-        "# adn serve: adaptive depth against fixed depths on a bursty trace",
-        "",
-        f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, shared with other jobs (load average "
-        f"{' '.join(f'{v:.2f}' for v in load_before)} at start, {' '.join(f'{v:.2f}' for v in os.getloadavg())} at "
-        f"end); Ray {ray.__version__} (2 CPUs), onnxruntime 1 thread per replica, torch {torch.__version__}, "
-        f"Python {platform.python_version()}.",
-        f"Command: `python benchmarks/serve_slo.py {' '.join(sys.argv[1:])}` "
-        f"({time.time() - began:.0f} s in all, training included).",
-        "",
         f"Model: {meta.get('model')} trained on the built-in digits ({len(local)} sub-networks, one ONNX file); "
-        "accuracy on the 359 validation images, measured in onnxruntime; batch-1 p50 in-process, 1 thread.",
+        f"accuracy on the {val_images} validation images, measured in onnxruntime; batch-1 p50 in-process, 1 thread.",
         "",
         "| skip | acc@1 (training's table) | acc@1 (onnxruntime) | in-process p50 (ms) |",
         "|---|---|---|---|",
@@ -302,7 +302,7 @@ def report(args, meta, local, engine, slo, capacity, low, results, load_before, 
             f"| {r['replicas']} | {r['server']} | {r['requests']} | {r['slo_pct']:.1f}% | {r['eff_acc']:.1f}% | "
             f"{r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['rps']:.0f} | {r['mix']} |"
         )
-    return out + ["", *goals(results, low, engine - inproc, capacity, super_net)]
+    return out
 
 
 def goals(results: list[dict], low: dict, added_ms: float, capacity: dict, super_net: str) -> list[str]:
