@@ -20,41 +20,23 @@ interleaved rounds, so drift in a shared machine's load hits every column alike.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 import adn
 from adn.deploy.export import export_onnx, export_subnet, onnx_size
 from adn.deploy.export_switchable import export_switchable
-
-
-def _min_ms(fn, reps: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
-
-
-def _session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    # idle onnxruntime threads spin by default: on a small shared CPU they would steal the cores PyTorch times on
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+from common import ort_session as _session
+from common import train_resnet20
+from common import trained_like as _trained_like
+from harness import Report, Stopwatch
+from harness import min_ms as _min_ms
 
 
 def _configs(model) -> list[tuple[bool, ...]]:
@@ -83,19 +65,6 @@ s.run(None, feed); ctypes.CDLL('libc.so.6').malloc_trim(0); print(peak, rss() - 
     return float(peak), float(held)
 
 
-def _trained_like(model: torch.nn.Module) -> torch.nn.Module:
-    """Random norm parameters and statistics, as training leaves them: a freshly made model's (1, 0, 0, 1) norms
-    fold away in the exporters and every one of them reads the same deduplicated constants."""
-    gen = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            for t, low, high in ((module.weight, 0.5, 1.5), (module.bias, -0.2, 0.2)):
-                t.data.copy_(torch.rand(t.shape, generator=gen) * (high - low) + low)
-            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.1)
-            module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
-    return model
-
-
 def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list[str], list[str]]:
     """Rows for ``name``; ``stats``: None (not calibrated), else how the switchable file holds calibrated stats."""
     res = adn.model_info(name).input_size
@@ -104,11 +73,11 @@ def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list
         torch.manual_seed(0)
         adn.calibrate(model, [torch.randn(4, 3, res, res)], batches=1)
     tag = f"{name}{f' (calibrated, {stats} stats)' if stats else ''}"
-    start = time.time()
+    clock = Stopwatch()
     sw_path = export_switchable(
         model, out_dir / f"{name}-{stats}-all.onnx", resolution=res, pt2=False, stats=stats or "gathered"
     )["onnx"]
-    export_s = time.time() - start
+    export_s = clock.seconds
     switch = _session(sw_path, args.threads)
     configs = _configs(model)
     rows, sizes = [], {}
@@ -176,27 +145,6 @@ def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list
     return rows, [size_row]
 
 
-def train_resnet20(epochs: int) -> torch.nn.Module:
-    """A resnet20 trained briefly on the built-in data (super- and base-net losses), enough to measure INT8
-    (``tests/test_quantize.py`` uses it too)."""
-    from torch.utils.data import DataLoader
-
-    from adn.data.loaders import build_calibration_set
-
-    torch.manual_seed(0)
-    model = adn.create_model("resnet20", num_classes=10)
-    data = DataLoader(build_calibration_set(image_size=32), batch_size=64, shuffle=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    for _ in range(epochs):
-        for x, y in data:
-            loss = sum(torch.nn.functional.cross_entropy(model(x, skip=s), y) for s in ("FFF", "TTT"))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
 def int8_rows(args, out_dir: Path) -> list[str]:
     """Acc@1 on the built-in val split and batch-1 latency of every resnet20 sub-network, float32 vs INT8."""
     from torch.utils.data import DataLoader
@@ -245,6 +193,11 @@ def main(argv=None) -> int:
     p.add_argument("--int8-epochs", type=int, default=4)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    report = Report(args.output, "The switchable ONNX file vs single-depth files (CPU)", script=__file__, argv=argv)
+    report.environment.append(
+        f"- onnxruntime ORT_ENABLE_ALL, {args.threads} threads; min of {args.reps} calls (batch 32: "
+        f"{max(2, args.reps // 8)}) over {args.rounds} interleaved rounds; random weights and norms"
+    )
     header = [
         "| model | skip | batch | single-depth ORT ms | switchable ORT / single | eager PyTorch / single | "
         "torch.compile (inductor) / single |",
@@ -257,41 +210,16 @@ def main(argv=None) -> int:
     ]
     rows, size_rows, int8 = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.int8:
-            int8 = [
-                "",
-                "## INT8 (resnet20, trained briefly on the built-in data; val split)",
-                "",
-                *int8_rows(args, Path(tmp)),
-            ]
+        if args.int8 and (table := report.guard("INT8", partial(int8_rows, args, Path(tmp)))):
+            int8 = ["", "## INT8 (resnet20, trained briefly on the built-in data; val split)", "", *table]
         for name in args.models:
             for stats in (None, "gathered", "constant") if name in args.calibrated else (None,):
-                r, s = bench_model(name, args, Path(tmp), stats)
+                job = partial(bench_model, name, args, Path(tmp), stats)
+                r, s = report.guard(f"{name} {stats or ''}".strip(), job) or ([], [])
                 rows += r
                 size_rows += s
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    text = "\n".join(
-        [
-            "# The switchable ONNX file vs single-depth files (CPU)",
-            "",
-            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores (load average at the end: {load}), onnxruntime "
-            f"{ort.__version__} ORT_ENABLE_ALL, torch {torch.__version__}, {args.threads} threads; min of "
-            f"{args.reps} calls (batch 32: {max(2, args.reps // 8)}) over {args.rounds} interleaved rounds; "
-            "random weights and norms. Command: `python benchmarks/switchable.py " + " ".join(sys.argv[1:]) + "`",
-            "",
-            *header,
-            *rows,
-            "",
-            *size_header,
-            *size_rows,
-            *int8,
-            "",
-        ]
-    )
-    print(text)
-    if args.output:
-        args.output.write_text(text)
+    report.add("tables", *header, *rows, "", *size_header, *size_rows, *int8)
+    report.finish()
     return 0
 
 
