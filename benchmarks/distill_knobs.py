@@ -59,6 +59,36 @@ def train_adn(name: str, args, size: int):
     return model, seconds / 60
 
 
+def variant_cells(model, args, size: int, val, references: dict, minutes: float) -> list[str]:
+    """A variant's row: super- and base-net as trained / calibrated, the mixed range, the nets trained alone, gaps."""
+    rows, _ = subnet_rows(model, val, calib_loader(args, size))
+    ref = references[args.optim.epochs]
+    sup, bas, mixed = rows[0], rows[-1], [r["acc1_calibrated"] for r in rows[1:-1]]
+    return [
+        f"{sup['acc1_trained']:.2f} / {sup['acc1_calibrated']:.2f}",
+        f"{bas['acc1_trained']:.2f} / {bas['acc1_calibrated']:.2f}",
+        f"{min(mixed):.2f}–{max(mixed):.2f}",
+        f"{ref['super']['acc1_calibrated']:.2f}",
+        f"{ref['base']['acc1_calibrated']:.2f}",
+        f"{sup['acc1_calibrated'] - ref['super']['acc1_calibrated']:+.2f}",
+        f"{bas['acc1_calibrated'] - ref['base']['acc1_calibrated']:+.2f}",
+        f"{minutes:.1f}",
+    ]
+
+
+def calibration_sizes(report: Report, variant: str, model, args, sizes: list[int], size: int, val) -> None:
+    """The variant's ADN re-calibrated on each number of images: super, base, mixed range."""
+    report.add(
+        "calibration",
+        f"Calibration size ({variant or 'reference recipe'}'s ADN re-calibrated):",
+        *table("calibration images", "super", "base", "mixed (min–max)"),
+    )
+    for n in sizes:
+        rows, _ = subnet_rows(model, val, calib_loader(args, size, n))
+        cal = [r["acc1_calibrated"] for r in rows]
+        report.row("calibration", n, f"{cal[0]:.2f}", f"{cal[-1]:.2f}", f"{min(cal[1:-1]):.2f}–{max(cal[1:-1]):.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet20")
@@ -97,44 +127,22 @@ def main(argv: list[str] | None = None) -> None:
             "ADN train min",
         ),
     )
-    first = []
+    first: list = []  # the first variant's (name, ADN, config), re-calibrated below
 
     def one_variant(variant: str) -> None:
         args = run_config(opts.model, **flags_of(shlex.join(base)), **flags_of(variant))
         if args.optim.epochs not in references:
             references[args.optim.epochs] = {d: alone(opts.model, args, size, val, d) for d in ("super", "base")}
-        ref = references[args.optim.epochs]
         model, minutes = train_adn(opts.model, args, size)
-        rows, _ = subnet_rows(model, val, calib_loader(args, size))
         first.append((variant, model, args))
-        sup, bas, mixed = rows[0], rows[-1], [r["acc1_calibrated"] for r in rows[1:-1]]
         report.row(
-            "variants",
-            variant or "reference recipe",
-            f"{sup['acc1_trained']:.2f} / {sup['acc1_calibrated']:.2f}",
-            f"{bas['acc1_trained']:.2f} / {bas['acc1_calibrated']:.2f}",
-            f"{min(mixed):.2f}–{max(mixed):.2f}",
-            f"{ref['super']['acc1_calibrated']:.2f}",
-            f"{ref['base']['acc1_calibrated']:.2f}",
-            f"{sup['acc1_calibrated'] - ref['super']['acc1_calibrated']:+.2f}",
-            f"{bas['acc1_calibrated'] - ref['base']['acc1_calibrated']:+.2f}",
-            f"{minutes:.1f}",
+            "variants", variant or "reference recipe", *variant_cells(model, args, size, val, references, minutes)
         )
 
     for variant in opts.variants:
         report.guard(variant or "reference recipe", lambda v=variant: one_variant(v), slot="variants", lead=(variant,))
     if opts.calib_sizes and first:
-        variant, model, args = first[0]
-        report.add(
-            "calibration",
-            f"Calibration size ({variant or 'reference recipe'}'s ADN re-calibrated):",
-            *table("calibration images", "super", "base", "mixed (min–max)"),
-        )
-        for n in opts.calib_sizes:
-            rows, _ = subnet_rows(model, val, calib_loader(args, size, n))
-            cal = [r["acc1_calibrated"] for r in rows]
-            mixed = f"{min(cal[1:-1]):.2f}–{max(cal[1:-1]):.2f}"
-            report.row("calibration", n, f"{cal[0]:.2f}", f"{cal[-1]:.2f}", mixed)
+        calibration_sizes(report, *first[0], opts.calib_sizes, size, val)
     report.add("footer", f"{clock.seconds / 60:.0f} min in all.")
     report.finish()
     print(f"wrote {out}")

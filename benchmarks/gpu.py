@@ -63,6 +63,14 @@ def header(report, args, device) -> None:
         "would start with too little budget left is skipped, one that overruns is stopped (`failed: TimeoutError`)",
         f"- torch.compile: `torch.compile(model, dynamic=False)`, backend {args.compile_backend}, recompile_limit 64",
     ]
+    _train_section(report, args)
+    _infer_section(report, args)
+    _switch_section(report, args)
+    _data_section(report, args)
+
+
+def _train_section(report, args) -> None:
+    """Section 1: training throughput."""
     report.add(
         "train",
         "## 1. Training throughput",
@@ -95,6 +103,10 @@ def header(report, args, device) -> None:
             "note",
         ),
     )
+
+
+def _infer_section(report, args) -> None:
+    """Section 2: latency of super- vs base-net."""
     report.add(
         "infer",
         "## 2. Inference latency: base-net vs super-net",
@@ -119,6 +131,10 @@ def header(report, args, device) -> None:
             "note",
         ),
     )
+
+
+def _switch_section(report, args) -> None:
+    """Section 2, batch 1: eager, torch.compile, CUDA graphs; switching cost."""
     report.add(
         "switch",
         "### Batch 1: eager, torch.compile, CUDA graphs; switching cost",
@@ -145,6 +161,10 @@ def header(report, args, device) -> None:
             "note",
         ),
     )
+
+
+def _data_section(report, args) -> None:
+    """Section 3: the data pipeline."""
     report.add(
         "data",
         "## 3. Data pipeline",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from functools import partial
 
 import torch
 
@@ -80,6 +81,47 @@ def compile_check(name: str, device: torch.device, backend: str) -> dict:
     }
 
 
+def model_rows(report: Report, name: str, args, device: torch.device) -> dict:
+    """``name``'s latency rows (every batch size); returns its switching cost at batch 1."""
+    info = adn.model_info(name)
+    model = adn.create_model(name).to(device).eval()
+    g_super, g_base = (adn.count_flops(model, s, info.input_size) / 1e9 for s in (False, True))
+    for r in latency_ratios(model, device, args.batch_sizes, args.rounds, args.min_run_time, info.input_size):
+        cells = (f"{r['super_ms']:.1f}", f"{r['base_ms']:.1f}", f"{r['latency_ratio']:.3f}")
+        report.row("latency", name, f"{g_super:.2f}", f"{g_base:.2f}", f"{g_base / g_super:.3f}", r["batch"], *cells)
+    x = torch.randn(1, 3, info.input_size, info.input_size, device=device)
+    return switching_cost(model, x, rounds=args.rounds, min_run_time=args.min_run_time)
+
+
+def switching_table(report: Report, switching: list[tuple[str, dict]]) -> None:
+    report.add(
+        "switching",
+        "Switching cost (batch 1): the same super-net and base-net calls timed alternating (S B S B, a switch",
+        "before every call) and grouped (S S B B), in interleaved rounds; the difference is the cost of switching.",
+        *table("model", "alternating (ms/call)", "grouped (ms/call)", "switching cost (ms/call)", "relative"),
+    )
+    for name, s in switching:
+        report.row(
+            "switching",
+            name,
+            f"{s['alternating_ms']:.2f}",
+            f"{s['grouped_ms']:.2f}",
+            f"{s['switching_ms']:+.2f}",
+            f"{s['switching_ms'] / s['grouped_ms']:+.1%}",
+        )
+
+
+def compile_note(report: Report, args, device: torch.device) -> None:
+    c = compile_check(args.compile_model, device, args.compile_backend)
+    report.add(
+        "compile",
+        f"torch.compile ({c['model']}, backend {c['backend']!r} behind a graph counter, "
+        f"recompile_limit raised to {c['subnets']}): {c['graphs_first_pass']} graphs for {c['subnets']} "
+        f"sub-networks on the first pass, {c['recompiles_second_pass']} recompilations on the second; "
+        f"max |compiled - eager| = {c['max_abs_diff']:.1e}; {c['seconds']:.0f} s in all.",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="architectures (unregistered: skipped)")
@@ -120,50 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             "latency ratio",
         ),
     )
-    switching = []
-
-    def one_model(name: str) -> None:
-        info = adn.model_info(name)
-        model = adn.create_model(name).to(device).eval()
-        g_super, g_base = (adn.count_flops(model, s, info.input_size) / 1e9 for s in (False, True))
-        for r in latency_ratios(model, device, args.batch_sizes, args.rounds, args.min_run_time, info.input_size):
-            cells = (f"{r['super_ms']:.1f}", f"{r['base_ms']:.1f}", f"{r['latency_ratio']:.3f}")
-            report.row(
-                "latency", name, f"{g_super:.2f}", f"{g_base:.2f}", f"{g_base / g_super:.3f}", r["batch"], *cells
-            )
-        x = torch.randn(1, 3, info.input_size, info.input_size, device=device)
-        switching.append((name, switching_cost(model, x, rounds=args.rounds, min_run_time=args.min_run_time)))
-
-    for name in models:
-        report.guard(name, lambda name=name: one_model(name), slot="latency", lead=(name,))
-    report.add(
-        "switching",
-        "Switching cost (batch 1): the same super-net and base-net calls timed alternating (S B S B, a switch",
-        "before every call) and grouped (S S B B), in interleaved rounds; the difference is the cost of switching.",
-        *table("model", "alternating (ms/call)", "grouped (ms/call)", "switching cost (ms/call)", "relative"),
-    )
-    for name, s in switching:
-        report.row(
-            "switching",
-            name,
-            f"{s['alternating_ms']:.2f}",
-            f"{s['grouped_ms']:.2f}",
-            f"{s['switching_ms']:+.2f}",
-            f"{s['switching_ms'] / s['grouped_ms']:+.1%}",
-        )
-
-    def check_compile() -> None:
-        c = compile_check(args.compile_model, device, args.compile_backend)
-        report.add(
-            "compile",
-            f"torch.compile ({c['model']}, backend {c['backend']!r} behind a graph counter, "
-            f"recompile_limit raised to {c['subnets']}): {c['graphs_first_pass']} graphs for {c['subnets']} "
-            f"sub-networks on the first pass, {c['recompiles_second_pass']} recompilations on the second; "
-            f"max |compiled - eager| = {c['max_abs_diff']:.1e}; {c['seconds']:.0f} s in all.",
-        )
-
+    switching = [report.guard(name, partial(model_rows, report, name, args, device), slot="latency", lead=(name,))
+                 for name in models]  # fmt: skip
+    switching_table(report, [(name, s) for name, s in zip(models, switching, strict=True) if s is not None])
     if args.compile_model and args.compile_model in adn.list_models():
-        report.guard(f"torch.compile {args.compile_model}", check_compile)
+        report.guard(f"torch.compile {args.compile_model}", partial(compile_note, report, args, device))
     report.finish()
     return 0
 

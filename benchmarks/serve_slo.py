@@ -192,6 +192,37 @@ def sequential(url: str, images: np.ndarray, n: int) -> list[float]:
     return [t * 1e3 for t in call_times(send, n, warmup=0)[1]]
 
 
+def serve_all(report: Report, args, path: Path, url: str, images, labels, skips: list[str]) -> dict:
+    """Ray Serve's own cost, the fixed super-net's capacity, then every server (adaptive, each fixed depth) on
+    the trace with 1 and 2 replicas, each guarded: a failing server is one line of the report."""
+    super_net = "F" * len(skips[0])
+    floor, engine = floor_ms(url, images, path, super_net)  # no batching wait: Ray Serve's own cost
+    deploy(path, fixed=super_net, max_batch=args.max_batch)
+    slo = args.slo_ms or round(4 * engine, 1)
+    capacity = {1: asyncio.run(closed_loop(url, images, 4 * args.max_batch, 4))}  # the super-net's
+    deploy(path, slo_ms=slo, max_batch=args.max_batch)
+    sequential(url, images, 20)
+    low = row(asyncio.run(offer(url, arrivals(0.25 * capacity[1], 5, 99, 3), images, labels)), slo, 5)
+    results = []
+    for replicas in (1, 2):
+        if replicas > 1:
+            deploy(path, replicas=replicas, fixed=super_net, max_batch=args.max_batch)
+            sequential(url, images, 20)
+            capacity[replicas] = asyncio.run(closed_loop(url, images, 4 * args.max_batch, 4))
+        for fixed in (None, *skips):
+
+            def server(replicas: int = replicas, fixed: str | None = fixed) -> None:
+                deploy(path, replicas=replicas, fixed=fixed, slo_ms=slo, max_batch=args.max_batch)
+                sequential(url, images, 20)
+                times = arrivals(replicas * capacity[1], args.seconds, args.phase, replicas, args.burst)
+                r = row(asyncio.run(offer(url, times, images, labels)), slo, args.seconds)
+                results.append({"replicas": replicas, "server": fixed or "adaptive", **r})
+                print(json.dumps(results[-1]), flush=True)
+
+            report.guard(f"{replicas} replica(s), {fixed or 'adaptive'} server", server)
+    return dict(engine=(floor, engine), slo=slo, capacity=capacity, low=low, results=results)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet20")
@@ -228,30 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "ERROR"})
     super_net = "F" * len(skips[0])
     try:
-        floor, engine = floor_ms(url, images, path, super_net)  # no batching wait: Ray Serve's own cost
-        deploy(path, fixed=super_net, max_batch=args.max_batch)
-        slo = args.slo_ms or round(4 * engine, 1)
-        capacity = {1: asyncio.run(closed_loop(url, images, 4 * args.max_batch, 4))}  # the super-net's
-        deploy(path, slo_ms=slo, max_batch=args.max_batch)
-        sequential(url, images, 20)
-        low = row(asyncio.run(offer(url, arrivals(0.25 * capacity[1], 5, 99, 3), images, labels)), slo, 5)
-        results = []
-        for replicas in (1, 2):
-            if replicas > 1:
-                deploy(path, replicas=replicas, fixed=super_net, max_batch=args.max_batch)
-                sequential(url, images, 20)
-                capacity[replicas] = asyncio.run(closed_loop(url, images, 4 * args.max_batch, 4))
-            for fixed in (None, *skips):
-
-                def server(replicas: int = replicas, fixed: str | None = fixed) -> None:
-                    deploy(path, replicas=replicas, fixed=fixed, slo_ms=slo, max_batch=args.max_batch)
-                    sequential(url, images, 20)
-                    times = arrivals(replicas * capacity[1], args.seconds, args.phase, replicas, args.burst)
-                    r = row(asyncio.run(offer(url, times, images, labels)), slo, args.seconds)
-                    results.append({"replicas": replicas, "server": fixed or "adaptive", **r})
-                    print(json.dumps(results[-1]), flush=True)
-
-                report.guard(f"{replicas} replica(s), {fixed or 'adaptive'} server", server)
+        measured = serve_all(report, args, path, url, images, labels, skips)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -259,14 +267,15 @@ def main(argv: list[str] | None = None) -> int:
         f"- Ray {ray.__version__} (2 CPUs), onnxruntime 1 thread per replica; {report.clock.seconds:.0f} s in all, "
         "training included"
     )
-    report.add("results", *body(args, meta, local, (floor, engine), slo, capacity, low, results, len(labels)))
-    report.guard("goals", lambda: report.add("goals", *goals(results, low, engine - local[super_net]["p50_ms"],
-                                                             capacity, super_net)))  # fmt: skip
+    m = measured
+    report.add("results", *body(args, meta, local, len(labels), **m))
+    added = m["engine"][1] - local[super_net]["p50_ms"]
+    report.guard("goals", lambda: report.add("goals", *goals(m["results"], m["low"], added, m["capacity"], super_net)))
     report.finish()
     return 0
 
 
-def body(args, meta, local, engine, slo, capacity, low, results, val_images: int) -> list[str]:
+def body(args, meta, local, val_images: int, *, engine, slo, capacity, low, results) -> list[str]:
     """The tables: accuracy and in-process latency per depth, the engine's cost, every server on the trace."""
     table = {r["skip"]: r for r in meta["subnets"]}
     out = [
