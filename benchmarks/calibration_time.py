@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     def resnet50() -> None:
         model = adn.create_model("resnet50", num_classes=1000)
         n = len(adn.subnets(model))
-        seconds(model, 224, 8, 8, ["TTTT"])  # warm-up: allocator, oneDNN kernels
-        for skip in ("FFFF", "TTTT"):
+        ends = [adn.format_skip(adn.subnets(model)[i]) for i in (0, -1)]  # super-net, base-net
+        seconds(model, 224, 8, 8, ends[-1:])  # warm-up: allocator, oneDNN kernels
+        for skip in ends:
             s = seconds(model, 224, opts.resnet50_images, 32, [skip])
             per = s * opts.images / opts.resnet50_images
             report.row(

@@ -40,6 +40,9 @@ from common import PAPER_GAIN
 from harness import Report, Stopwatch
 
 RESULTS = Path(__file__).parent / "results"
+#: the tiny backbone's super-net and base-net, as the package builds it
+STAGES = len(inspect.signature(tiny_resnet).parameters["widths"].default)
+SUPER, BASE = "F" * STAGES, "T" * STAGES
 CLAIM = (
     "Paper (classification, ResNet-50-ADN on ImageNet): every sub-network of one ADN beats the same depth trained "
     f"alone (super-net +{PAPER_GAIN['super']}, base-net +{PAPER_GAIN['base']} Acc@1), with depth switched at no "
@@ -77,7 +80,7 @@ def _configs(args: argparse.Namespace) -> dict[str, DetectionTrainConfig]:
     return {
         "adn": DetectionTrainConfig(output_dir=str(work / "adn"), method="adn", **common),
         "plain": DetectionTrainConfig(output_dir=str(work / "plain"), method="plain", **common),
-        "alone": DetectionTrainConfig(output_dir=str(work / "alone"), method="plain", train_skip="TTTT", **common),
+        "alone": DetectionTrainConfig(output_dir=str(work / "alone"), method="plain", train_skip=BASE, **common),
     }
 
 
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         with Stopwatch() as clock:
             result = train_detector(dataclasses.replace(configs[method], resume=True))
         report.log(f"   trained in {clock.seconds:.0f} s")
-        subnets = {"adn": None, "plain": ["FFFF"], "alone": ["TTTT"]}[method]
+        subnets = {"adn": None, "plain": [SUPER], "alone": [BASE]}[method]
         rows = _evaluate(result.checkpoint, subnets, size, latency=method == "adn")
         results[method] = {"train_time_s": result.train_time_s, "rows": rows}
         if method == "plain":

@@ -228,5 +228,6 @@ def about(result: dict, minutes: float) -> list[str]:
         "noisy (between earlier runs of this script here, the ratio moved by up to 0.11).",
     ]
 
+
 if __name__ == "__main__":
     main()
