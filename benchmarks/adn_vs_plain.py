@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 import adn
@@ -32,8 +31,8 @@ def compare(report: Report, opts: argparse.Namespace) -> None:
     a, p = trained["adn"], trained["plain"]
     report.add(
         "results",
-        f"{torch.get_num_threads()} torch threads: {len(train_set):,} train / {len(val_set):,} val images (one "
-        f"image is {100 / len(val_set):.2f} pt), the built-in preset of `adn train` ({recipe(args)}). Step time: "
+        f"{len(train_set):,} train / {len(val_set):,} val images (one image is {100 / len(val_set):.2f} pt), the "
+        f"built-in preset of `adn train` ({recipe(args)}). Step time: "
         f"ADN {a.step_ms:.0f} ms, plain {p.step_ms:.0f} ms (ratio {a.step_ms / p.step_ms:.2f}); calibrating all "
         f"{len(a.rows)} ADN sub-networks: {calib_s:.1f} s.",
         "",
