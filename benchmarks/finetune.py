@@ -203,8 +203,7 @@ def main(argv: list[str] | None = None) -> None:
 
         for name in opts.models:
             report.guard(name, lambda name=name: family(name))
-    if results:
-        report.set("about", *about(results[-1], clock.seconds / 60))
+    report.set("about", *(about(results[-1], clock.seconds / 60) if results else ["No model finished."]))
     report.finish(echo=False)
     print(f"{clock.seconds / 60:.1f} min; wrote {opts.output}")
 

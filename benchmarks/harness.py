@@ -6,9 +6,10 @@
   finished rows behind.
 - :meth:`Report.guard`: one item's failure (or overrun, or late start under a time budget) becomes one line or
   one table row of the report, the traceback goes to stderr, and the run goes on.
-- :class:`Stopwatch`, :func:`call_times`, :func:`min_ms`, :func:`interleaved_min_ms`: the only code here that
-  reads the clock (``tests/test_benchmark_scripts.py`` checks that no other script does). Model forwards timed
-  with ``torch.utils.benchmark`` go through the package (``adn.deploy.bench.time_forward``, ``switching_cost``).
+- :class:`Stopwatch`, :func:`call_times`, :func:`min_ms`, :func:`interleaved_min_ms`: the only code in
+  ``benchmarks/`` that reads the clock (``tests/test_benchmark_scripts.py`` checks that no other file does).
+  Model forwards timed with ``torch.utils.benchmark`` go through the package (``adn.deploy.bench.time_forward``,
+  ``switching_cost``).
 
 Training helpers for the comparison benchmarks are in ``common.py``.
 """
