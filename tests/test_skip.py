@@ -40,11 +40,12 @@ def test_parse_skip_rejects(value):
         assert "4 stages" in msg  # names the model's stage count
 
 
-def test_format_and_subnets():
-    configs = adn.subnets(3)
+def test_format_and_skip_configs():
+    configs = adn.skip_configs(3)
     assert len(configs) == 8 and len(set(configs)) == 8
     assert configs[0] == (False,) * 3 and configs[-1] == (True,) * 3
     assert adn.format_skip(configs[1]) == "FFT"
+    assert adn.subnets(adn.create_model("resnet20")) == configs  # the earlier name: the same configs
 
 
 # ------------------------------------------------------------------------------------------ execution

@@ -31,8 +31,8 @@ from .core.network import (
     Stage,
     format_skip,
     parse_skip,
-    subnets,
 )
+from .core.skipconfig import skip_configs, subnets
 from .deploy.bench import bench_subnets, select_subnet
 from .deploy.export import export_subnet
 from .deploy.export_switchable import export_switchable
@@ -109,6 +109,7 @@ __all__ = [
     "save_pretrained",
     "save_weights",
     "select_subnet",
+    "skip_configs",
     "subnets",
     "switchable",
     "train_one_epoch",

@@ -38,7 +38,7 @@ from torch import nn
 from .heads import Checkpointed, ClassifierMixin
 from .layout import SkipLayout, Stage
 from .sharing import SharingMixin
-from .skipconfig import SkipLike, default_skip, format_skip, parse_skip, subnets
+from .skipconfig import SkipLike, default_skip, format_skip, parse_skip, skip_configs
 from .stats import FrozenStatsNorm, SubnetStatistics
 from .tree import REMOVED, _Removed, substitute
 from .twins import (  # noqa: F401  (re-exported: adn.core.network's names)
@@ -210,7 +210,7 @@ class AdaptiveDepthNet(ClassifierMixin, SharingMixin, nn.Module):
             _OWNERS[module] = weakref.ref(self)
         paths, calibrated, pairs = {}, {}, []
         calibration = self._modules.get("calibration")
-        for skip in subnets(self.num_stages):
+        for skip in skip_configs(self.num_stages):
             paths[skip], p = self._build_path(skip, False)
             pairs += p
             if calibration is not None and calibration.has(skip):
@@ -346,5 +346,5 @@ __all__ = [
     "format_skip",
     "init_skip_norms_from_main",
     "parse_skip",
-    "subnets",
+    "skip_configs",
 ]

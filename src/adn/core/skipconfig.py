@@ -72,10 +72,15 @@ def format_skip(skip: Sequence[bool]) -> str:
     return "".join("T" if s else "F" for s in skip)
 
 
-def subnets(model_or_stages: nn.Module | int) -> list[tuple[bool, ...]]:
+def skip_configs(model_or_stages: nn.Module | int) -> list[tuple[bool, ...]]:
     """All ``2**S`` skip configs of a model (or a stage count), super-net first, base-net last."""
     n = model_or_stages if isinstance(model_or_stages, int) else model_or_stages.num_stages
     return list(itertools.product((False, True), repeat=n))
 
 
-__all__ = ["SkipLike", "default_skip", "format_skip", "parse_skip", "subnets"]
+#: The earlier name of :func:`skip_configs`, kept for code that uses it. It returns configs, not modules: a
+#: sub-network *module* is ``model.subnet(config)``.
+subnets = skip_configs
+
+
+__all__ = ["SkipLike", "default_skip", "format_skip", "parse_skip", "skip_configs", "subnets"]

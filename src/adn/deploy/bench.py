@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..core.flops import count_flops_table, count_params, input_size
-from ..core.network import SkipLike, format_skip, parse_skip, subnets
+from ..core.network import SkipLike, format_skip, parse_skip, skip_configs
 
 if TYPE_CHECKING:
     from torch.utils.benchmark import Measurement
@@ -100,7 +100,7 @@ def bench_subnets(
 
     device = torch.device(device)
     resolution = resolution or input_size(model)[0]
-    configs = [parse_skip(c, model.num_stages) for c in (configs or subnets(model))]
+    configs = [parse_skip(c, model.num_stages) for c in (configs or skip_configs(model))]
     model = model.to(device).eval()
     x1 = torch.randn(1, 3, resolution, resolution, device=device)
     xb = torch.randn(batch_size, 3, resolution, resolution, device=device)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.skipconfig import format_skip, subnets
+from ..core.skipconfig import format_skip, skip_configs
 from .switchable import SwitchableNet, switchable
 
 __all__ = ["export_program", "export_switchable", "switchable_onnx"]
@@ -169,7 +169,7 @@ def default_meta(model: nn.Module, resolution: int, meta: Mapping[str, Any] | No
     out.update(num_stages=model.num_stages, inputs={"image": "float32 [batch, 3, H, W]", "skip": "bool [stages]"})
     if not out.get("subnets"):
         out["subnets"] = [
-            {"skip": format_skip(c), "params_m": round(count_params(model, c) / 1e6, 4)} for c in subnets(model)
+            {"skip": format_skip(c), "params_m": round(count_params(model, c) / 1e6, 4)} for c in skip_configs(model)
         ]
     return out
 

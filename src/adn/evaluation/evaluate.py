@@ -15,7 +15,7 @@ from torch import nn
 
 from ..core.flops import count_flops_table, count_params
 from ..core.modules import unwrap
-from ..core.skipconfig import SkipLike, format_skip, parse_skip, subnets
+from ..core.skipconfig import SkipLike, format_skip, parse_skip, skip_configs
 from ..data import eval_loader
 from ..models.loading import build_model
 from ..models.registry import is_converted_name, model_info
@@ -92,7 +92,7 @@ def evaluate_subnets(
     ``column``: the key the Acc@1 goes to (e.g. ``acc1_trained`` for a table of before and after calibration);
     ``progress``: a bar over the sub-networks, with an ETA, on an interactive terminal."""
     net = getattr(model, "module", model)
-    configs = [parse_skip(c, net.num_stages) for c in configs] if configs else subnets(net)
+    configs = [parse_skip(c, net.num_stages) for c in configs] if configs else skip_configs(net)
     rows = []
     pairs = zip(configs, count_flops_table(net, configs, resolution), strict=True)
     for skip, flops in track(list(pairs), "evaluating sub-networks", "net", progress):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from ..core.flops import count_flops, count_params
-from ..core.network import format_skip, subnets
+from ..core.network import format_skip, skip_configs
 from ..models.registry import create_model, model_info
 
 
@@ -18,7 +18,7 @@ def subnet_table(name: str, resolution: int | None = None, num_classes: int = 10
     with torch.device("meta"):  # shapes suffice for counting: ViT-B/16 in well under a second, no weights
         model = create_model(name, num_classes=num_classes)
     rows = []
-    for skip in subnets(model):
+    for skip in skip_configs(model):
         key = format_skip(skip)
         pub_flops, pub_acc = info.published.get(key, (None, None))
         rows.append(

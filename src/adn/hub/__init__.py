@@ -26,7 +26,7 @@ from ..core.checkpoint import _one_line, _write_atomically, save_weights
 from ..core.flops import count_flops_table, count_params
 from ..core.modules import unwrap
 from ..core.sharing import register_sharing
-from ..core.skipconfig import format_skip, parse_skip, subnets
+from ..core.skipconfig import format_skip, parse_skip, skip_configs
 from ..models.registry import create_model, register_hub_loader
 from ..models.weights import load_weights
 from .card import huggingface_hub, model_card
@@ -62,7 +62,7 @@ def subnet_rows(model: nn.Module, measured: list[Mapping[str, Any]] | None = Non
     """One row per sub-network: skip config, GMACs at the model's input size, executed parameters (M), and the
     measured figures of ``measured`` rows with the same skip config (Acc@1, Acc@5, latency ...)."""
     by_skip = {row["skip"]: row for row in measured or [] if "skip" in row}
-    configs = subnets(model)
+    configs = skip_configs(model)
     rows = []
     for skip, flops in zip(configs, count_flops_table(model, configs), strict=True):
         key = format_skip(skip)
