@@ -38,14 +38,14 @@ def main(argv: list[str] | None = None) -> None:
 
     def small(name: str) -> None:
         model = adn.create_model(name, num_classes=10)
-        size, n = adn.model_info(name).input_size, len(adn.subnets(model))
+        size, n = adn.model_info(name).input_size, len(adn.skip_configs(model))
         s = seconds(model, size, opts.images, 64, "all")
         report.row("times", name, size, n, opts.images, f"{s:.1f}", f"{s / n:.2f}", f"{s:.1f}")
 
     def resnet50() -> None:
         model = adn.create_model("resnet50", num_classes=1000)
-        n = len(adn.subnets(model))
-        ends = [adn.format_skip(adn.subnets(model)[i]) for i in (0, -1)]  # super-net, base-net
+        n = len(adn.skip_configs(model))
+        ends = [adn.format_skip(adn.skip_configs(model)[i]) for i in (0, -1)]  # super-net, base-net
         seconds(model, 224, 8, 8, ends[-1:])  # warm-up: allocator, oneDNN kernels
         for skip in ends:
             s = seconds(model, 224, opts.resnet50_images, 32, [skip])

@@ -116,7 +116,7 @@ def accuracy_rows(args, tmp: Path) -> list[str]:
         "| sub-network | Acc@1 float32 switchable | Acc@1 INT8 switchable | difference |",
         "|---|---|---|---|",
     ]
-    for config in adn.subnets(model):
+    for config in adn.skip_configs(model):
         accs = []
         for session in sessions:
             hits = 0

@@ -55,7 +55,7 @@ def compile_check(name: str, device: torch.device, backend: str) -> dict:
 
     info = adn.model_info(name)
     model = adn.create_model(name).to(device).eval()
-    configs = adn.subnets(model)
+    configs = adn.skip_configs(model)
     # Dynamo keeps at most ``recompile_limit`` (default 8) graphs per function before falling back to eager;
     # an adaptive-depth model needs one per sub-network.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, len(configs))

@@ -50,7 +50,7 @@ def train(name: str, args, size: int, sandwich: bool):
     distill = build_distillation(args.distill, len(classes))
     optimizer = build_optimizer(model, args.optim)
     scheduler, rng = build_scheduler(optimizer, args.optim), random.Random(args.run.seed)
-    mixed = [s for s in adn.subnets(model) if any(s) and not all(s)]
+    mixed = [s for s in adn.skip_configs(model) if any(s) and not all(s)]
     clock, steps = Stopwatch(), 0
     for epoch in range(args.optim.epochs):
         sampler.set_epoch(epoch)
