@@ -11,8 +11,11 @@ x86 kernels' format, see :mod:`adn.deploy.quantize`).
 The norms are folded into the convolutions first (onnxruntime's basic optimisation), which gives each branch its
 own copy of a weight that branches with different norms share; after quantization those copies hold the same INT8
 values (a folded norm only scales each output channel, which goes into the per-channel scale), so each is stored
-once again, in the main graph. A calibrated model must hold its statistics as constants (``--calibrated-stats
-constant``): gathered statistics are inputs of the norms and cannot be folded.
+once again, in the main graph. Stage boundaries pass uint8: each ``If`` output and the branch outputs that become
+it share one range, so the tensor leaves its branch quantized instead of being dequantized there and quantized
+again outside (a float pass over a whole activation, twice, at every stage). A calibrated model must hold its
+statistics as constants (``--calibrated-stats constant``): gathered statistics are inputs of the norms and cannot
+be folded.
 """
 
 from __future__ import annotations
@@ -141,6 +144,110 @@ def _flatten(model, config: tuple[bool, ...]):
     return flat
 
 
+def _if_nodes(graph):
+    """Every ``If`` node of ``graph`` and of the graphs nested in it, with the graph it is in."""
+    for g in _graphs(graph):
+        for node in g.node:
+            if node.op_type == "If":
+                yield g, node
+
+
+def _unify_if_outputs(model, ranges: dict[str, tuple[float, float]]) -> None:
+    """Give each ``If`` output and the branch outputs that become it one range (their union), so that each branch
+    quantizes its output with the scale its consumers read it with: the ``If`` can then pass uint8 on
+    (:func:`_uint8_if_outputs`). No precision is lost: the consumers requantized to that range anyway."""
+    for _, node in _if_nodes(model.graph):
+        branches = [a.g for a in node.attribute]
+        for k, out in enumerate(node.output):
+            names = [out, *(b.output[k].name for b in branches)]
+            known = [ranges[n] for n in names if n in ranges]
+            if known:
+                union = (min(lo for lo, _ in known), max(hi for _, hi in known))
+                ranges.update(dict.fromkeys(names, union))
+
+
+def _uint8_if_outputs(model) -> int:
+    """Where every consumer of an ``If`` output quantizes it again and each branch computes it as a
+    ``DequantizeLinear`` with the same scale (or as a nested ``If`` output of that kind), pass the uint8 tensor out
+    instead; returns how many outputs changed. Why: onnxruntime runs each branch as a graph of its own, so every
+    stage boundary cost a float DequantizeLinear and a QuantizeLinear of a whole activation."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i).tobytes() for g in _graphs(model.graph) for i in g.initializer}
+    params = lambda node: tuple(values.get(i) for i in node.input[1:3])  # noqa: E731 - (scale, zero point)
+    changed = 0
+    for _, node in list(_if_nodes(model.graph)):
+        for k, out in enumerate(node.output):
+            consumers = [n for g in _graphs(model.graph) for n in g.node if out in n.input]
+            wanted = {params(n) for n in consumers}
+            if not consumers or any(n.op_type != "QuantizeLinear" for n in consumers) or len(wanted) != 1:
+                continue
+            if _uint8_branches(node, k, next(iter(wanted)), params, apply=False):
+                _uint8_branches(node, k, next(iter(wanted)), params, apply=True)
+                for consumer in consumers:  # now a no-op: onnxruntime removes it
+                    consumer.op_type, consumer.input[:] = "Identity", [out]
+                for graph in _graphs(model.graph):  # the float type recorded for it
+                    for info in [v for v in graph.value_info if v.name == out]:
+                        graph.value_info.remove(info)
+                changed += 1
+    _drop_unused(model)
+    return changed
+
+
+def _uint8_branches(node, k: int, wanted: tuple, params, apply: bool) -> bool:
+    """Whether (``apply``: make it so) output ``k`` of ``If`` ``node`` can come out of each branch as uint8 with
+    quantization ``wanted``: the branch computes it with a ``DequantizeLinear`` of those parameters, or as the
+    output of a nested ``If`` of which the same holds and that nothing else in the branch reads."""
+    import onnx
+
+    for branch in (a.g for a in node.attribute):
+        name = branch.output[k].name
+        source = next((n for n in branch.node if name in n.output), None)
+        if source is not None and source.op_type == "DequantizeLinear" and params(source) == wanted:
+            if apply:
+                branch.output[k].name = source.input[0]
+                branch.node.remove(source)
+        elif (
+            source is not None
+            and source.op_type == "If"
+            and not any(name in n.input for n in branch.node)
+            and _uint8_branches(source, list(source.output).index(name), wanted, params, apply)
+        ):
+            pass
+        else:
+            return False
+        if apply:
+            branch.output[k].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+            for info in [v for v in branch.value_info if v.name == name]:
+                branch.value_info.remove(info)
+    return True
+
+
+def _drop_unused(model) -> None:
+    """Remove the initializers no node reads any more, and give each branch its own copy of a scalar (a scale or
+    zero point) that only branches read: onnxruntime warned at every session that it removed such a scalar from
+    the main graph (tiny; weights stay shared in the main graph)."""
+    import onnx
+
+    graphs = list(_graphs(model.graph))
+    for graph in graphs:
+        own = {i for n in graph.node for i in n.input}
+        for init in list(graph.initializer):
+            if init.name in own:
+                continue
+            readers = [sub for sub in graphs if sub is not graph and any(init.name in n.input for n in sub.node)]
+            if readers and init.dims:
+                continue  # a weight the branches share
+            for sub in readers:  # names are unique across the whole file: the copy is named after its branch
+                copied = onnx.TensorProto()
+                copied.CopyFrom(init)
+                copied.name = f"{sub.name}/{init.name}"
+                sub.initializer.append(copied)
+                for node in sub.node:
+                    node.input[:] = [copied.name if i == init.name else i for i in node.input]
+            graph.initializer.remove(init)
+
+
 class _Feeds:
     """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
 
@@ -215,6 +322,7 @@ def quantize_switchable_int8(float_path: str | Path, int8_path: str | Path, imag
         num_stages = model.graph.input[1].type.tensor_type.shape.dim[0].dim_value
         arrays = list(_arrays(images, limit))
         ranges = _path_ranges(model, list(itertools.product((False, True), repeat=num_stages)), arrays, tmp)
+        _unify_if_outputs(model, ranges)
     ranges_data = TensorsData(
         CalibrationMethod.MinMax, {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()}
     )
@@ -233,5 +341,6 @@ def quantize_switchable_int8(float_path: str | Path, int8_path: str | Path, imag
         {"EnableSubgraph": True},
     )
     quantizer.quantize_model()
+    _uint8_if_outputs(quantizer.model.model)
     _share_weights(quantizer.model.model)
     onnx.save(quantizer.model.model, str(int8_path))
