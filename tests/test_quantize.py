@@ -78,6 +78,13 @@ def test_switchable_int8_within_one_point(tmp_path, trained):
     if_outputs = {o for g in graphs for n in g.node if n.op_type == "If" for o in n.output}
     requantized = [n.input[0] for g in graphs for n in g.node if n.op_type == "QuantizeLinear"]
     assert ops["QuantizeLinear"] == 2 and not if_outputs & set(requantized), requantized  # the image, the head
+    # ... channels-last: a branch that hands a uint8 map on runs no transpose once onnxruntime has optimised it
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+    branches = list(_graphs(onnx.load(options.optimized_model_filepath).graph))[1:]
+    handing_on = [g for g in branches if all(o.type.tensor_type.elem_type == onnx.TensorProto.UINT8 for o in g.output)]
+    assert handing_on and not [g.name for g in handing_on if any(n.op_type == "Transpose" for n in g.node)]
     # ... and onnxruntime finds nothing to warn about (unused or duplicated initializers)
     code = "import onnxruntime as o, sys; o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
     done = subprocess.run([sys.executable, "-c", code, str(int8)], capture_output=True, text=True, check=True)

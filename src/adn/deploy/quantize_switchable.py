@@ -28,17 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .int8_boundaries import all_graphs, subgraphs, uint8_if_outputs, unify_if_outputs
 from .quantize import _arrays
 
 __all__ = ["quantize_switchable_int8"]
-
-
-def _graphs(graph):
-    """``graph`` and every graph nested in its nodes."""
-    yield graph
-    for node in graph.node:
-        for sub in _subgraphs(node):
-            yield from _graphs(sub)
 
 
 def _share_weights(model) -> int:
@@ -50,7 +43,7 @@ def _share_weights(model) -> int:
     from onnx import numpy_helper
 
     copies: dict[tuple, list] = {}
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for init in graph.initializer:
             if init.data_type == onnx.TensorProto.INT8 and len(init.dims) > 1:
                 key = (tuple(init.dims), numpy_helper.to_array(init).tobytes())
@@ -66,16 +59,10 @@ def _share_weights(model) -> int:
         for graph, init in found:
             renamed[init.name] = shared.name
             graph.initializer.remove(init)
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for node in graph.node:
             node.input[:] = [renamed.get(s, s) for s in node.input]
     return len(renamed) - sum(len(f) > 1 for f in copies.values())
-
-
-def _subgraphs(node):
-    import onnx
-
-    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
 
 
 def _unique_names(graph, prefix: str = "", outer: dict[str, str] | None = None) -> None:
@@ -93,7 +80,7 @@ def _unique_names(graph, prefix: str = "", outer: dict[str, str] | None = None) 
         node.input[:] = [names.get(s, s) for s in node.input]
         node.output[:] = [names.get(s, s) for s in node.output]
         node.name = f"{prefix}/{node.name}" if prefix else node.name
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _unique_names(sub, f"{prefix}/{sub.name}" if prefix else sub.name, names)
 
 
@@ -111,7 +98,7 @@ def _index(graph, producers: dict, constants: dict) -> None:
     constants.update({i.name: numpy_helper.to_array(i) for i in graph.initializer if not i.dims})
     for node in graph.node:
         producers.update(dict.fromkeys(node.output, node))
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _index(sub, producers, constants)
 
 
@@ -142,110 +129,6 @@ def _flatten(model, config: tuple[bool, ...]):
     del flat.graph.node[:]
     flat.graph.node.extend(nodes)
     return flat
-
-
-def _if_nodes(graph):
-    """Every ``If`` node of ``graph`` and of the graphs nested in it, with the graph it is in."""
-    for g in _graphs(graph):
-        for node in g.node:
-            if node.op_type == "If":
-                yield g, node
-
-
-def _unify_if_outputs(model, ranges: dict[str, tuple[float, float]]) -> None:
-    """Give each ``If`` output and the branch outputs that become it one range (their union), so that each branch
-    quantizes its output with the scale its consumers read it with: the ``If`` can then pass uint8 on
-    (:func:`_uint8_if_outputs`). No precision is lost: the consumers requantized to that range anyway."""
-    for _, node in _if_nodes(model.graph):
-        branches = [a.g for a in node.attribute]
-        for k, out in enumerate(node.output):
-            names = [out, *(b.output[k].name for b in branches)]
-            known = [ranges[n] for n in names if n in ranges]
-            if known:
-                union = (min(lo for lo, _ in known), max(hi for _, hi in known))
-                ranges.update(dict.fromkeys(names, union))
-
-
-def _uint8_if_outputs(model) -> int:
-    """Where every consumer of an ``If`` output quantizes it again and each branch computes it as a
-    ``DequantizeLinear`` with the same scale (or as a nested ``If`` output of that kind), pass the uint8 tensor out
-    instead; returns how many outputs changed. Why: onnxruntime runs each branch as a graph of its own, so every
-    stage boundary cost a float DequantizeLinear and a QuantizeLinear of a whole activation."""
-    from onnx import numpy_helper
-
-    values = {i.name: numpy_helper.to_array(i).tobytes() for g in _graphs(model.graph) for i in g.initializer}
-    params = lambda node: tuple(values.get(i) for i in node.input[1:3])  # noqa: E731 - (scale, zero point)
-    changed = 0
-    for _, node in list(_if_nodes(model.graph)):
-        for k, out in enumerate(node.output):
-            consumers = [n for g in _graphs(model.graph) for n in g.node if out in n.input]
-            wanted = {params(n) for n in consumers}
-            if not consumers or any(n.op_type != "QuantizeLinear" for n in consumers) or len(wanted) != 1:
-                continue
-            if _uint8_branches(node, k, next(iter(wanted)), params, apply=False):
-                _uint8_branches(node, k, next(iter(wanted)), params, apply=True)
-                for consumer in consumers:  # now a no-op: onnxruntime removes it
-                    consumer.op_type, consumer.input[:] = "Identity", [out]
-                for graph in _graphs(model.graph):  # the float type recorded for it
-                    for info in [v for v in graph.value_info if v.name == out]:
-                        graph.value_info.remove(info)
-                changed += 1
-    _drop_unused(model)
-    return changed
-
-
-def _uint8_branches(node, k: int, wanted: tuple, params, apply: bool) -> bool:
-    """Whether (``apply``: make it so) output ``k`` of ``If`` ``node`` can come out of each branch as uint8 with
-    quantization ``wanted``: the branch computes it with a ``DequantizeLinear`` of those parameters, or as the
-    output of a nested ``If`` of which the same holds and that nothing else in the branch reads."""
-    import onnx
-
-    for branch in (a.g for a in node.attribute):
-        name = branch.output[k].name
-        source = next((n for n in branch.node if name in n.output), None)
-        if source is not None and source.op_type == "DequantizeLinear" and params(source) == wanted:
-            if apply:
-                branch.output[k].name = source.input[0]
-                branch.node.remove(source)
-        elif (
-            source is not None
-            and source.op_type == "If"
-            and not any(name in n.input for n in branch.node)
-            and _uint8_branches(source, list(source.output).index(name), wanted, params, apply)
-        ):
-            pass
-        else:
-            return False
-        if apply:
-            branch.output[k].type.tensor_type.elem_type = onnx.TensorProto.UINT8
-            for info in [v for v in branch.value_info if v.name == name]:
-                branch.value_info.remove(info)
-    return True
-
-
-def _drop_unused(model) -> None:
-    """Remove the initializers no node reads any more, and give each branch its own copy of a scalar (a scale or
-    zero point) that only branches read: onnxruntime warned at every session that it removed such a scalar from
-    the main graph (tiny; weights stay shared in the main graph)."""
-    import onnx
-
-    graphs = list(_graphs(model.graph))
-    for graph in graphs:
-        own = {i for n in graph.node for i in n.input}
-        for init in list(graph.initializer):
-            if init.name in own:
-                continue
-            readers = [sub for sub in graphs if sub is not graph and any(init.name in n.input for n in sub.node)]
-            if readers and init.dims:
-                continue  # a weight the branches share
-            for sub in readers:  # names are unique across the whole file: the copy is named after its branch
-                copied = onnx.TensorProto()
-                copied.CopyFrom(init)
-                copied.name = f"{sub.name}/{init.name}"
-                sub.initializer.append(copied)
-                for node in sub.node:
-                    node.input[:] = [copied.name if i == init.name else i for i in node.input]
-            graph.initializer.remove(init)
 
 
 class _Feeds:
@@ -322,12 +205,19 @@ def quantize_switchable_int8(float_path: str | Path, int8_path: str | Path, imag
         num_stages = model.graph.input[1].type.tensor_type.shape.dim[0].dim_value
         arrays = list(_arrays(images, limit))
         ranges = _path_ranges(model, list(itertools.product((False, True), repeat=num_stages)), arrays, tmp)
-        _unify_if_outputs(model, ranges)
+        unify_if_outputs(model, ranges)
     ranges_data = TensorsData(
         CalibrationMethod.MinMax, {k: (np.float32(lo), np.float32(hi)) for k, (lo, hi) in ranges.items()}
     )
+    model = onnx.shape_inference.infer_shapes(model)
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for g in all_graphs(model.graph)
+        for v in [*g.value_info, *g.output]
+        if v.type.tensor_type.HasField("shape")
+    }
     quantizer = ONNXQuantizer(
-        onnx.shape_inference.infer_shapes(model),
+        model,
         True,  # per channel
         False,  # reduce_range
         QuantizationMode.QLinearOps,
@@ -341,6 +231,6 @@ def quantize_switchable_int8(float_path: str | Path, int8_path: str | Path, imag
         {"EnableSubgraph": True},
     )
     quantizer.quantize_model()
-    _uint8_if_outputs(quantizer.model.model)
+    uint8_if_outputs(quantizer.model.model, ranks)
     _share_weights(quantizer.model.model)
     onnx.save(quantizer.model.model, str(int8_path))
