@@ -182,7 +182,7 @@ def export_switchable(
     meta: Mapping[str, Any] | None = None,
     pt2: bool = True,
     onnx: bool = True,
-    stats: str = "gathered",
+    stats: str = "hybrid",
 ) -> dict[str, Path]:
     """Write the switchable form of ``model`` as ONE ONNX file (``path``, weights in ``path.data``) and, with
     ``pt2``, a ``torch.export`` program (``path`` with suffix ``.pt2``), both with inputs ``image`` and ``skip``

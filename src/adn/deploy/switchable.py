@@ -41,12 +41,13 @@ from torch import nn
 
 from ..core.modules import unwrap
 from ..core.network import AdaptiveDepthNet, register_tensor_skip
-from .template import GatheredNorm, StageSwitch, _Flags, build_template
+from .template import CorrectedNorm, GatheredNorm, StageSwitch, _Flags, build_template
 
-STATS_MODES = ("gathered", "constant")
+STATS_MODES = ("hybrid", "affine", "gathered", "constant")
 
 __all__ = [
     "STATS_MODES",
+    "CorrectedNorm",
     "GatheredNorm",
     "StageSwitch",
     "SwitchableNet",
@@ -81,7 +82,7 @@ class SwitchableNet(nn.Module):
     per-config BatchNorm statistics are held, see :func:`switchable`; :attr:`stats_mode` says which was used.
     """
 
-    def __init__(self, model: AdaptiveDepthNet, stats: str = "gathered") -> None:
+    def __init__(self, model: AdaptiveDepthNet, stats: str = "hybrid") -> None:
         super().__init__()
         if stats not in STATS_MODES:
             raise ValueError(f"stats must be one of {', '.join(STATS_MODES)}, got {stats!r}")
@@ -110,8 +111,8 @@ class SwitchableNet(nn.Module):
         of the calibration, and a model holds its switchable form outside its module tree (it is built from the
         model), so ``model.to()`` / ``.double()`` / ``.cuda()`` does not reach them."""
         for gathered in self.stats.values():
-            want = gathered.norm.running_mean
-            if gathered.running_mean.dtype != want.dtype or gathered.running_mean.device != want.device:
+            want, have = gathered.norm.running_mean, next(gathered.buffers())
+            if have.dtype != want.dtype or have.device != want.device:
                 gathered.to(want)
 
     def _run(self, image: torch.Tensor, skip, index) -> torch.Tensor:
@@ -130,7 +131,7 @@ class SwitchableNet(nn.Module):
         return f"{self.num_stages} stages, {2**self.num_stages} sub-networks, skip: bool tensor [{self.num_stages}]"
 
 
-def switchable(model: AdaptiveDepthNet, stats: str = "gathered") -> SwitchableNet:
+def switchable(model: AdaptiveDepthNet, stats: str = "hybrid") -> SwitchableNet:
     """The switchable form of ``model`` (put in eval mode): ``switchable(model)(x, skip)`` equals
     ``model.eval()(x, skip=tuple(skip))`` for every config, calibrated statistics included.
 
@@ -166,7 +167,7 @@ def build_switchable(model: AdaptiveDepthNet) -> SwitchableNet | Exception:
     """:class:`SwitchableNet` of ``model``, or the error that prevented it (reported when a tensor skip is used:
     a model whose layout the template cannot be made of still works with tuple configs)."""
     try:
-        return SwitchableNet(model)
+        return SwitchableNet(model, "gathered")  # built at every build_subnets(): the quickest to build
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         return e
 

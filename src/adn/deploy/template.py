@@ -17,7 +17,7 @@ from ..core.skipconfig import subnets
 from ..core.stats import FrozenStatsNorm
 from ..core.tree import REMOVED, substitute
 
-__all__ = ["GatheredNorm", "StageSwitch", "build_template"]
+__all__ = ["CorrectedNorm", "GatheredNorm", "StageSwitch", "build_template"]
 
 
 class _Flags:
@@ -61,13 +61,56 @@ class GatheredNorm(nn.Module):
         return F.batch_norm(x, mean, var, n.weight, n.bias, False, 0.0, n.eps)
 
 
+class CorrectedNorm(nn.Module):
+    """A BatchNorm (eval semantics) with per-config statistics, as ``scale[index] * bn(x) + shift[index]``: ``bn``
+    has one config's statistics as constants (onnxruntime folds it into the convolution before it, which stays
+    prepacked in its blocked layout), and the ``[2^S, C]`` rows make it the config's own norm. A norm whose used
+    statistics are one and the same is that constant norm alone. Computed from the norm's affine parameters when
+    it is built: rebuild it after changing them."""
+
+    def __init__(self, flags: _Flags, norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, used: list[bool]):
+        super().__init__()
+        self.__dict__.update(flags=flags, norm=norm)
+        ref = used.index(True) if any(used) else 0
+        self.register_buffer("ref_mean", mean[ref].clone())
+        self.register_buffer("ref_var", var[ref].clone())
+        rows = [k for k, u in enumerate(used) if u]
+        self.exact = all(torch.equal(mean[k], mean[ref]) and torch.equal(var[k], var[ref]) for k in rows)
+        if not self.exact:  # bn_config(x) = scale * bn_ref(x) + shift, in float64 so that nothing is lost
+            m, v, m0, v0 = (t.double() for t in (mean, var, mean[ref], var[ref]))
+            w = torch.ones_like(m0) if norm.weight is None else norm.weight.detach().double()
+            b = torch.zeros_like(m0) if norm.bias is None else norm.bias.detach().double()
+            inv = (v + norm.eps).rsqrt()
+            scale = (v0 + norm.eps).sqrt() * inv
+            self.register_buffer("scale", scale.to(mean.dtype))
+            self.register_buffer("shift", ((m0 - m) * w * inv + b * (1 - scale)).to(mean.dtype))
+            self.register_buffer("unit_mean", torch.zeros_like(mean[0]))
+            self.register_buffer("unit_var", torch.ones_like(var[0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.norm
+        y = F.batch_norm(x, self.ref_mean, self.ref_var, n.weight, n.bias, False, 0.0, n.eps)
+        if self.exact:
+            return y
+        i = self.flags.index
+        if isinstance(i, int):
+            scale, shift = self.scale[i], self.shift[i]
+        else:  # a 1-element index tensor: index_select keeps the shapes static (no data-dependent size)
+            scale, shift = self.scale.index_select(0, i)[0], self.shift.index_select(0, i)[0]
+        # one BatchNormalization with unit statistics: a single pass over y, where Mul and Add make two
+        return F.batch_norm(y, self.unit_mean, self.unit_var, scale, shift, False, 0.0, 0.0)
+
+
 # ------------------------------------------------------------------------------------------- the template
 def _within(name: str, blocks: Sequence[str]) -> bool:
     return any(name == b or name.startswith(b + ".") for b in blocks)
 
 
-def _gathered_norms(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> dict[str, nn.Module]:
-    """``{module name: GatheredNorm}`` for every BatchNorm (main or twin) of a calibrated model, else ``{}``."""
+def _gathered_norms(
+    model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, corrected: bool = False, leave: Sequence[str] = ()
+) -> dict[str, nn.Module]:
+    """``{module name: GatheredNorm}`` (``corrected``: :class:`CorrectedNorm`) for every BatchNorm (main or twin)
+    of a calibrated model outside the modules ``leave``, else ``{}``."""
     calibration = model._modules.get("calibration")
     if calibration is None or not calibration.configs():
         return {}
@@ -77,14 +120,21 @@ def _gathered_norms(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDic
         parts = name.split(".")
         if not isinstance(norm, BATCH_NORM_TYPES) or parts[0] == "calibration" or norm.running_mean is None:
             continue
+        if _within(name, leave):
+            continue
         position, is_twin = (name.rpartition(".")[0], True) if parts[-1] == TWIN else (name, False)
-        rows_mean, rows_var = [], []
+        rows_mean, rows_var, used_by = [], [], []
         for config in subnets(model.num_stages):
             used = position in twin_stage and config[twin_stage[position]] == is_twin or position not in twin_stage
             stats = calibration.stats(config).get(position) if used else None
             rows_mean.append(stats.running_mean if stats is not None else norm.running_mean)
             rows_var.append(stats.running_var if stats is not None else norm.running_var)
-        gathered = GatheredNorm(flags, norm, torch.stack(rows_mean), torch.stack(rows_var))
+            used_by.append(used)
+        mean, var = torch.stack(rows_mean), torch.stack(rows_var)
+        if corrected:
+            gathered = CorrectedNorm(flags, norm, mean, var, used_by)
+        else:
+            gathered = GatheredNorm(flags, norm, mean, var)
         holder[name.replace(".", "__")] = gathered
         out[name] = gathered
     return out
@@ -180,12 +230,36 @@ def build_template(
         template = _constant_template(model, flags, plan)
         if template is not None:
             return template, "constant"
+    elif stats in ("hybrid", "affine"):
+        first = _constant_stages(model, plan) if stats == "hybrid" else 0
+        try:
+            return _gathered_template(model, flags, holder, plan, True, first), stats
+        except _Constant:  # some statistics depend on downstream flags: no constant leaves
+            holder.clear()
+            return _gathered_template(model, flags, holder, plan, True), "affine"
     return _gathered_template(model, flags, holder, plan), "gathered"
 
 
-def _gathered_template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, plan) -> nn.Module:
+def _constant_stages(model: AdaptiveDepthNet, plan) -> int:
+    """How many stages, from the first, get constant leaves in ``"hybrid"``: as many as keep the extra folded
+    copies of their weights (``2^(i+1) - 1`` for stage ``i``) within the model's own weight bytes."""
+    total, extra = sum(p.numel() for p in model.parameters()), 0
+    for i in range(model.num_stages):
+        names = {n for s, _, kept in plan if s == i for n in kept}
+        extra += (2 ** (i + 1) - 1) * sum(p.numel() for n in names for p in model.get_submodule(n).parameters())
+        if extra > total:
+            return i
+    return model.num_stages
+
+
+def _gathered_template(
+    model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, plan, corrected: bool = False, constant: int = 0
+) -> nn.Module:
+    """One ``cond`` per stage with gathered (``corrected``: :class:`CorrectedNorm`) statistics, except that the
+    first ``constant`` stages are ``cond`` trees with constant leaves (:func:`_prefix_switch`)."""
     layout = model.layout
-    gathered = _gathered_norms(model, flags, holder)
+    leave = [n for i, _, kept in plan if i < constant for n in kept]
+    gathered = _gathered_norms(model, flags, holder, corrected, leave)
     switched = [n for _, _, kept in plan for n in kept]
     kept_tree = _variant(model, {}, gathered)
     replace: dict[str, object] = {
@@ -193,6 +267,10 @@ def _gathered_template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.Module
     }
     skipped_trees: dict[int, nn.Module] = {}
     for i, skipped, kept in plan:
+        if i < constant:
+            replace[kept[0]] = _prefix_switch(model, flags, i, skipped, kept)
+            replace.update(dict.fromkeys(kept[1:], REMOVED))
+            continue
         if i not in skipped_trees:  # the model as stage i's skipped branch sees it: its twins and idle modules
             swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i}
             swaps.update({n: nn.Identity() for n, s in layout.inactive if s == i})
