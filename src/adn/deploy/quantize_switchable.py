@@ -12,7 +12,7 @@ The norms are folded into the convolutions first (onnxruntime's basic optimisati
 own copy of a weight that branches with different norms share; after quantization those copies hold the same INT8
 values (a folded norm only scales each output channel, which goes into the per-channel scale), so each is stored
 once again, in the main graph. A calibrated model must hold its statistics as constants (``--calibrated-stats
-constant``): gathered statistics are inputs of the norms and cannot be folded.
+constant``): statistics gathered or corrected at run time (``gathered``, ``affine``, ``hybrid``) cannot be folded.
 """
 
 from __future__ import annotations
@@ -180,10 +180,10 @@ def _check_switchable(model, path) -> None:
     if [i.name for i in model.graph.input] != ["image", "skip"]:
         raise ValueError(f"{path} is not a switchable file (inputs image, skip); quantize one depth with quantize_int8")
     meta = json.loads(next((p.value for p in model.metadata_props if p.key == "adn"), "{}"))
-    if meta.get("calibrated_stats") == "gathered":
+    if meta.get("calibrated_stats", "none") not in ("none", "constant"):
         raise ValueError(
-            f"{path} gathers its calibrated statistics at run time, which cannot be folded into INT8 convolutions; "
-            "export it with --calibrated-stats constant"
+            f"{path} applies its calibrated statistics at run time ({meta['calibrated_stats']}), which cannot be "
+            "folded into INT8 convolutions; export it with --calibrated-stats constant"
         )
 
 

@@ -41,7 +41,8 @@ from torch import nn
 
 from ..core.modules import unwrap
 from ..core.network import AdaptiveDepthNet, register_tensor_skip
-from .template import CorrectedNorm, GatheredNorm, StageSwitch, _Flags, build_template
+from .norms import CorrectedNorm, GatheredNorm, _Flags
+from .template import StageSwitch, build_template
 
 STATS_MODES = ("hybrid", "affine", "gathered", "constant")
 
