@@ -6,9 +6,10 @@ batch 1 and 32 and for a few sub-networks (super-net, base-net and mixed ones; e
 onnxruntime CPU latency (ORT_ENABLE_ALL) of the switchable file (``adn export --all-subnets``) and of the
 single-depth file of the same sub-network (``adn export --skip-cfg``), eager PyTorch, and ``torch.compile``
 (inductor) of the sub-network's path, side by side as ratios to the single-depth file. ResNet-50 also with
-calibrated statistics, both ways the switchable file can hold them (``--calibrated-stats gathered``: gathered
-per config at run time; ``constant``: folded into a branch per upstream config), baked into the single-depth
-one. Then the switching cost (alternating vs grouped configs, switchable file, batch 1), the file sizes
+calibrated statistics, every way the switchable file can hold them (``--calibrated-stats``: ``hybrid``, the
+default; ``affine``: one norm folded, a per-config correction at run time; ``gathered``: gathered per config at
+run time; ``constant``: folded into a branch per upstream config), baked into the single-depth one. Then the
+switching cost (alternating vs grouped configs, switchable file, batch 1), the file sizes
 (switchable vs the super-net's single-depth file vs all 2^S single-depth files, estimated from the bytes per
 parameter of the super-net's file and the parameters each sub-network uses) and the resident memory of an
 onnxruntime session of the switchable file vs the super-net's file. Timing: min of N calls, in
@@ -106,7 +107,7 @@ def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list
     tag = f"{name}{f' (calibrated, {stats} stats)' if stats else ''}"
     start = time.time()
     sw_path = export_switchable(
-        model, out_dir / f"{name}-{stats}-all.onnx", resolution=res, pt2=False, stats=stats or "gathered"
+        model, out_dir / f"{name}-{stats}-all.onnx", resolution=res, pt2=False, **({"stats": stats} if stats else {})
     )["onnx"]
     export_s = time.time() - start
     switch = _session(sw_path, args.threads)
@@ -235,6 +236,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*", default=["resnet50", "mobilenet_v2", "resnet20"])
     p.add_argument("--calibrated", nargs="*", default=["resnet50"], help="models also measured calibrated")
+    p.add_argument("--stats", nargs="*", default=["hybrid", "affine", "gathered", "constant"], help="their modes")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=8, help="calls per timing at batch 1 (batch 32: reps/8)")
@@ -265,7 +267,7 @@ def main(argv=None) -> int:
                 *int8_rows(args, Path(tmp)),
             ]
         for name in args.models:
-            for stats in (None, "gathered", "constant") if name in args.calibrated else (None,):
+            for stats in (None, *args.stats) if name in args.calibrated else (None,):
                 r, s = bench_model(name, args, Path(tmp), stats)
                 rows += r
                 size_rows += s
