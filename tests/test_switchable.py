@@ -321,6 +321,8 @@ def test_cli_all_subnets(tmp_path, capsys):
     assert "either --skip-cfg" in capsys.readouterr().err
     assert cli_main([*args[:-1], str(tmp_path / "x.pt")]) == 2
     assert "ending in .onnx" in capsys.readouterr().err
+    assert cli_main([*args, "--calibrated-stats", "hybrid", "--quantize", "int8"]) == 2  # int8 needs constants
+    assert "use --calibrated-stats constant" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.onnx", "r20.onnx.data", "r20.pt2"]
 
 
@@ -359,3 +361,14 @@ def test_torch_compile_inductor_cnn_every_config():
     with torch.no_grad():
         for c in adn.subnets(model):
             close(compiled(x, torch.tensor(c)), model(x, skip=c))
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "affine"])
+def test_int8_refuses_run_time_stats(mode, exported, tmp_path):
+    # INT8 folds the norms into the weights: statistics corrected at run time cannot be, one line says what to do
+    from adn.deploy.quantize_switchable import quantize_switchable_int8
+
+    _, size, paths = exported("resnet20", mode)
+    with pytest.raises(ValueError, match=f"at run time \\({mode}\\).*--calibrated-stats constant"):
+        quantize_switchable_int8(paths["onnx"], tmp_path / "int8.onnx", [torch.randn(2, 3, size, size)])
+    assert not (tmp_path / "int8.onnx").exists()
