@@ -6,9 +6,10 @@ batch 1 and 32 and for a few sub-networks (super-net, base-net and mixed ones; e
 onnxruntime CPU latency (ORT_ENABLE_ALL) of the switchable file (``adn export --all-subnets``) and of the
 single-depth file of the same sub-network (``adn export --skip-cfg``), eager PyTorch, and ``torch.compile``
 (inductor) of the sub-network's path, side by side as ratios to the single-depth file. ResNet-50 also with
-calibrated statistics, both ways the switchable file can hold them (``--calibrated-stats gathered``: gathered
-per config at run time; ``constant``: folded into a branch per upstream config), baked into the single-depth
-one. Then the switching cost (alternating vs grouped configs, switchable file, batch 1), the file sizes
+calibrated statistics, every way the switchable file can hold them (``--calibrated-stats``: ``hybrid``, the
+default; ``affine``: one norm folded, a per-config correction at run time; ``gathered``: gathered per config at
+run time; ``constant``: folded into a branch per upstream config), baked into the single-depth one. Then the
+switching cost (alternating vs grouped configs, switchable file, batch 1), the file sizes
 (switchable vs the super-net's single-depth file vs all 2^S single-depth files, estimated from the bytes per
 parameter of the super-net's file and the parameters each sub-network uses) and the resident memory of an
 onnxruntime session of the switchable file vs the super-net's file. Timing: min of N calls, in
@@ -40,7 +41,7 @@ from harness import min_ms as _min_ms
 
 
 def _configs(model) -> list[tuple[bool, ...]]:
-    all_configs = adn.subnets(model)
+    all_configs = adn.skip_configs(model)
     if len(all_configs) <= 8:
         return all_configs
     n = model.num_stages
@@ -75,7 +76,7 @@ def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list
     tag = f"{name}{f' (calibrated, {stats} stats)' if stats else ''}"
     clock = Stopwatch()
     sw_path = export_switchable(
-        model, out_dir / f"{name}-{stats}-all.onnx", resolution=res, pt2=False, stats=stats or "gathered"
+        model, out_dir / f"{name}-{stats}-all.onnx", resolution=res, pt2=False, **({"stats": stats} if stats else {})
     )["onnx"]
     export_s = clock.seconds
     switch = _session(sw_path, args.threads)
@@ -130,7 +131,7 @@ def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list
     alt = min(_min_ms(alternating, 1) for _ in range(args.rounds))
     grp = min(_min_ms(grouped, 1) for _ in range(args.rounds))
     per_param = sizes[adn.format_skip(configs[0])] / adn.count_params(model, configs[0])
-    all_files = sum(adn.count_params(model, c) for c in adn.subnets(model)) * per_param
+    all_files = sum(adn.count_params(model, c) for c in adn.skip_configs(model)) * per_param
     super_size = sizes[adn.format_skip(configs[0])]
     memory = [
         _session_mb(p, args.threads) for p in (sw_path, out_dir / f"{name}-{stats}-{adn.format_skip(configs[0])}.onnx")
@@ -160,7 +161,7 @@ def int8_rows(args, out_dir: Path) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     x = np.random.rand(1, 3, 32, 32).astype("float32")
-    for c in adn.subnets(model):
+    for c in adn.skip_configs(model):
         label = adn.format_skip(c)
         paths = [out_dir / f"int8-{label}.onnx", out_dir / f"int8-{label}-q.onnx"]
         export_onnx(export_subnet(model, c), torch.randn(1, 3, 32, 32), paths[0], opset=18)
@@ -183,6 +184,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*", default=["resnet50", "mobilenet_v2", "resnet20"])
     p.add_argument("--calibrated", nargs="*", default=["resnet50"], help="models also measured calibrated")
+    p.add_argument("--stats", nargs="*", default=["hybrid", "affine", "gathered", "constant"], help="their modes")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=8, help="calls per timing at batch 1 (batch 32: reps/8)")
@@ -213,7 +215,7 @@ def main(argv=None) -> int:
         if args.int8 and (table := report.guard("INT8", partial(int8_rows, args, Path(tmp)))):
             int8 = ["", "## INT8 (resnet20, trained briefly on the built-in data; val split)", "", *table]
         for name in args.models:
-            for stats in (None, "gathered", "constant") if name in args.calibrated else (None,):
+            for stats in (None, *args.stats) if name in args.calibrated else (None,):
                 job = partial(bench_model, name, args, Path(tmp), stats)
                 r, s = report.guard(f"{name} {stats or ''}".strip(), job) or ([], [])
                 rows += r

@@ -47,7 +47,7 @@ def test_every_subnet_runs_forward_and_backward(kind):
     det = tiny(kind)
     images, targets = batch()
     skippable = {id(p) for b in det.body.skippable_blocks() for p in b.parameters()}
-    for skip in adn.subnets(det.num_stages):
+    for skip in adn.skip_configs(det.num_stages):
         det.train()
         det.zero_grad(set_to_none=True)
         losses = det(images, targets, skip=skip)

@@ -20,14 +20,18 @@ from helpers import randomize_norms
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 # (model, calibrated statistics): every small registered model as trained (None: constant norms), a converted
-# torchvision ResNet calibrated with its BatchNorms gathering per-config statistics, and a calibrated ResNet-20
-# holding them as constants of a branch per upstream config. Exports are the slow part: one per case.
+# torchvision ResNet calibrated with its BatchNorms gathering per-config statistics, and calibrated ResNet-20s
+# holding them as constants of a branch per upstream config, corrected at run time, and both (the default, also
+# on MobileNetV2). Exports are the slow part: one per case.
 CASES = [
     ("resnet20", None),
     ("mobilenet_v2_cifar", None),
     ("vit_cifar", None),
     ("converted_resnet", "gathered"),
     ("resnet20", "constant"),
+    ("resnet20", "affine"),
+    ("resnet20", "hybrid"),
+    ("mobilenet_v2_cifar", "hybrid"),
 ]
 NO_ONNX: set[str] = set()
 
@@ -60,8 +64,8 @@ def exported(tmp_path_factory):
         if (name, calibrated) not in cache:
             model, size = make_model(name, calibrated is not None)
             out = tmp_path_factory.mktemp(f"{name}-{calibrated}") / "net.onnx"
-            mode = calibrated or "gathered"
-            paths = export_switchable(model, out, resolution=size, onnx=name not in NO_ONNX, stats=mode)
+            kwargs = {"stats": calibrated} if calibrated else {}  # the default otherwise
+            paths = export_switchable(model, out, resolution=size, onnx=name not in NO_ONNX, **kwargs)
             cache[name, calibrated] = model, size, paths
         return cache[name, calibrated]
 
@@ -78,7 +82,7 @@ def test_swin_eager_every_config():
     model, size = make_model("swin_cifar")
     net, x = switchable(model), torch.randn(2, 3, size, size)
     with torch.no_grad():
-        for c in adn.subnets(model):
+        for c in adn.skip_configs(model):
             close(net(x, torch.tensor(c)), model(x, skip=c))
 
 
@@ -96,7 +100,7 @@ def test_every_config_equals_eager(name, calibrated, exported):
     net = switchable(model)
     x = torch.randn(3, 3, size, size)  # batch 3: the batch axis is dynamic (traced at 2)
     with torch.no_grad():
-        for c in adn.subnets(model):
+        for c in adn.skip_configs(model):
             want, skip = model(x, skip=c), torch.tensor(c)
             close(net(x, skip), want)
             close(program(x, skip), want)
@@ -166,6 +170,42 @@ def test_constant_stats_are_branch_constants(exported):
     assert norms and all(set(node.input[3:5]) <= constants for node in norms)  # mean, var: no Gather output
 
 
+def _if_stages(graph) -> list[tuple[int, onnx.NodeProto]]:
+    """(the stage whose flag it reads, the node) for every ``If``: its condition is ``Gather(skip, <index>)``."""
+    graphs = [g for g, _ in _graphs(graph)]
+    made = {o: node for g in graphs for node in g.node for o in node.output}
+    values = {i.name: onnx.numpy_helper.to_array(i) for g in graphs for i in g.initializer if not i.dims}
+    values.update(
+        {n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in made.values() if n.op_type == "Constant"}
+    )
+    out = []
+    for node in (node for g in graphs for node in g.node if node.op_type == "If"):
+        gather = made[node.input[0]]
+        while gather.op_type != "Gather":  # a Cast or Squeeze on the way
+            gather = made[gather.input[0]]
+        out.append((int(values[gather.input[1]]), node))
+    return out
+
+
+def test_hybrid_stats_structure(exported):
+    # the first two stages (their weights are small: folding a copy per upstream config costs less than the model)
+    # are cond trees with constant leaves; the last is one cond whose norms take a per-config correction
+    model, _, paths = exported("resnet20", "hybrid")
+    graph = onnx.load(str(paths["onnx"]), load_external_data=False).graph
+    ifs = _if_stages(graph)
+    # stage 0: 1 If (2 leaves); stage 1: a tree on flag 0 over 2 Ifs on flag 1 (4 leaves); stage 2: 1 If
+    assert sorted(stage for stage, _ in ifs) == [0, 0, 1, 1, 2]
+    corrected = {}  # BatchNormalization nodes whose scale is gathered, per stage of the If around them
+    for stage, node in ifs:
+        for branch in node.attribute:
+            constants = {i.name for g, _ in _graphs(branch.g) for i in g.initializer} | {
+                i.name for i in graph.initializer
+            }
+            norms = [n for g, _ in _graphs(branch.g) for n in g.node if n.op_type == "BatchNormalization"]
+            corrected[stage] = corrected.get(stage, 0) + sum(n.input[1] not in constants for n in norms)
+    assert corrected[0] == corrected[1] == 0 < corrected[2]
+
+
 def test_constant_stats_fall_back_to_gathered():
     # calibrated for two configs only: the others keep the trained statistics, so a norm's statistics depend
     # on downstream flags too and cannot be one constant per upstream config
@@ -175,10 +215,10 @@ def test_constant_stats_fall_back_to_gathered():
     net, x = switchable(model, "constant"), torch.randn(2, 3, size, size)
     assert net.stats_mode == "gathered"
     with torch.no_grad():
-        for c in adn.subnets(model):
+        for c in adn.skip_configs(model):
             close(net(x, torch.tensor(c)), model(x, skip=c))
     assert switchable(make_model("resnet20")[0], "constant").stats_mode == "none"
-    with pytest.raises(ValueError, match="stats must be one of gathered, constant"):
+    with pytest.raises(ValueError, match="stats must be one of hybrid, affine, gathered, constant"):
         switchable(model, "folded")
 
 
@@ -250,7 +290,7 @@ def test_torch_compile_every_config_default_settings():
         compiled = torch.compile(model, fullgraph=True, backend=counter)
         x = torch.randn(2, 3, size, size)
         with torch.no_grad():
-            for c in adn.subnets(model):
+            for c in adn.skip_configs(model):
                 close(compiled(x, torch.tensor(c)), model(x, skip=c))
         assert counter.frame_count == frames, name
 
@@ -281,6 +321,8 @@ def test_cli_all_subnets(tmp_path, capsys):
     assert "either --skip-cfg" in capsys.readouterr().err
     assert cli_main([*args[:-1], str(tmp_path / "x.pt")]) == 2
     assert "ending in .onnx" in capsys.readouterr().err
+    assert cli_main([*args, "--calibrated-stats", "hybrid", "--quantize", "int8"]) == 2  # int8 needs constants
+    assert "use --calibrated-stats constant" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r20.onnx", "r20.onnx.data", "r20.pt2"]
 
 
@@ -317,5 +359,16 @@ def test_torch_compile_inductor_cnn_every_config():
     compiled = torch.compile(model, fullgraph=True)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
-        for c in adn.subnets(model):
+        for c in adn.skip_configs(model):
             close(compiled(x, torch.tensor(c)), model(x, skip=c))
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "affine"])
+def test_int8_refuses_run_time_stats(mode, exported, tmp_path):
+    # INT8 folds the norms into the weights: statistics corrected at run time cannot be, one line says what to do
+    from adn.deploy.quantize_switchable import quantize_switchable_int8
+
+    _, size, paths = exported("resnet20", mode)
+    with pytest.raises(ValueError, match=f"at run time \\({mode}\\).*--calibrated-stats constant"):
+        quantize_switchable_int8(paths["onnx"], tmp_path / "int8.onnx", [torch.randn(2, 3, size, size)])
+    assert not (tmp_path / "int8.onnx").exists()

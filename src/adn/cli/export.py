@@ -26,12 +26,14 @@ def get_args_parser() -> Parser:
     )
     p.add_argument(
         "--calibrated-stats",
-        choices=("gathered", "constant"),
+        choices=("hybrid", "affine", "gathered", "constant"),
         default=None,
-        help="--all-subnets of a calibrated model: gathered = each BatchNorm picks its per-config statistics at run "
-        "time (memory ~1x a single-depth session, ~1.3-1.7x its latency); constant = a branch per config of the "
-        "stages upstream, statistics folded in (latency ~1.05x, ~9x the memory for ResNet-50; see docs/deploy.md). "
-        "Default: gathered, constant with --quantize int8 (which needs it)",
+        help="--all-subnets of a calibrated model, how the per-config BatchNorm statistics are held (ResNet-50 "
+        "figures vs a single-depth file, see docs/deploy.md): constant = a branch per config of the stages upstream, "
+        "statistics folded in (latency ~1.05x, session ~9x the memory); affine = one norm folded in, a per-config "
+        "scale and shift at run time (~1.2-1.3x, ~1.7x); hybrid = constant for the first stages, as many as double "
+        "their weights at most, affine for the rest (~1.1-1.2x, ~1.7x); gathered = each norm gathers its "
+        "statistics at run time (~1.3-1.7x, ~1.1x). Default: hybrid, constant with --quantize int8 (which needs it)",
     )
     p.add_argument("--output", required=True, help="file to write: *.onnx for ONNX, anything else TorchScript")
     p.add_argument("--format", choices=("torchscript", "onnx"), default=None, help="default: from --output's suffix")
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise NotADirectoryError(f"output directory {output.parent} does not exist; create it first")
     if args.quantize and fmt != "onnx":
         raise UsageError("--quantize int8 writes an ONNX file: give --output *.onnx")
-    if args.quantize and args.calibrated_stats == "gathered":
+    if args.quantize and args.calibrated_stats not in (None, "constant"):
         raise UsageError("--quantize int8 folds the statistics into the weights: use --calibrated-stats constant")
     if args.all_subnets == bool(args.skip_cfg):
         raise UsageError("give either --skip-cfg (one sub-network) or --all-subnets (one file for every depth)")
@@ -140,8 +142,8 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
     if output.suffix.lower() != ".onnx" or args.format == "torchscript":
         raise UsageError(f"--all-subnets writes ONNX (+ .pt2): give --output ending in .onnx, not {output.name}")
     resolution = args.resolution or model.info.input_size
-    net = switchable(model, args.calibrated_stats or ("constant" if args.quantize else "gathered"))
-    if args.quantize and net.stats_mode == "gathered":
+    net = switchable(model, args.calibrated_stats or ("constant" if args.quantize else "hybrid"))
+    if args.quantize and net.stats_mode not in ("none", "constant"):
         raise UsageError("--quantize int8 needs a model calibrated for every sub-network (or not calibrated)")
     if args.quantize:
         return _export_all_int8(net, name, meta, output, args, resolution)
@@ -156,8 +158,8 @@ def _export_all(model, name: str, meta: dict, output: Path, args) -> int:
             (got,) = session.run(None, {"image": x.numpy(), "skip": np.array(skip)})
             worst = max(worst, (torch.from_numpy(got) - model(x, skip=skip)).abs().max().item())
     print(f"{name}: {2**model.num_stages} sub-networks in one file; onnxruntime vs PyTorch: max abs diff {worst:.2e}")
-    if net.stats_mode != "none":  # "constant" falls back to "gathered" for a model calibrated for some configs only
-        print(f"calibrated statistics: {net.stats_mode} (--calibrated-stats {args.calibrated_stats or 'gathered'})")
+    if net.stats_mode != "none":  # constant / hybrid fall back for a model calibrated for some configs only
+        print(f"calibrated statistics: {net.stats_mode} (--calibrated-stats {args.calibrated_stats or 'hybrid'})")
     print(f"wrote {paths['onnx']} ({onnx_size(paths['onnx']) / 1e6:.1f} MB with {paths['onnx'].name}.data, ONNX)")
     print(f"wrote {paths['pt2']} ({paths['pt2'].stat().st_size / 1e6:.1f} MB, torch.export)")
     return 0

@@ -182,14 +182,14 @@ def export_switchable(
     meta: Mapping[str, Any] | None = None,
     pt2: bool = True,
     onnx: bool = True,
-    stats: str = "gathered",
+    stats: str = "hybrid",
 ) -> dict[str, Path]:
     """Write the switchable form of ``model`` as ONE ONNX file (``path``, weights in ``path.data``) and, with
     ``pt2``, a ``torch.export`` program (``path`` with suffix ``.pt2``), both with inputs ``image`` and ``skip``
     and ``meta`` (class names, normalisation ...) stored with them. Returns ``{"onnx": ..., "pt2": ...}``.
 
     ``model`` is put in eval mode; its calibrated statistics, if any, are used per config, held as ``stats``
-    says (:func:`adn.switchable`: ``"gathered"`` at run time, or ``"constant"`` in a branch per upstream config;
+    says (:func:`adn.switchable`: ``"hybrid"`` by default, ``"affine"``, ``"gathered"`` or ``"constant"``;
     the metadata's ``calibrated_stats`` says which was used); a :class:`~adn.SwitchableNet` is exported
     as it was built. ``onnx=False``: the ``.pt2`` program only. torch 2.14 can neither save nor translate to ONNX
     the switchable form of Swin (its attention makes tensor constants inside a ``torch.cond`` branch): a

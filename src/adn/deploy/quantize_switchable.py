@@ -14,8 +14,8 @@ values (a folded norm only scales each output channel, which goes into the per-c
 once again, in the main graph. Stage boundaries pass uint8: each ``If`` output and the branch outputs that become
 it share one range, so the tensor leaves its branch quantized instead of being dequantized there and quantized
 again outside (a float pass over a whole activation, twice, at every stage). A calibrated model must hold its
-statistics as constants (``--calibrated-stats constant``): gathered statistics are inputs of the norms and cannot
-be folded.
+statistics as constants (``--calibrated-stats constant``): statistics gathered or corrected at run time
+(``gathered``, ``affine``, ``hybrid``) cannot be folded.
 """
 
 from __future__ import annotations
@@ -170,10 +170,10 @@ def _check_switchable(model, path) -> None:
     if [i.name for i in model.graph.input] != ["image", "skip"]:
         raise ValueError(f"{path} is not a switchable file (inputs image, skip); quantize one depth with quantize_int8")
     meta = json.loads(next((p.value for p in model.metadata_props if p.key == "adn"), "{}"))
-    if meta.get("calibrated_stats") == "gathered":
+    if meta.get("calibrated_stats", "none") not in ("none", "constant"):
         raise ValueError(
-            f"{path} gathers its calibrated statistics at run time, which cannot be folded into INT8 convolutions; "
-            "export it with --calibrated-stats constant"
+            f"{path} applies its calibrated statistics at run time ({meta['calibrated_stats']}), which cannot be "
+            "folded into INT8 convolutions; export it with --calibrated-stats constant"
         )
 
 

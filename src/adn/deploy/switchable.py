@@ -14,14 +14,21 @@ Why one ``cond`` per stage and not a tree of ``2^S`` flat paths: the tree makes 
 time and ``torch.compile``'s tracing ``2^S`` times larger (ResNet-50: 16 traced networks, 390 s to translate to
 ONNX here, and an 886 MB file because every leaf gets its own folded weights), while a per-stage ``cond`` costs
 about two traced networks whatever ``S``. What it costs instead: calibrated BatchNorm statistics depend on the
-config, not on one stage's flag. Two ways to hold them (``stats``): *gathered* -- each BatchNorm gathers its
-statistics at run time from a ``[2^S, C]`` stack indexed by the config's number (:class:`GatheredNorm`); they
-are then inputs rather than constants of the convolutions and onnxruntime cannot fold them in (1.3-1.7x the
-latency of a single-depth file) -- or *constant* -- a norm's calibrated statistics depend only on the depth
-upstream of it, so stage ``i``'s ``cond`` goes under a tree of ``cond`` s on the ``i`` flags before it and each
-leaf holds its statistics as constants (as fast as a single-depth file; the file still stores every weight once,
-but onnxruntime folds each leaf's norms into its own copy of the weights, so its session holds up to ``2^S``
-copies of the last stage). ``benchmarks/switchable.py`` measures both. An uncalibrated model's norms stay
+config, not on one stage's flag. Ways to hold them (``stats``; ResNet-50 in onnxruntime, against a single-depth
+file's latency and session memory, in ``benchmarks/results/switchable-calibrated-cpu.md``): *constant* -- a norm's
+calibrated statistics depend only on the depth upstream of it, so stage ``i``'s ``cond`` goes under a tree of
+``cond`` s on the ``i`` flags before it and each leaf holds its statistics as constants (as fast as a single-depth
+file; the file still stores every weight once, but onnxruntime folds each leaf's norms into its own copy of the
+weights, so its session holds up to ``2^S`` copies of the last stage: ~9x the memory) -- *gathered* -- each
+BatchNorm gathers its statistics at run time from a ``[2^S, C]`` stack indexed by the config's number
+(:class:`GatheredNorm`); they are inputs rather than constants of the convolutions, which onnxruntime can neither
+fold nor pre-pack (1.3-1.7x the latency) -- *affine* -- each norm keeps one config's statistics as constants, which
+fold into the convolution, and a per-config scale and shift corrects its output (:class:`CorrectedNorm`); the
+correction is a run-time input, so onnxruntime reorders out of its blocked layout and back around it and cannot
+fuse the ReLU (~1.2-1.3x) -- and *hybrid*, the default: constant leaves for the first stages, as many as fold
+at most one model's worth of extra weight copies (big activations, small weights: where the correction costs the
+most time and the copies the least memory), *affine* for the rest (ResNet-50: two of four stages; ~1.1-1.2x the
+latency, ~1.7x the memory). An uncalibrated model's norms stay
 constants of the one ``cond`` per stage.
 
 Where the flags come from: the architecture's ``forward`` passes only the features from block to block, so
@@ -41,12 +48,14 @@ from torch import nn
 
 from ..core.modules import unwrap
 from ..core.network import AdaptiveDepthNet, register_tensor_skip
-from .template import GatheredNorm, StageSwitch, _Flags, build_template
+from .norms import CorrectedNorm, GatheredNorm, _Flags
+from .template import StageSwitch, build_template
 
-STATS_MODES = ("gathered", "constant")
+STATS_MODES = ("hybrid", "affine", "gathered", "constant")
 
 __all__ = [
     "STATS_MODES",
+    "CorrectedNorm",
     "GatheredNorm",
     "StageSwitch",
     "SwitchableNet",
@@ -81,7 +90,7 @@ class SwitchableNet(nn.Module):
     per-config BatchNorm statistics are held, see :func:`switchable`; :attr:`stats_mode` says which was used.
     """
 
-    def __init__(self, model: AdaptiveDepthNet, stats: str = "gathered") -> None:
+    def __init__(self, model: AdaptiveDepthNet, stats: str = "hybrid") -> None:
         super().__init__()
         if stats not in STATS_MODES:
             raise ValueError(f"stats must be one of {', '.join(STATS_MODES)}, got {stats!r}")
@@ -110,8 +119,8 @@ class SwitchableNet(nn.Module):
         of the calibration, and a model holds its switchable form outside its module tree (it is built from the
         model), so ``model.to()`` / ``.double()`` / ``.cuda()`` does not reach them."""
         for gathered in self.stats.values():
-            want = gathered.norm.running_mean
-            if gathered.running_mean.dtype != want.dtype or gathered.running_mean.device != want.device:
+            want, have = gathered.norm.running_mean, next(gathered.buffers())
+            if have.dtype != want.dtype or have.device != want.device:
                 gathered.to(want)
 
     def _run(self, image: torch.Tensor, skip, index) -> torch.Tensor:
@@ -130,16 +139,19 @@ class SwitchableNet(nn.Module):
         return f"{self.num_stages} stages, {2**self.num_stages} sub-networks, skip: bool tensor [{self.num_stages}]"
 
 
-def switchable(model: AdaptiveDepthNet, stats: str = "gathered") -> SwitchableNet:
+def switchable(model: AdaptiveDepthNet, stats: str = "hybrid") -> SwitchableNet:
     """The switchable form of ``model`` (put in eval mode): ``switchable(model)(x, skip)`` equals
     ``model.eval()(x, skip=tuple(skip))`` for every config, calibrated statistics included.
 
-    ``stats`` matters for a calibrated model only. ``"gathered"``: one ``cond`` per stage, and every BatchNorm
-    gathers its statistics from a ``[2^S, C]`` stack at run time (compact; onnxruntime cannot fold them into the
-    convolutions). ``"constant"``: stage ``i``'s ``cond`` sits under a tree of ``cond`` s on the flags of the
-    stages before it, and each leaf holds its statistics as constants (``2^(i+1)`` branches for stage ``i``: as
-    fast as a single-depth file in onnxruntime, which holds each leaf's folded weights in memory); it falls back
-    to ``"gathered"`` when some statistics depend on more than the flags up to their stage."""
+    ``stats`` matters for a calibrated model only (see the module's docstring for what each costs).
+    ``"constant"``: stage ``i``'s ``cond`` sits under a tree of ``cond`` s on the flags of the stages before it,
+    and each leaf holds its statistics as constants (``2^(i+1)`` branches for stage ``i``). ``"gathered"``: one
+    ``cond`` per stage, and every BatchNorm gathers its statistics from a ``[2^S, C]`` stack at run time.
+    ``"affine"``: one ``cond`` per stage, every BatchNorm with one config's statistics, corrected per config at
+    run time. ``"hybrid"``: ``"constant"`` for the first stages (as many as fold at most the model's weights
+    again in extra copies), ``"affine"`` for the rest. ``"constant"`` falls back to ``"gathered"``, ``"hybrid"``
+    to ``"affine"``, when some statistics depend on more than the flags up to their stage (a model calibrated
+    for some configs only); :attr:`SwitchableNet.stats_mode` says which was used."""
     net = unwrap(model)
     if not isinstance(net, AdaptiveDepthNet) or getattr(net, "_fixed", None) is not None:
         raise ValueError("switchable() needs an adaptive model (adn.create_model or adn.convert), not a sub-network")
@@ -166,7 +178,7 @@ def build_switchable(model: AdaptiveDepthNet) -> SwitchableNet | Exception:
     """:class:`SwitchableNet` of ``model``, or the error that prevented it (reported when a tensor skip is used:
     a model whose layout the template cannot be made of still works with tuple configs)."""
     try:
-        return SwitchableNet(model)
+        return SwitchableNet(model, "gathered")  # built at every build_subnets(): the quickest to build
     except (ValueError, KeyError, AttributeError, TypeError) as e:
         return e
 

@@ -9,22 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.network import BATCH_NORM_TYPES, TWIN, AdaptiveDepthNet
-from ..core.skipconfig import subnets
+from ..core.skipconfig import skip_configs
 from ..core.stats import FrozenStatsNorm
 from ..core.tree import REMOVED, substitute
+from .norms import CorrectedNorm, GatheredNorm, _Flags
 
-__all__ = ["GatheredNorm", "StageSwitch", "build_template"]
-
-
-class _Flags:
-    """The skip flags of the call in progress (a bool tensor, or a tuple of bools in eager mode) and its index."""
-
-    skip: torch.Tensor | tuple[bool, ...] | None = None
-    index: torch.Tensor | int = 0
+__all__ = ["StageSwitch", "build_template"]
 
 
 @torch.library.custom_op("adn::contiguous_operand", mutates_args=())
@@ -59,33 +52,16 @@ class StageSwitch(nn.Module):
         return torch.cond(self.flags.skip[self.stage], self.skipped, self.kept, (x,))
 
 
-class GatheredNorm(nn.Module):
-    """A BatchNorm (eval semantics) whose running statistics are row ``index`` of a ``[2^S, C]`` stack: the ones
-    calibrated for the config being run (the trained ones for configs that were not calibrated or never use it).
-    The affine parameters are read from ``norm`` at call time (the model's own tensors)."""
-
-    def __init__(self, flags: _Flags, norm: nn.Module, mean: torch.Tensor, var: torch.Tensor) -> None:
-        super().__init__()
-        self.__dict__.update(flags=flags, norm=norm)
-        self.register_buffer("running_mean", mean)
-        self.register_buffer("running_var", var)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        i, n = self.flags.index, self.norm
-        if isinstance(i, int):
-            mean, var = self.running_mean[i], self.running_var[i]
-        else:  # a 1-element index tensor: index_select keeps the shapes static (no data-dependent size)
-            mean, var = self.running_mean.index_select(0, i)[0], self.running_var.index_select(0, i)[0]
-        return F.batch_norm(x, mean, var, n.weight, n.bias, False, 0.0, n.eps)
-
-
 # ------------------------------------------------------------------------------------------- the template
 def _within(name: str, blocks: Sequence[str]) -> bool:
     return any(name == b or name.startswith(b + ".") for b in blocks)
 
 
-def _gathered_norms(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict) -> dict[str, nn.Module]:
-    """``{module name: GatheredNorm}`` for every BatchNorm (main or twin) of a calibrated model, else ``{}``."""
+def _gathered_norms(
+    model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, corrected: bool = False, leave: Sequence[str] = ()
+) -> dict[str, nn.Module]:
+    """``{module name: GatheredNorm}`` (``corrected``: :class:`CorrectedNorm`) for every BatchNorm (main or twin)
+    of a calibrated model outside the modules ``leave``, else ``{}``."""
     calibration = model._modules.get("calibration")
     if calibration is None or not calibration.configs():
         return {}
@@ -95,14 +71,21 @@ def _gathered_norms(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDic
         parts = name.split(".")
         if not isinstance(norm, BATCH_NORM_TYPES) or parts[0] == "calibration" or norm.running_mean is None:
             continue
+        if _within(name, leave):
+            continue
         position, is_twin = (name.rpartition(".")[0], True) if parts[-1] == TWIN else (name, False)
-        rows_mean, rows_var = [], []
-        for config in subnets(model.num_stages):
+        rows_mean, rows_var, used_by = [], [], []
+        for config in skip_configs(model.num_stages):
             used = position in twin_stage and config[twin_stage[position]] == is_twin or position not in twin_stage
             stats = calibration.stats(config).get(position) if used else None
             rows_mean.append(stats.running_mean if stats is not None else norm.running_mean)
             rows_var.append(stats.running_var if stats is not None else norm.running_var)
-        gathered = GatheredNorm(flags, norm, torch.stack(rows_mean), torch.stack(rows_var))
+            used_by.append(used)
+        mean, var = torch.stack(rows_mean), torch.stack(rows_var)
+        if corrected:
+            gathered = CorrectedNorm(flags, norm, mean, var, used_by)
+        else:
+            gathered = GatheredNorm(flags, norm, mean, var)
         holder[name.replace(".", "__")] = gathered
         out[name] = gathered
     return out
@@ -198,12 +181,36 @@ def build_template(
         template = _constant_template(model, flags, plan)
         if template is not None:
             return template, "constant"
+    elif stats in ("hybrid", "affine"):
+        first = _constant_stages(model, plan) if stats == "hybrid" else 0
+        try:
+            return _gathered_template(model, flags, holder, plan, True, first), stats
+        except _Constant:  # some statistics depend on downstream flags: no constant leaves
+            holder.clear()
+            return _gathered_template(model, flags, holder, plan, True), "affine"
     return _gathered_template(model, flags, holder, plan), "gathered"
 
 
-def _gathered_template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, plan) -> nn.Module:
+def _constant_stages(model: AdaptiveDepthNet, plan) -> int:
+    """How many stages, from the first, get constant leaves in ``"hybrid"``: as many as keep the extra folded
+    copies of their weights (``2^(i+1) - 1`` for stage ``i``) within the model's own weight bytes."""
+    total, extra = sum(p.numel() for p in model.parameters()), 0
+    for i in range(model.num_stages):
+        names = {n for s, _, kept in plan if s == i for n in kept}
+        extra += (2 ** (i + 1) - 1) * sum(p.numel() for n in names for p in model.get_submodule(n).parameters())
+        if extra > total:
+            return i
+    return model.num_stages
+
+
+def _gathered_template(
+    model: AdaptiveDepthNet, flags: _Flags, holder: nn.ModuleDict, plan, corrected: bool = False, constant: int = 0
+) -> nn.Module:
+    """One ``cond`` per stage with gathered (``corrected``: :class:`CorrectedNorm`) statistics, except that the
+    first ``constant`` stages are ``cond`` trees with constant leaves (:func:`_prefix_switch`)."""
     layout = model.layout
-    gathered = _gathered_norms(model, flags, holder)
+    leave = [n for i, _, kept in plan if i < constant for n in kept]
+    gathered = _gathered_norms(model, flags, holder, corrected, leave)
     switched = [n for _, _, kept in plan for n in kept]
     kept_tree = _variant(model, {}, gathered)
     replace: dict[str, object] = {
@@ -211,6 +218,10 @@ def _gathered_template(model: AdaptiveDepthNet, flags: _Flags, holder: nn.Module
     }
     skipped_trees: dict[int, nn.Module] = {}
     for i, skipped, kept in plan:
+        if i < constant:
+            replace[kept[0]] = _prefix_switch(model, flags, i, skipped, kept)
+            replace.update(dict.fromkeys(kept[1:], REMOVED))
+            continue
         if i not in skipped_trees:  # the model as stage i's skipped branch sees it: its twins and idle modules
             swaps = {n: _twin_of(model, n) for n, s in layout.twins if s == i}
             swaps.update({n: nn.Identity() for n, s in layout.inactive if s == i})
@@ -259,7 +270,7 @@ def _prefix_switch(model: AdaptiveDepthNet, flags: _Flags, stage: int, skipped: 
     """The modules ``skipped`` / ``kept`` of stage ``stage``'s two branches, taken from the calibrated paths, under
     a ``cond`` tree over the flags of the stages before it: a BatchNorm's calibrated statistics depend only on the
     depth upstream of it, so each leaf holds them as constants (which onnxruntime folds into the convolutions)."""
-    configs = subnets(model.num_stages)
+    configs = skip_configs(model.num_stages)
 
     def branch(prefix: tuple[bool, ...]) -> list[nn.Module]:
         names = skipped if prefix[-1] else kept
@@ -292,7 +303,7 @@ def _constant_template(model: AdaptiveDepthNet, flags: _Flags, plan) -> nn.Modul
                 and not _within(name, [*switched, "calibration"])
                 and TWIN not in name.split(".")
             ):
-                variants = [[model.subnet(c).get_submodule(name)] for c in subnets(model.num_stages)]
+                variants = [[model.subnet(c).get_submodule(name)] for c in skip_configs(model.num_stages)]
                 if not _same_stats(variants):
                     raise _Constant
                 replace[name] = variants[0][0]
