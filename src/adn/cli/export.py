@@ -31,8 +31,8 @@ def get_args_parser() -> Parser:
         help="--all-subnets of a calibrated model, how the per-config BatchNorm statistics are held (ResNet-50 "
         "figures vs a single-depth file, see docs/deploy.md): constant = a branch per config of the stages upstream, "
         "statistics folded in (latency ~1.05x, session ~9x the memory); affine = one norm folded in, a per-config "
-        "scale and shift at run time (~1.2-1.3x, ~1.7x); hybrid = constant for the first stages, as many as double "
-        "their weights at most, affine for the rest (~1.1-1.2x, ~1.7x); gathered = each norm gathers its "
+        "scale and shift at run time (~1.2-1.25x, ~1.65x); hybrid = constant for the first stages, as many as double "
+        "their weights at most, affine for the rest (~1.08-1.12x, ~1.7x); gathered = each norm gathers its "
         "statistics at run time (~1.3-1.7x, ~1.1x). Default: hybrid, constant with --quantize int8 (which needs it)",
     )
     p.add_argument("--output", required=True, help="file to write: *.onnx for ONNX, anything else TorchScript")

@@ -15,7 +15,7 @@ time and ``torch.compile``'s tracing ``2^S`` times larger (ResNet-50: 16 traced 
 ONNX here, and an 886 MB file because every leaf gets its own folded weights), while a per-stage ``cond`` costs
 about two traced networks whatever ``S``. What it costs instead: calibrated BatchNorm statistics depend on the
 config, not on one stage's flag. Ways to hold them (``stats``; ResNet-50 in onnxruntime, against a single-depth
-file's latency and session memory, in ``benchmarks/results/switchable-calibrated-cpu.md``): *constant* -- a norm's
+file's latency and session memory, in ``benchmarks/results/switchable-cpu-inductor.md``): *constant* -- a norm's
 calibrated statistics depend only on the depth upstream of it, so stage ``i``'s ``cond`` goes under a tree of
 ``cond`` s on the ``i`` flags before it and each leaf holds its statistics as constants (as fast as a single-depth
 file; the file still stores every weight once, but onnxruntime folds each leaf's norms into its own copy of the
@@ -27,8 +27,8 @@ fold into the convolution, and a per-config scale and shift corrects its output 
 correction is a run-time input, so onnxruntime reorders out of its blocked layout and back around it and cannot
 fuse the ReLU (~1.2-1.3x) -- and *hybrid*, the default: constant leaves for the first stages, as many as fold
 at most one model's worth of extra weight copies (big activations, small weights: where the correction costs the
-most time and the copies the least memory), *affine* for the rest (ResNet-50: two of four stages; ~1.1-1.2x the
-latency, ~1.7x the memory). An uncalibrated model's norms stay
+most time and the copies the least memory), *affine* for the rest (ResNet-50: two of four stages; 1.08-1.12x the
+latency, 1.7x the memory). An uncalibrated model's norms stay
 constants of the one ``cond`` per stage.
 
 Where the flags come from: the architecture's ``forward`` passes only the features from block to block, so
