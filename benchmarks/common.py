@@ -12,6 +12,7 @@ keeps the main norms, its twins being copies of them). The shallow net is a fres
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,23 +248,13 @@ def trained_like(model: nn.Module) -> nn.Module:
 
 
 def train_resnet20(epochs: int) -> nn.Module:
-    """A resnet20 trained briefly on the built-in data (super- and base-net losses), enough to measure INT8."""
-    from torch.utils.data import DataLoader
+    """The tests' briefly trained resnet20 (``tests/helpers.py``): one recipe for the tests and the INT8 rows."""
+    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    from helpers import train_resnet20 as train
 
-    from adn.data.loaders import build_calibration_set
-
-    torch.manual_seed(0)
-    model = adn.create_model("resnet20", num_classes=10)
-    data = DataLoader(build_calibration_set(image_size=32), batch_size=64, shuffle=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    for _ in range(epochs):
-        for x, y in data:
-            loss = sum(nn.functional.cross_entropy(model(x, skip=s), y) for s in (False, True))  # super, base
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return train(epochs)
 
 
 __all__ = [
