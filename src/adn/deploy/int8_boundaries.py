@@ -48,7 +48,7 @@ def unify_if_outputs(model, ranges: dict[str, tuple[float, float]]) -> None:
                 ranges.update(dict.fromkeys(names, union))
 
 
-def uint8_if_outputs(model, ranks: dict[str, int] | None = None) -> int:
+def uint8_if_outputs(model, ranks: dict[str, int]) -> int:
     """Where every consumer of an ``If`` output quantizes it again and each branch computes it as a
     ``DequantizeLinear`` with the same scale (or as a nested ``If`` output of that kind), pass the uint8 tensor out
     instead; returns how many outputs changed. Why: onnxruntime runs each branch as a graph of its own, so every
@@ -66,7 +66,7 @@ def uint8_if_outputs(model, ranks: dict[str, int] | None = None) -> int:
             if not consumers or any(n.op_type != "QuantizeLinear" for n in consumers) or len(wanted) != 1:
                 continue
             if _uint8_branches(node, k, next(iter(wanted)), params, apply=False):
-                nhwc = (ranks or {}).get(out) == 4
+                nhwc = ranks.get(out) == 4
                 _uint8_branches(node, k, next(iter(wanted)), params, apply=True, nhwc=nhwc)
                 for consumer in consumers:  # now a no-op: onnxruntime removes it
                     consumer.op_type, consumer.input[:] = "Identity", [out]
@@ -76,8 +76,7 @@ def uint8_if_outputs(model, ranks: dict[str, int] | None = None) -> int:
                     for info in [v for v in graph.value_info if v.name == out]:
                         graph.value_info.remove(info)
                 changed += 1
-    if ranks is not None:
-        _channels_last_boundaries(model, ranks, channels_last)
+    _channels_last_boundaries(model, ranks, channels_last)
     _drop_unused(model)
     return changed
 

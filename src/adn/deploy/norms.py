@@ -18,6 +18,13 @@ class _Flags:
     skip: torch.Tensor | tuple[bool, ...] | None = None
     index: torch.Tensor | int = 0
 
+    def row(self, table: torch.Tensor) -> torch.Tensor:
+        """Row ``index`` of a ``[2^S, C]`` table: the running config's."""
+        if isinstance(self.index, int):
+            return table[self.index]
+        # a 1-element index tensor: index_select keeps the shapes static (no data-dependent size)
+        return table.index_select(0, self.index)[0]
+
 
 class GatheredNorm(nn.Module):
     """A BatchNorm (eval semantics) whose running statistics are row ``index`` of a ``[2^S, C]`` stack: the ones
@@ -31,12 +38,8 @@ class GatheredNorm(nn.Module):
         self.register_buffer("running_var", var)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        i, n = self.flags.index, self.norm
-        if isinstance(i, int):
-            mean, var = self.running_mean[i], self.running_var[i]
-        else:  # a 1-element index tensor: index_select keeps the shapes static (no data-dependent size)
-            mean, var = self.running_mean.index_select(0, i)[0], self.running_var.index_select(0, i)[0]
-        return F.batch_norm(x, mean, var, n.weight, n.bias, False, 0.0, n.eps)
+        n, row = self.norm, self.flags.row
+        return F.batch_norm(x, row(self.running_mean), row(self.running_var), n.weight, n.bias, False, 0.0, n.eps)
 
 
 class CorrectedNorm(nn.Module):
@@ -70,10 +73,6 @@ class CorrectedNorm(nn.Module):
         y = F.batch_norm(x, self.ref_mean, self.ref_var, n.weight, n.bias, False, 0.0, n.eps)
         if self.exact:
             return y
-        i = self.flags.index
-        if isinstance(i, int):
-            scale, shift = self.scale[i], self.shift[i]
-        else:  # a 1-element index tensor: index_select keeps the shapes static (no data-dependent size)
-            scale, shift = self.scale.index_select(0, i)[0], self.shift.index_select(0, i)[0]
+        scale, shift = self.flags.row(self.scale), self.flags.row(self.shift)
         # one BatchNormalization with unit statistics: a single pass over y, where Mul and Add make two
         return F.batch_norm(y, self.unit_mean, self.unit_var, scale, shift, False, 0.0, 0.0)
