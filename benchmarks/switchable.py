@@ -37,7 +37,7 @@ from adn.deploy.export_switchable import export_switchable
 from common import ort_session as _session
 from common import train_resnet20
 from common import trained_like as _trained_like
-from harness import Report, Stopwatch
+from harness import Report, Stopwatch, interleaved_min_ms
 from harness import min_ms as _min_ms
 
 
@@ -97,18 +97,18 @@ def bench_model(name: str, args, out_dir: Path, stats: str | None) -> tuple[list
             reps = args.reps if batch == 1 else max(2, args.reps // 8)
             x = torch.randn(batch, 3, res, res)
             feed, skip = x.numpy(), np.array(c)
-            cols: dict[str, list[float]] = {"switchable": [], "single": [], "eager": [], "compile": []}
-            # ruff: B023 below is moot: every lambda is called before the loop moves on
+            fns = {
+                "switchable": lambda: switch.run(None, {"image": feed, "skip": skip}),  # noqa: B023
+                "single": lambda: flat.run(None, {"images": feed}),  # noqa: B023
+                "eager": lambda: model(x, skip=c),  # noqa: B023
+            }
+            if compiled is not None:
+                fns["compile"] = lambda: compiled(x, torch.tensor(c))  # noqa: B023
+            # ruff: B023 above is moot: every lambda is called before the loop moves on
             with torch.no_grad():
                 if compiled is not None:
                     compiled(x, torch.tensor(c))  # compile outside the timed rounds (once per batch size)
-                for _ in range(args.rounds):
-                    cols["switchable"].append(_min_ms(lambda: switch.run(None, {"image": feed, "skip": skip}), reps))  # noqa: B023
-                    cols["single"].append(_min_ms(lambda: flat.run(None, {"images": feed}), reps))  # noqa: B023
-                    cols["eager"].append(_min_ms(lambda: model(x, skip=c), reps))  # noqa: B023
-                    if compiled is not None:
-                        cols["compile"].append(_min_ms(lambda: compiled(x, torch.tensor(c)), reps))  # noqa: B023
-            best = {k: min(v) for k, v in cols.items() if v}
+                best = interleaved_min_ms(fns, args.rounds, reps)
             ratio = {k: f"{v / best['single']:.3f}" for k, v in best.items()}
             rows.append(
                 f"| {tag} | {label} | {batch} | {best['single']:.1f} | {ratio['switchable']} | {ratio['eager']} | "
